@@ -1,0 +1,343 @@
+"""The TOML configuration: pydantic models, loading, and one readable error block.
+
+Relative paths resolve against the config file's directory, except
+`adapter.checkpoint_dir`, which is relative to the trainer's `run.cwd`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+import trainer_adapters
+from trainer_adapters.base import AdapterOptions
+
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _number(value: object) -> object:
+    # TOML gives ints and floats; a quoted "3" or a boolean is a mistake worth naming.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {type(value).__name__}")
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_number), Field(ge=0)]
+Count = Annotated[int, Field(strict=True)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunSection(Section):
+    name: str | None = None
+    command: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    cwd: Path | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    state_dir: Path | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str | None) -> str | None:
+        if name is not None and not RUN_NAME.match(name):
+            raise ValueError(
+                "use letters, digits, '.', '_' and '-' (at most 64, starting with a letter or digit)"
+            )
+        return name
+
+
+class AdapterSection(Section):
+    name: str = "generic"
+    checkpoint_dir: Path | None = None
+    options: AdapterOptions = Field(default_factory=AdapterOptions)
+
+
+class RestartSection(Section):
+    backoff_initial_s: Seconds = 10.0
+    backoff_max_s: Seconds = 600.0
+    backoff_factor: Annotated[float, BeforeValidator(_number), Field(ge=1)] = 2.0
+    jitter: Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)] = 0.2
+    stable_after_s: Seconds = 300.0
+    max_attempts_without_progress: Annotated[Count, Field(ge=1)] = 5
+
+    @model_validator(mode="after")
+    def _max_not_below_initial(self) -> RestartSection:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError(
+                f"backoff_max_s ({self.backoff_max_s:g}) must be >= backoff_initial_s "
+                f"({self.backoff_initial_s:g})"
+            )
+        return self
+
+
+class HeartbeatSection(Section):
+    timeout_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 1800.0
+    # Unset means max(3600, timeout_s): importing and loading data can take minutes.
+    startup_timeout_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _startup_not_below_timeout(self) -> HeartbeatSection:
+        if self.startup_timeout_s is not None and self.startup_timeout_s < self.timeout_s:
+            raise ValueError(
+                f"startup_timeout_s ({self.startup_timeout_s:g}) must be >= timeout_s ({self.timeout_s:g})"
+            )
+        return self
+
+    @property
+    def effective_startup_timeout_s(self) -> float:
+        return self.startup_timeout_s if self.startup_timeout_s is not None else max(3600.0, self.timeout_s)
+
+
+class StopSection(Section):
+    grace_s: Seconds = 30.0
+    signal: str = "SIGTERM"
+
+    @field_validator("signal")
+    @classmethod
+    def _known_signal(cls, name: str) -> str:
+        return signal_name(name)
+
+
+class LogsSection(Section):
+    max_bytes: Annotated[Count, Field(ge=4096)] = 50 * 1024 * 1024
+    backups: Annotated[Count, Field(ge=0)] = 5
+
+
+class Config(Section):
+    """A loaded config. All paths are absolute and `run.name` is always set."""
+
+    path: Path
+    run: RunSection
+    adapter: AdapterSection = Field(default_factory=AdapterSection)
+    restart: RestartSection = Field(default_factory=RestartSection)
+    heartbeat: HeartbeatSection = Field(default_factory=HeartbeatSection)
+    stop: StopSection = Field(default_factory=StopSection)
+    logs: LogsSection = Field(default_factory=LogsSection)
+
+    @property
+    def name(self) -> str:
+        assert self.run.name is not None
+        return self.run.name
+
+    @property
+    def cwd(self) -> Path:
+        assert self.run.cwd is not None
+        return self.run.cwd
+
+    @property
+    def state_dir(self) -> Path:
+        assert self.run.state_dir is not None
+        return self.run.state_dir
+
+
+def signal_name(name: str) -> str:
+    """Normalise 'TERM', 'sigterm' or '15' to 'SIGTERM'; ValueError if unknown."""
+    text = name.strip().upper()
+    try:
+        sig = (
+            signal.Signals(int(text))
+            if text.isdigit()
+            else signal.Signals[text if text.startswith("SIG") else f"SIG{text}"]
+        )
+    except (KeyError, ValueError):
+        raise ValueError(f"unknown signal {name!r}; e.g. SIGTERM or SIGINT") from None
+    return sig.name
+
+
+class ConfigError(Exception):
+    """A config that cannot be used. str() is the whole readable block."""
+
+    def __init__(self, path: Path, problems: Sequence[str]) -> None:
+        self.path = path
+        self.problems = list(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if len(self.problems) == 1:
+            return f"config {self.path}: {self.problems[0]}"
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        return f"config {self.path}: {len(self.problems)} problems\n{lines}"
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read, validate and resolve a config file; ConfigError on any problem."""
+    config_path = Path(path).expanduser().absolute()
+    raw = _read_toml(config_path)
+    try:
+        config = _validate(config_path, raw)
+    except ValidationError as exc:
+        raise ConfigError(config_path, _describe(exc)) from None
+    config = _resolve(config)
+    problems = _check_paths(config)
+    if problems:
+        raise ConfigError(config_path, problems)
+    return config
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(path, ["file not found"])
+    if not path.is_file():
+        raise ConfigError(path, ["not a regular file"])
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"TOML syntax error: {exc}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [f"cannot read: {exc}"]) from None
+
+
+def _validate(path: Path, raw: dict[str, Any]) -> Config:
+    data = dict(raw)
+    adapter_raw = data.get("adapter", {})
+    if isinstance(adapter_raw, Mapping):
+        data["adapter"] = _split_adapter_table(path, dict(adapter_raw))
+    return Config.model_validate({**data, "path": path})
+
+
+def _split_adapter_table(path: Path, table: dict[str, Any]) -> dict[str, Any]:
+    """Move adapter-specific keys into `options`, validated by that adapter's model."""
+    base: dict[str, Any] = {k: table.pop(k) for k in ("name", "checkpoint_dir") if k in table}
+    name = base.get("name", "generic")
+    if not isinstance(name, str):
+        return {**base, **table}  # let pydantic report the wrong type
+    try:
+        adapter = trainer_adapters.get(name)
+    except KeyError as exc:
+        raise ConfigError(path, [f"adapter.name: {exc.args[0]}"]) from None
+    try:
+        options = adapter.options.model_validate(table)
+    except ValidationError as exc:
+        raise ConfigError(path, _describe(exc, prefix=("adapter",))) from None
+    return {**base, "options": options}
+
+
+def _describe(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        where = _dotted(prefix + tuple(err["loc"]))
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            problems.append(f"{where}: unknown key")
+        elif kind == "missing":
+            problems.append(f"{where}: required key is missing")
+        else:
+            message = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"{where}: {message} (got {err['input']!r})")
+    return problems
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _resolve(config: Config) -> Config:
+    base = config.path.parent
+    run = config.run
+    name = run.name or config.path.stem
+    if not RUN_NAME.match(name):
+        raise ConfigError(
+            config.path, [f"run.name: the file name {name!r} is not a usable run name; set run.name"]
+        )
+    cwd = _absolute(run.cwd, base) if run.cwd is not None else base
+    state_dir = _absolute(run.state_dir, base) if run.state_dir is not None else default_state_dir(name)
+    checkpoint_dir = config.adapter.checkpoint_dir
+    adapter = config.adapter.model_copy(
+        update={"checkpoint_dir": _absolute(checkpoint_dir, cwd) if checkpoint_dir is not None else None}
+    )
+    run = run.model_copy(update={"name": name, "cwd": cwd, "state_dir": state_dir})
+    return config.model_copy(update={"run": run, "adapter": adapter})
+
+
+def _absolute(path: Path, base: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def default_state_dir(name: str) -> Path:
+    """systemd's $STATE_DIRECTORY when set, else $XDG_STATE_HOME (~/.local/state)."""
+    systemd_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd_dir:
+        return Path(systemd_dir) / name
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "train-supervisor" / name
+
+
+def _check_paths(config: Config) -> list[str]:
+    if not config.cwd.is_dir():
+        return [f"run.cwd: directory does not exist: {config.cwd}"]
+    program = config.run.command[0]
+    if "/" in program:
+        resolved = _absolute(Path(program), config.cwd)
+        if not (resolved.is_file() and os.access(resolved, os.X_OK)):
+            return [f"run.command[0]: not an executable file: {resolved}"]
+        return []
+    search_path = config.run.env.get("PATH", os.environ.get("PATH", os.defpath))
+    if shutil.which(program, path=search_path) is None:
+        return [f"run.command[0]: {program!r} was not found on PATH"]
+    return []
+
+
+def to_toml(config: Config) -> str:
+    """The effective config (defaults filled in, paths resolved) as TOML."""
+    tables: dict[str, dict[str, Any]] = {
+        "run": config.run.model_dump(exclude={"env"}),
+        "run.env": config.run.env,
+        "adapter": {
+            "name": config.adapter.name,
+            "checkpoint_dir": config.adapter.checkpoint_dir,
+            **config.adapter.options.model_dump(),
+        },
+        "restart": config.restart.model_dump(),
+        "heartbeat": {
+            **config.heartbeat.model_dump(),
+            "startup_timeout_s": config.heartbeat.effective_startup_timeout_s,
+        },
+        "stop": config.stop.model_dump(),
+        "logs": config.logs.model_dump(),
+    }
+    out = [f"# effective config of {config.path}"]
+    for table, values in tables.items():
+        out.append(f"\n[{table}]")
+        for key, value in values.items():
+            if value is None:
+                out.append(f"# {key} is not set")
+            else:
+                out.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    return "\n".join(out) + "\n"
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{text}"'

@@ -1,0 +1,399 @@
+"""The decision core: `decide(state, event, now, policy) -> (state, actions)`.
+
+Pure: no I/O, no clock reads, no randomness. The daemon feeds it events and carries
+out the actions it returns; tests replay event histories on a fake clock.
+
+Phases and their transitions (every move is marked where it happens below):
+
+    STARTING --Launched--> RUNNING
+    STARTING --LaunchFailed--> BACKOFF | STARTING (zero backoff) | GAVE_UP
+    RUNNING  --Exited(0)--> COMPLETED                (when exit codes are trusted)
+    RUNNING  --Exited(failure)--> BACKOFF | STARTING (zero backoff) | GAVE_UP
+    RUNNING  --StopRequested--> STOPPING
+    STOPPING --Exited--> STOPPED
+    STOPPING --StopRequested--> STOPPING             (second request: kill now)
+    BACKOFF  --TimerFired(relaunch)--> STARTING
+    BACKOFF  --StopRequested--> STOPPED
+    IDLE     --Boot--> STARTING | GAVE_UP            (counters come from the ledger)
+    IDLE     --StopRequested--> STOPPED
+
+COMPLETED, STOPPED and GAVE_UP are final: the supervisor exits with `exit_code`.
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from supervisor.backoff import Backoff, uniform
+
+EXIT_OK = 0
+EXIT_GAVE_UP = 3
+
+
+class Phase(StrEnum):
+    IDLE = "idle"  # before Boot
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    BACKOFF = "backoff"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    GAVE_UP = "gave_up"
+
+    @property
+    def final(self) -> bool:
+        return self in (Phase.COMPLETED, Phase.STOPPED, Phase.GAVE_UP)
+
+
+class Cause(StrEnum):
+    """Why an attempt ended (one per attempt, in the ledger and in `status`)."""
+
+    CRASH = "crash"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    INTERRUPTED = "interrupted"  # the supervisor itself died while the attempt ran
+
+
+class Timer(StrEnum):
+    STABLE = "stable"  # the attempt has run healthy for stable_after_s
+    RELAUNCH = "relaunch"  # the backoff delay is over
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    code: int | None = None
+    signal: int | None = None
+
+    @classmethod
+    def from_returncode(cls, returncode: int) -> ExitStatus:
+        """Popen's convention: negative means killed by that signal."""
+        return cls(signal=-returncode) if returncode < 0 else cls(code=returncode)
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            try:
+                return f"killed by {_signal.Signals(self.signal).name}"
+            except ValueError:
+                return f"killed by signal {self.signal}"
+        return f"exit code {self.code}"
+
+
+@dataclass(frozen=True)
+class Policy:
+    backoff: Backoff
+    stable_after_s: float
+    max_attempts_without_progress: int
+    stop_signal: str = "SIGTERM"
+    stop_grace_s: float = 30.0
+    exit_codes_trusted: bool = True
+
+
+@dataclass(frozen=True)
+class State:
+    phase: Phase = Phase.IDLE
+    attempt: int = 0  # the current (or last) attempt; attempts count from 1
+    backoff_level: int = 0  # consecutive failures since the last stable run
+    without_progress: int = 0  # consecutive attempts that ended without progress
+    started_at: float | None = None  # when the current attempt was confirmed running
+    stable: bool = False  # the current attempt has passed stable_after_s
+    relaunch_at: float | None = None  # in BACKOFF: when the next attempt starts
+    last_cause: Cause | None = None
+    last_exit: ExitStatus | None = None
+    exit_code: int | None = None  # set in a final phase
+    seed: int = 0  # jitter draws are uniform(seed, attempt)
+
+
+# --- events -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Boot:
+    """The supervisor starts. `unfinished` is set when the ledger shows an attempt that
+    was still running when the previous supervisor died; `unfinished_stable` says whether
+    that attempt had already run stably."""
+
+    unfinished: bool = False
+    unfinished_stable: bool = False
+
+
+@dataclass(frozen=True)
+class Launched:
+    attempt: int
+    pid: int
+
+
+@dataclass(frozen=True)
+class LaunchFailed:
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Exited:
+    attempt: int
+    status: ExitStatus
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class StopRequested:
+    reason: str
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    timer: Timer
+    attempt: int
+
+
+Event = Boot | Launched | LaunchFailed | Exited | StopRequested | TimerFired
+
+
+# --- actions ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Launch:
+    attempt: int
+
+
+@dataclass(frozen=True)
+class StopTrainer:
+    """Signal the trainer's whole process group; SIGKILL it after grace_s."""
+
+    signal: str
+    grace_s: float
+
+
+@dataclass(frozen=True)
+class KillTrainer:
+    pass
+
+
+@dataclass(frozen=True)
+class StartTimer:
+    timer: Timer
+    attempt: int
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class RecordAttemptEnd:
+    attempt: int
+    cause: Cause
+    status: ExitStatus | None
+    stable: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something worth a log line and a ledger event."""
+
+    kind: str
+    message: str
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Finish:
+    exit_code: int
+
+
+Action = Launch | StopTrainer | KillTrainer | StartTimer | RecordAttemptEnd | Note | Finish
+Decision = tuple[State, list[Action]]
+
+
+# --- the decision -------------------------------------------------------------------
+
+
+def decide(state: State, event: Event, now: float, policy: Policy) -> Decision:
+    if state.phase.final:
+        return state, []
+    match event:
+        case Boot():
+            return _boot(state, event, policy) if state.phase is Phase.IDLE else (state, [])
+        case Launched():
+            return _launched(state, event, now, policy)
+        case LaunchFailed():
+            if event.attempt != state.attempt or state.phase is not Phase.STARTING:
+                return state, []
+            return _failed(state, now, policy, None, f"could not start: {event.reason}")
+        case Exited():
+            return _exited(state, event, now, policy)
+        case StopRequested():
+            return _stop_requested(state, event, policy)
+        case TimerFired():
+            return _timer(state, event, now, policy)
+
+
+def _boot(state: State, event: Boot, policy: Policy) -> Decision:
+    actions: list[Action] = []
+    if event.unfinished:
+        # The previous supervisor died with a trainer running: that attempt's end was
+        # never seen. It counts against progress unless it had already run stably, so a
+        # trainer that takes the whole machine down still ends in a give-up.
+        cause = Cause.INTERRUPTED
+        actions += [
+            RecordAttemptEnd(
+                state.attempt, cause, None, event.unfinished_stable, "supervisor was not running"
+            ),
+            Note(
+                "interrupted", f"attempt {state.attempt} was interrupted: the supervisor stopped while it ran"
+            ),
+        ]
+        if not event.unfinished_stable:
+            state = replace(
+                state,
+                backoff_level=state.backoff_level + 1,
+                without_progress=state.without_progress + 1,
+                last_cause=cause,
+            )
+        if state.without_progress >= policy.max_attempts_without_progress:
+            return _give_up(state, actions, policy)
+    return _launch(state, actions)
+
+
+def _launch(state: State, actions: list[Action]) -> Decision:
+    # -> STARTING
+    attempt = state.attempt + 1
+    state = replace(
+        state, phase=Phase.STARTING, attempt=attempt, started_at=None, stable=False, relaunch_at=None
+    )
+    return state, [*actions, Launch(attempt)]
+
+
+def _launched(state: State, event: Launched, now: float, policy: Policy) -> Decision:
+    if event.attempt != state.attempt or state.phase is not Phase.STARTING:
+        return state, []  # e.g. a stop arrived first: stay STOPPING
+    # STARTING -> RUNNING
+    state = replace(state, phase=Phase.RUNNING, started_at=now)
+    note = Note("launched", f"attempt {event.attempt} running as pid {event.pid}")
+    return state, [note, StartTimer(Timer.STABLE, state.attempt, policy.stable_after_s)]
+
+
+def _exited(state: State, event: Exited, now: float, policy: Policy) -> Decision:
+    if event.attempt != state.attempt or state.phase not in (Phase.RUNNING, Phase.STARTING, Phase.STOPPING):
+        return state, []
+    status = event.status
+    stable = _ran_stably(state, now, policy)
+    if state.phase is Phase.STOPPING:
+        # STOPPING -> STOPPED
+        return _final(
+            replace(state, last_exit=status, last_cause=Cause.STOPPED),
+            Phase.STOPPED,
+            [RecordAttemptEnd(state.attempt, Cause.STOPPED, status, stable, event.detail)],
+            Note("stopped", f"attempt {state.attempt} stopped ({status.describe()}); exiting"),
+        )
+    if status.code == 0 and policy.exit_codes_trusted:
+        # RUNNING -> COMPLETED
+        return _final(
+            replace(state, last_exit=status, last_cause=Cause.COMPLETED),
+            Phase.COMPLETED,
+            [RecordAttemptEnd(state.attempt, Cause.COMPLETED, status, stable, event.detail)],
+            Note("completed", f"training finished: attempt {state.attempt} exited 0"),
+        )
+    return _failed(state, now, policy, status, event.detail)
+
+
+def _failed(state: State, now: float, policy: Policy, status: ExitStatus | None, detail: str) -> Decision:
+    """An attempt ended badly: count it, then relaunch (after backoff) or give up.
+    `detail` is what is known beside the exit status (e.g. the last line printed)."""
+    stable = _ran_stably(state, now, policy)
+    if stable:
+        # The attempt made progress before it died: counting starts afresh.
+        level, without = 1, 0
+    else:
+        level, without = state.backoff_level + 1, state.without_progress + 1
+    state = replace(
+        state,
+        backoff_level=level,
+        without_progress=without,
+        last_cause=Cause.CRASH,
+        last_exit=status,
+        stable=stable,
+    )
+    actions: list[Action] = [RecordAttemptEnd(state.attempt, Cause.CRASH, status, stable, detail)]
+    why = "; ".join(part for part in (status.describe() if status else "", detail) if part)
+    if without >= policy.max_attempts_without_progress:
+        return _give_up(state, actions, policy, why)
+    delay = policy.backoff.delay_s(level, uniform(state.seed, state.attempt))
+    if delay == 0:
+        actions.append(Note("crashed", f"attempt {state.attempt} failed ({why}); relaunching now"))
+        return _launch(state, actions)
+    # RUNNING -> BACKOFF
+    state = replace(state, phase=Phase.BACKOFF, relaunch_at=now + delay)
+    actions += [
+        Note("crashed", f"attempt {state.attempt} failed ({why}); relaunching in {delay:.1f}s"),
+        StartTimer(Timer.RELAUNCH, state.attempt, delay),
+    ]
+    return state, actions
+
+
+def _give_up(state: State, actions: list[Action], policy: Policy, detail: str = "") -> Decision:
+    # -> GAVE_UP
+    last = f"; last: {detail}" if detail else ""
+    message = (
+        f"giving up: {state.without_progress} consecutive attempts without progress "
+        f"(max_attempts_without_progress = {policy.max_attempts_without_progress}){last}"
+    )
+    return _final(state, Phase.GAVE_UP, actions, Note("gave_up", message, "error"))
+
+
+def _final(state: State, phase: Phase, actions: list[Action], note: Note) -> Decision:
+    code = EXIT_GAVE_UP if phase is Phase.GAVE_UP else EXIT_OK
+    state = replace(state, phase=phase, exit_code=code, relaunch_at=None)
+    return state, [*actions, note, Finish(code)]
+
+
+def _ran_stably(state: State, now: float, policy: Policy) -> bool:
+    if state.stable:
+        return True
+    return state.started_at is not None and now - state.started_at >= policy.stable_after_s
+
+
+def _stop_requested(state: State, event: StopRequested, policy: Policy) -> Decision:
+    match state.phase:
+        case Phase.RUNNING | Phase.STARTING:
+            # RUNNING -> STOPPING
+            note = Note(
+                "stopping",
+                f"{event.reason}: stopping attempt {state.attempt} "
+                f"({policy.stop_signal}, SIGKILL after {policy.stop_grace_s:g}s)",
+            )
+            return replace(state, phase=Phase.STOPPING), [
+                note,
+                StopTrainer(policy.stop_signal, policy.stop_grace_s),
+            ]
+        case Phase.STOPPING:
+            # STOPPING -> STOPPING, escalated
+            return state, [
+                Note("killing", f"{event.reason} again: killing the trainer now", "warning"),
+                KillTrainer(),
+            ]
+        case _:
+            # BACKOFF | IDLE -> STOPPED: no trainer is running
+            where = "before launch" if state.phase is Phase.IDLE else "during backoff"
+            return _final(state, Phase.STOPPED, [], Note("stopped", f"{event.reason} {where}; exiting"))
+
+
+def _timer(state: State, event: TimerFired, now: float, policy: Policy) -> Decision:
+    if event.attempt != state.attempt:
+        return state, []
+    if event.timer is Timer.STABLE and state.phase is Phase.RUNNING and not state.stable:
+        # RUNNING -> RUNNING, counters reset
+        state = replace(state, stable=True, backoff_level=0, without_progress=0)
+        note = Note("stable", f"attempt {state.attempt} has run {policy.stable_after_s:g}s: backoff reset")
+        return state, [note]
+    if event.timer is Timer.RELAUNCH and state.phase is Phase.BACKOFF:
+        # BACKOFF -> STARTING
+        return _launch(state, [])
+    return state, []
+
+
+def next_delay_s(state: State, policy: Policy) -> float:
+    """The un-jittered delay the next failure would wait (for `status`)."""
+    level = 1 if state.stable else state.backoff_level + 1
+    return policy.backoff.base_s(level)

@@ -1,0 +1,261 @@
+"""The daemon: wires the edges (signals, process, timers, ledger, logs) to the core.
+
+Every input becomes an event on one asyncio queue; `core.decide` turns each into a new
+state and a list of actions; `_execute` carries them out. Signal handlers only enqueue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import signal
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import structlog
+
+import trainer_adapters
+from supervisor import core
+from supervisor.backoff import Backoff
+from supervisor.config import Config
+from supervisor.core import (
+    Action,
+    Boot,
+    Event,
+    Exited,
+    Finish,
+    KillTrainer,
+    Launch,
+    Launched,
+    LaunchFailed,
+    Note,
+    Policy,
+    RecordAttemptEnd,
+    StartTimer,
+    State,
+    StopRequested,
+    StopTrainer,
+    TimerFired,
+)
+from supervisor.ledger import AttemptRow, Ledger
+from supervisor.logs import bind
+from supervisor.output import OutputSink, RotatingLog
+from supervisor.process import (
+    OutputTail,
+    Trainer,
+    clear_session,
+    marked_processes,
+    proc_identity,
+    trainer_env,
+)
+
+log = structlog.get_logger("supervisor")
+
+TRAINER_LOG = "logs/trainer.log"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def policy_for(config: Config) -> Policy:
+    restart = config.restart
+    return Policy(
+        backoff=Backoff(
+            initial_s=restart.backoff_initial_s,
+            max_s=restart.backoff_max_s,
+            factor=restart.backoff_factor,
+            jitter=restart.jitter,
+        ),
+        stable_after_s=restart.stable_after_s,
+        max_attempts_without_progress=restart.max_attempts_without_progress,
+        stop_signal=config.stop.signal,
+        stop_grace_s=config.stop.grace_s,
+        exit_codes_trusted=trainer_adapters.get(config.adapter.name).exit_codes_trusted,
+    )
+
+
+class Daemon:
+    def __init__(self, config: Config, ledger: Ledger, *, reset_counters: bool = False) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.policy = policy_for(config)
+        self.reset_counters = reset_counters
+        self.state = State()
+        self.trainer: Trainer | None = None
+        self.tail = OutputTail()
+        self.trainer_log = RotatingLog(
+            config.state_dir / TRAINER_LOG, config.logs.max_bytes, config.logs.backups
+        )
+        self.sink = OutputSink(self.trainer_log, [self.tail])
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._timers: list[asyncio.TimerHandle] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- main loop ------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = self._loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(
+                sig, self._queue.put_nowait, StopRequested(f"{signal.Signals(sig).name} received")
+            )
+        try:
+            self.state, boot = await self._restore()
+            self._queue.put_nowait(boot)
+            while True:
+                event = await self._queue.get()
+                exit_code = await self._step(event)
+                if exit_code is not None:
+                    return exit_code
+        finally:
+            for sig in STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
+            for handle in self._timers:
+                handle.cancel()
+            self.trainer_log.close()
+
+    async def _step(self, event: Event) -> int | None:
+        assert self._loop is not None
+        now = self._loop.time()
+        self.state, actions = core.decide(self.state, event, now, self.policy)
+        exit_code = None
+        for action in actions:
+            if isinstance(action, Finish):
+                exit_code = action.exit_code
+            else:
+                self._execute(action, now)
+        self._save(now)
+        return exit_code
+
+    def _execute(self, action: Action, now: float) -> None:
+        match action:
+            case Launch():
+                self._launch(action.attempt)
+            case StopTrainer():
+                if self.trainer is not None:
+                    self.trainer.stop(signal.Signals[action.signal], action.grace_s)
+            case KillTrainer():
+                if self.trainer is not None:
+                    self.trainer.kill()
+            case StartTimer():
+                assert self._loop is not None
+                event = TimerFired(action.timer, action.attempt)
+                self._timers = [t for t in self._timers if not t.cancelled() and t.when() > now]
+                self._timers.append(self._loop.call_later(action.delay_s, self._queue.put_nowait, event))
+            case RecordAttemptEnd():
+                self.ledger.end_attempt(
+                    action.attempt, time.time(), action.cause, action.status, action.stable, action.detail
+                )
+            case Note():
+                getattr(log, action.level)(action.message, kind=action.kind)
+                self.ledger.add_event(
+                    time.time(), self.state.attempt, action.kind, action.level, action.message
+                )
+
+    def _save(self, now: float) -> None:
+        state = self.state
+        relaunch_at = time.time() + (state.relaunch_at - now) if state.relaunch_at is not None else None
+        self.ledger.save_state(
+            self.config.name,
+            self.config.path,
+            state,
+            relaunch_at=relaunch_at,
+            next_delay_s=core.next_delay_s(state, self.policy),
+            supervisor_pid=os.getpid(),
+            now=time.time(),
+        )
+        self.ledger.commit()
+
+    # --- launching --------------------------------------------------------------------
+
+    def _launch(self, attempt: int) -> None:
+        bind(attempt=attempt)
+        marker = f"{self.config.name}:{attempt}:{secrets.token_hex(4)}"
+        self.ledger.begin_attempt(attempt, time.time(), marker)
+        self.ledger.commit()  # durable before the trainer exists
+        self.tail.lines.clear()
+        self.trainer_log.write(f"\n=== train-supervisor: attempt {attempt} ===\n".encode())
+        env = trainer_env(os.environ, self.config.run.env, marker)
+        try:
+            trainer = Trainer.spawn(self.config.run.command, self.config.cwd, env, marker, self.sink)
+        except OSError as exc:
+            self.trainer = None
+            self._queue.put_nowait(LaunchFailed(attempt, f"{type(exc).__name__}: {exc}"))
+            return
+        self.trainer = trainer
+        self.ledger.set_attempt_process(attempt, trainer.pid, trainer.identity)
+        self._queue.put_nowait(Launched(attempt, trainer.pid))
+        task = asyncio.create_task(self._watch(attempt, trainer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch(self, attempt: int, trainer: Trainer) -> None:
+        stop_signal = signal.Signals[self.config.stop.signal]
+        status = await trainer.wait(stop_signal, self.config.stop.grace_s)
+        last = self.tail.last()
+        detail = f"last output: {last[:200]}" if last else ""
+        self._queue.put_nowait(Exited(attempt, status, detail))
+
+    # --- boot -------------------------------------------------------------------------
+
+    async def _restore(self) -> tuple[State, Boot]:
+        """The core's state from the ledger, after stopping any trainer a previous
+        supervisor left running."""
+        saved = self.ledger.run()
+        state = State(seed=random.getrandbits(32))
+        if saved is not None:
+            state = replace(
+                state,
+                attempt=saved.attempt,
+                backoff_level=saved.backoff_level,
+                without_progress=saved.without_progress,
+                last_cause=saved.last_cause,
+                last_exit=saved.last_exit,
+            )
+            if self.reset_counters:
+                state = replace(state, backoff_level=0, without_progress=0)
+            elif saved.without_progress:
+                log.info(
+                    "counters carried over from the previous supervisor",
+                    attempts_without_progress=saved.without_progress,
+                    previous_state=saved.phase.value,
+                )
+        unfinished = self.ledger.unfinished_attempt()
+        if unfinished is None:
+            return state, Boot()
+        if unfinished.n != state.attempt:  # the ledger died between two writes
+            state = replace(state, attempt=unfinished.n)
+        await self._reclaim(unfinished)
+        return state, Boot(unfinished=True, unfinished_stable=saved is not None and saved.stable)
+
+    async def _reclaim(self, attempt: AttemptRow) -> None:
+        """Stop what is left of an attempt a previous supervisor lost track of."""
+        leader_alive = attempt.pid is not None and attempt.identity is not None
+        leader_alive = leader_alive and proc_identity(attempt.pid or 0) == attempt.identity
+        sid = attempt.pid if leader_alive else None
+        stop_signal = signal.Signals[self.config.stop.signal]
+        found = await clear_session(
+            sid, stop_signal, self.config.stop.grace_s, lambda: marked_processes(attempt.marker)
+        )
+        if found:
+            log.warning(
+                "stopped a trainer left running by a previous supervisor",
+                kind="reclaimed",
+                previous_attempt=attempt.n,
+                pid=attempt.pid,
+                processes=found,
+            )
+            self.ledger.add_event(
+                time.time(),
+                attempt.n,
+                "reclaimed",
+                "warning",
+                f"stopped {found} process(es) of attempt {attempt.n} left running by a previous supervisor",
+            )
+            self.ledger.commit()
+
+
+def trainer_log_path(config: Config) -> Path:
+    return config.state_dir / TRAINER_LOG

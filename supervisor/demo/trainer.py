@@ -1,0 +1,87 @@
+"""The demo's trainer: a tiny CPU regression that checkpoints and resumes like a real one.
+
+It saves `checkpoints/ckpt_<step>.pt` (temp file + rename), resumes from the newest on
+start, and injects the faults listed in `faults.json` once each: a Python exception
+(exit 1) and a SIGKILL, as the kernel's OOM killer would send.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def newest_checkpoint(directory: Path) -> Path | None:
+    found = [
+        (int(m.group(1)), p)
+        for p in directory.glob("ckpt_*.pt")
+        if (m := re.fullmatch(r"ckpt_(\d+)\.pt", p.name))
+    ]
+    return max(found)[1] if found else None
+
+
+def inject_fault(faults_file: Path, step: int) -> None:
+    faults = json.loads(faults_file.read_text()) if faults_file.exists() else []
+    for fault in faults:
+        if fault["at_step"] == step and not fault.get("done"):
+            fault["done"] = True
+            faults_file.write_text(json.dumps(faults, indent=1))
+            if fault["kind"] == "sigkill":
+                print(f"step {step}: (demo) the process gets SIGKILLed, as by the OOM killer", flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError(f"(demo) simulated crash at step {step}, e.g. a flaky data loader")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--save-every", type=int, default=10)
+    parser.add_argument("--step-time", type=float, default=0.04)
+    args = parser.parse_args()
+    checkpoints = args.run_dir / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    step = 0
+    if (latest := newest_checkpoint(checkpoints)) is not None:
+        state = torch.load(latest, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        print(f"resumed from {latest.name} at step {step}", flush=True)
+    else:
+        print("no checkpoint found: starting from step 0", flush=True)
+
+    x = torch.linspace(-1, 1, 64).unsqueeze(1)
+    y = 3 * x + 2
+    while step < args.steps:
+        step += 1
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+        time.sleep(args.step_time)
+        if step % 5 == 0:
+            print(f"step {step} loss {loss.item():.4f}", flush=True)
+        if step % args.save_every == 0:
+            tmp = checkpoints / f".ckpt_{step}.pt.tmp"
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp)
+            os.replace(tmp, checkpoints / f"ckpt_{step}.pt")
+        inject_fault(args.run_dir / "faults.json", step)
+    print(f"training finished at step {step}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""The run's ledger: SQLite in state_dir (WAL, synchronous=FULL).
+
+It holds the core's counters (so a crash loop across reboots still gives up), one row
+per attempt, and an event log. The daemon is the only writer; `status` opens it
+read-only. Methods do not commit: the daemon commits once per decision, and before a
+launch, so a trainer never runs without a durable record of it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from supervisor.core import Cause, ExitStatus, Phase, State
+
+LEDGER_FILE = "ledger.sqlite3"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS run (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    name TEXT NOT NULL,
+    config_path TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    backoff_level INTEGER NOT NULL,
+    without_progress INTEGER NOT NULL,
+    stable INTEGER NOT NULL,
+    last_cause TEXT,
+    last_exit TEXT,
+    exit_code INTEGER,
+    relaunch_at REAL,
+    next_delay_s REAL,
+    supervisor_pid INTEGER,
+    updated_at REAL NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS attempts (
+    n INTEGER PRIMARY KEY,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    pid INTEGER,
+    identity TEXT,
+    marker TEXT NOT NULL,
+    exit_code INTEGER,
+    signal INTEGER,
+    cause TEXT,
+    stable INTEGER,
+    detail TEXT
+) STRICT;
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    attempt INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL
+) STRICT;
+"""
+
+
+class LedgerError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class RunRow:
+    name: str
+    phase: Phase
+    attempt: int
+    backoff_level: int
+    without_progress: int
+    stable: bool
+    last_cause: Cause | None
+    last_exit: ExitStatus | None
+    exit_code: int | None
+    relaunch_at: float | None
+    next_delay_s: float | None
+    supervisor_pid: int | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    n: int
+    started_at: float
+    ended_at: float | None
+    pid: int | None
+    identity: str | None
+    marker: str
+    status: ExitStatus | None
+    cause: Cause | None
+    stable: bool
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class EventRow:
+    at: float
+    attempt: int
+    kind: str
+    level: str
+    message: str
+
+
+class Ledger:
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Ledger:
+        """Open (creating if needed) the ledger for writing."""
+        path = state_dir / LEDGER_FILE
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(_SCHEMA)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+            conn.commit()
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerError(f"cannot open ledger {path}: {exc}") from None
+        return cls(conn, path)
+
+    @classmethod
+    def open_readonly(cls, state_dir: Path) -> Ledger | None:
+        """Open for reading only; None if this run has no ledger yet."""
+        path = state_dir / LEDGER_FILE
+        if not path.exists():
+            return None
+        try:
+            conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+            conn.execute("SELECT 1 FROM run LIMIT 1")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot read ledger {path}: {exc}") from None
+        return cls(conn, path)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def commit(self) -> None:
+        self._conn.commit()
+
+    # --- the run's counters ---------------------------------------------------------
+
+    def save_state(
+        self,
+        name: str,
+        config_path: Path,
+        state: State,
+        *,
+        relaunch_at: float | None,
+        next_delay_s: float,
+        supervisor_pid: int,
+        now: float,
+    ) -> None:
+        exit_json = json.dumps(_status_dict(state.last_exit)) if state.last_exit else None
+        self._conn.execute(
+            """INSERT INTO run (id, name, config_path, phase, attempt, backoff_level, without_progress, stable,
+                   last_cause, last_exit, exit_code, relaunch_at, next_delay_s, supervisor_pid, updated_at)
+               VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (id) DO UPDATE SET name = excluded.name, config_path = excluded.config_path,
+                   phase = excluded.phase, attempt = excluded.attempt, backoff_level = excluded.backoff_level,
+                   without_progress = excluded.without_progress, stable = excluded.stable,
+                   last_cause = excluded.last_cause, last_exit = excluded.last_exit,
+                   exit_code = excluded.exit_code, relaunch_at = excluded.relaunch_at,
+                   next_delay_s = excluded.next_delay_s, supervisor_pid = excluded.supervisor_pid,
+                   updated_at = excluded.updated_at""",
+            (
+                name,
+                str(config_path),
+                state.phase.value,
+                state.attempt,
+                state.backoff_level,
+                state.without_progress,
+                int(state.stable),
+                state.last_cause.value if state.last_cause else None,
+                exit_json,
+                state.exit_code,
+                relaunch_at,
+                next_delay_s,
+                supervisor_pid,
+                now,
+            ),
+        )
+
+    def run(self) -> RunRow | None:
+        row = self._conn.execute(
+            """SELECT name, phase, attempt, backoff_level, without_progress, stable, last_cause, last_exit,
+                      exit_code, relaunch_at, next_delay_s, supervisor_pid, updated_at FROM run WHERE id = 1"""
+        ).fetchone()
+        if row is None:
+            return None
+        return RunRow(
+            name=row[0],
+            phase=Phase(row[1]),
+            attempt=row[2],
+            backoff_level=row[3],
+            without_progress=row[4],
+            stable=bool(row[5]),
+            last_cause=Cause(row[6]) if row[6] else None,
+            last_exit=_status_from(json.loads(row[7])) if row[7] else None,
+            exit_code=row[8],
+            relaunch_at=row[9],
+            next_delay_s=row[10],
+            supervisor_pid=row[11],
+            updated_at=row[12],
+        )
+
+    # --- attempts -------------------------------------------------------------------
+
+    def begin_attempt(self, n: int, started_at: float, marker: str) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO attempts (n, started_at, marker) VALUES (?, ?, ?)",
+            (n, started_at, marker),
+        )
+
+    def set_attempt_process(self, n: int, pid: int, identity: str | None) -> None:
+        self._conn.execute("UPDATE attempts SET pid = ?, identity = ? WHERE n = ?", (pid, identity, n))
+
+    def end_attempt(
+        self, n: int, ended_at: float, cause: Cause, status: ExitStatus | None, stable: bool, detail: str
+    ) -> None:
+        self._conn.execute(
+            """UPDATE attempts SET ended_at = ?, cause = ?, exit_code = ?, signal = ?, stable = ?, detail = ?
+               WHERE n = ?""",
+            (
+                ended_at,
+                cause.value,
+                status.code if status else None,
+                status.signal if status else None,
+                int(stable),
+                detail,
+                n,
+            ),
+        )
+
+    def unfinished_attempt(self) -> AttemptRow | None:
+        """The attempt whose end was never recorded (the supervisor died during it)."""
+        row = self._conn.execute(
+            _SELECT_ATTEMPTS + " WHERE ended_at IS NULL ORDER BY n DESC LIMIT 1"
+        ).fetchone()
+        return _attempt(row) if row else None
+
+    def attempts(self, limit: int = -1) -> list[AttemptRow]:
+        """The last `limit` attempts (all when -1), oldest first."""
+        rows = self._conn.execute(_SELECT_ATTEMPTS + " ORDER BY n DESC LIMIT ?", (limit,)).fetchall()
+        return [_attempt(r) for r in reversed(rows)]
+
+    # --- events ---------------------------------------------------------------------
+
+    def add_event(self, at: float, attempt: int, kind: str, level: str, message: str) -> None:
+        self._conn.execute(
+            "INSERT INTO events (at, attempt, kind, level, message) VALUES (?, ?, ?, ?, ?)",
+            (at, attempt, kind, level, message),
+        )
+
+    def events(self, limit: int = 20) -> list[EventRow]:
+        rows = self._conn.execute(
+            "SELECT at, attempt, kind, level, message FROM events ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [EventRow(*r) for r in reversed(rows)]
+
+
+_SELECT_ATTEMPTS = "SELECT n, started_at, ended_at, pid, identity, marker, exit_code, signal, cause, stable, detail FROM attempts"
+
+
+def _attempt(row: tuple[Any, ...]) -> AttemptRow:
+    status = None
+    if row[6] is not None or row[7] is not None:
+        status = ExitStatus(code=row[6], signal=row[7])
+    return AttemptRow(
+        n=row[0],
+        started_at=row[1],
+        ended_at=row[2],
+        pid=row[3],
+        identity=row[4],
+        marker=row[5],
+        status=status,
+        cause=Cause(row[8]) if row[8] else None,
+        stable=bool(row[9]),
+        detail=row[10],
+    )
+
+
+def _status_dict(status: ExitStatus) -> dict[str, int | None]:
+    return {"code": status.code, "signal": status.signal}
+
+
+def _status_from(data: dict[str, int | None]) -> ExitStatus:
+    return ExitStatus(code=data.get("code"), signal=data.get("signal"))

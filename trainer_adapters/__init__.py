@@ -1,0 +1,22 @@
+"""Trainer adapters: what the supervisor knows about each training program."""
+
+from __future__ import annotations
+
+from trainer_adapters import generic
+from trainer_adapters.base import AdapterOptions, TrainerAdapter
+
+__all__ = ["AdapterOptions", "TrainerAdapter", "get", "names"]
+
+_REGISTRY: dict[str, TrainerAdapter] = {a.name: a for a in (generic.ADAPTER,)}
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> TrainerAdapter:
+    """The adapter called `name`; KeyError (with the known names) if there is none."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown adapter {name!r}; known: {', '.join(names())}") from None
