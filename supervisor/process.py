@@ -44,14 +44,15 @@ def trainer_env(base: Mapping[str, str], overrides: Mapping[str, str], marker: s
 
 
 def proc_identity(pid: int) -> str | None:
-    """boot id + start time in clock ticks: equal only for the very same process."""
+    """boot id, pid and start time (clock ticks): equal only for the very same process,
+    so a pid reused after a reboot or a wrap-around is never mistaken for our trainer."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
-    return f"{boot_id}:{fields[19]}"  # field 22 of stat: starttime
+    return f"{boot_id}:{pid}:{fields[19]}"  # field 22 of stat: starttime
 
 
 def _is_zombie(pid: int) -> bool:

@@ -1,0 +1,356 @@
+"""The decision core, driven by replayed event histories on a fake clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from supervisor.backoff import Backoff, uniform
+from supervisor.core import (
+    EXIT_GAVE_UP,
+    EXIT_OK,
+    Action,
+    Boot,
+    Cause,
+    Event,
+    Exited,
+    ExitStatus,
+    Finish,
+    KillTrainer,
+    Launch,
+    Launched,
+    LaunchFailed,
+    Note,
+    Phase,
+    Policy,
+    RecordAttemptEnd,
+    StartTimer,
+    State,
+    StopRequested,
+    StopTrainer,
+    Timer,
+    TimerFired,
+    decide,
+    next_delay_s,
+)
+
+POLICY = Policy(
+    backoff=Backoff(initial_s=10.0, max_s=100.0, factor=2.0, jitter=0.0),
+    stable_after_s=300.0,
+    max_attempts_without_progress=4,
+    stop_signal="SIGTERM",
+    stop_grace_s=30.0,
+)
+CRASH = ExitStatus(code=1)
+
+
+@dataclass
+class Replay:
+    """Feeds events to the core on a fake clock and keeps every action."""
+
+    policy: Policy = POLICY
+    state: State = field(default_factory=State)
+    now: float = 1000.0
+    actions: list[Action] = field(default_factory=list)
+
+    def send(self, event: Event, at: float | None = None) -> list[Action]:
+        if at is not None:
+            self.now = at
+        self.state, actions = decide(self.state, event, self.now, self.policy)
+        self.actions += actions
+        return actions
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def run_attempt(self, lasting: float, status: ExitStatus = CRASH) -> list[Action]:
+        """Confirm the pending launch, let it run `lasting` seconds, then end it."""
+        attempt = self.state.attempt
+        self.send(Launched(attempt, pid=100 + attempt))
+        self.advance(lasting)
+        if lasting >= self.policy.stable_after_s:
+            self.send(TimerFired(Timer.STABLE, attempt))
+        return self.send(Exited(attempt, status))
+
+    def fire_relaunch(self) -> list[Action]:
+        assert self.state.phase is Phase.BACKOFF and self.state.relaunch_at is not None
+        return self.send(TimerFired(Timer.RELAUNCH, self.state.attempt), at=self.state.relaunch_at)
+
+
+def of_type(actions: list[Action], kind: type) -> list:  # type: ignore[type-arg]
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def booted(policy: Policy = POLICY, **state: object) -> Replay:
+    replay = Replay(policy=policy, state=replace(State(), **state))  # type: ignore[arg-type]
+    replay.send(Boot())
+    return replay
+
+
+def test_boot_launches_the_first_attempt() -> None:
+    replay = Replay()
+    actions = replay.send(Boot())
+    assert actions == [Launch(1)]
+    assert replay.state.phase is Phase.STARTING
+
+
+def test_launched_runs_and_arms_the_stable_timer() -> None:
+    replay = booted()
+    actions = replay.send(Launched(1, pid=42))
+    assert replay.state.phase is Phase.RUNNING
+    assert StartTimer(Timer.STABLE, 1, 300.0) in actions
+
+
+def test_quick_crashes_back_off_exponentially_then_give_up() -> None:
+    replay = booted()
+    delays = []
+    for _ in range(3):
+        actions = replay.run_attempt(lasting=5)
+        (timer,) = of_type(actions, StartTimer)
+        delays.append(timer.delay_s)
+        assert replay.state.phase is Phase.BACKOFF
+        assert of_type(replay.fire_relaunch(), Launch)
+    assert delays == [10.0, 20.0, 40.0]
+    actions = replay.run_attempt(lasting=5)
+    assert replay.state.phase is Phase.GAVE_UP
+    assert actions[-1] == Finish(EXIT_GAVE_UP)
+    (note,) = [n for n in of_type(actions, Note) if n.kind == "gave_up"]
+    assert "4 consecutive attempts without progress" in note.message
+    assert "exit code 1" in note.message
+
+
+def test_backoff_is_capped_at_max() -> None:
+    policy = replace(POLICY, max_attempts_without_progress=100)
+    replay = booted(policy)
+    delays = []
+    for _ in range(8):
+        (timer,) = of_type(replay.run_attempt(lasting=1), StartTimer)
+        delays.append(timer.delay_s)
+        replay.fire_relaunch()
+    assert delays == [10, 20, 40, 80, 100, 100, 100, 100]
+
+
+def test_a_stable_run_resets_backoff_and_progress_counters() -> None:
+    replay = booted()
+    replay.run_attempt(lasting=5)
+    replay.fire_relaunch()
+    replay.run_attempt(lasting=5)
+    replay.fire_relaunch()
+    assert replay.state.backoff_level == 2
+    assert replay.state.without_progress == 2
+    actions = replay.run_attempt(lasting=400)  # stable, then crashed
+    (timer,) = of_type(actions, StartTimer)
+    assert timer.delay_s == 10.0  # back to the first level
+    assert replay.state.without_progress == 0
+    assert of_type(actions, RecordAttemptEnd)[0].stable is True
+
+
+def test_stability_counts_even_if_the_exit_beats_the_timer() -> None:
+    replay = booted()
+    replay.send(Launched(1, pid=5))
+    replay.advance(301)
+    actions = replay.send(Exited(1, CRASH))  # the stable timer event is still queued
+    assert of_type(actions, StartTimer)[0].delay_s == 10.0
+    assert replay.state.without_progress == 0
+
+
+def test_exit_zero_completes_and_exits_zero() -> None:
+    replay = booted()
+    actions = replay.run_attempt(lasting=50, status=ExitStatus(code=0))
+    assert replay.state.phase is Phase.COMPLETED
+    assert of_type(actions, RecordAttemptEnd)[0].cause is Cause.COMPLETED
+    assert actions[-1] == Finish(EXIT_OK)
+
+
+def test_untrusted_exit_codes_turn_exit_zero_into_a_relaunch() -> None:
+    replay = booted(replace(POLICY, exit_codes_trusted=False))
+    replay.run_attempt(lasting=50, status=ExitStatus(code=0))
+    assert replay.state.phase is Phase.BACKOFF
+    assert replay.state.last_cause is Cause.CRASH
+
+
+def test_signals_are_crashes_too() -> None:
+    replay = booted()
+    actions = replay.run_attempt(lasting=5, status=ExitStatus(signal=9))
+    (note,) = [n for n in of_type(actions, Note) if n.kind == "crashed"]
+    assert "killed by SIGKILL" in note.message
+    assert replay.state.last_exit == ExitStatus(signal=9)
+
+
+def test_zero_backoff_relaunches_in_the_same_decision() -> None:
+    policy = replace(POLICY, backoff=Backoff(0.0, 0.0, 2.0, 0.5))
+    replay = booted(policy)
+    actions = replay.run_attempt(lasting=1)
+    assert of_type(actions, Launch) == [Launch(2)]
+    assert not of_type(actions, StartTimer)
+    assert replay.state.phase is Phase.STARTING
+
+
+def test_jitter_comes_from_the_seed_and_attempt() -> None:
+    policy = replace(POLICY, backoff=Backoff(10.0, 100.0, 2.0, 0.5))
+    delays = []
+    for seed in (1, 1, 2):
+        replay = booted(policy, seed=seed)
+        delays.append(of_type(replay.run_attempt(lasting=1), StartTimer)[0].delay_s)
+    assert delays[0] == delays[1] != delays[2]
+    assert delays[0] == pytest.approx(10.0 * (1 + 0.5 * (2 * uniform(1, 1) - 1)))
+
+
+def test_launch_failure_counts_like_a_crash() -> None:
+    replay = booted()
+    actions = replay.send(LaunchFailed(1, "FileNotFoundError: no such file"))
+    assert replay.state.phase is Phase.BACKOFF
+    (end,) = of_type(actions, RecordAttemptEnd)
+    assert end.status is None
+    assert "could not start" in end.detail
+
+
+def test_stop_while_running_stops_with_grace_then_exits_zero() -> None:
+    replay = booted()
+    replay.send(Launched(1, pid=5))
+    actions = replay.send(StopRequested("SIGTERM received"))
+    assert StopTrainer("SIGTERM", 30.0) in actions
+    assert replay.state.phase is Phase.STOPPING
+    actions = replay.send(Exited(1, ExitStatus(signal=15)))
+    assert replay.state.phase is Phase.STOPPED
+    assert of_type(actions, RecordAttemptEnd)[0].cause is Cause.STOPPED
+    assert actions[-1] == Finish(EXIT_OK)
+
+
+def test_a_second_stop_request_kills_at_once() -> None:
+    replay = booted()
+    replay.send(Launched(1, pid=5))
+    replay.send(StopRequested("SIGINT received"))
+    actions = replay.send(StopRequested("SIGINT received"))
+    assert KillTrainer() in actions
+    assert replay.state.phase is Phase.STOPPING
+
+
+def test_exit_zero_during_a_stop_is_a_stop_not_a_completion() -> None:
+    replay = booted()
+    replay.send(Launched(1, pid=5))
+    replay.send(StopRequested("SIGTERM received"))
+    replay.send(Exited(1, ExitStatus(code=0)))
+    assert replay.state.phase is Phase.STOPPED
+
+
+def test_stop_during_backoff_exits_without_relaunching() -> None:
+    replay = booted()
+    replay.run_attempt(lasting=1)
+    actions = replay.send(StopRequested("SIGTERM received"))
+    assert replay.state.phase is Phase.STOPPED
+    assert actions[-1] == Finish(EXIT_OK)
+    assert replay.send(TimerFired(Timer.RELAUNCH, 1)) == []
+
+
+def test_stop_before_boot_launches_nothing() -> None:
+    replay = Replay()
+    replay.send(StopRequested("SIGTERM received"))
+    assert replay.send(Boot()) == []
+    assert replay.state.phase is Phase.STOPPED
+
+
+def test_stop_before_launch_confirmation_keeps_stopping() -> None:
+    replay = booted()
+    replay.send(StopRequested("SIGTERM received"))
+    assert replay.send(Launched(1, pid=5)) == []
+    assert replay.state.phase is Phase.STOPPING
+
+
+def test_stale_events_are_ignored() -> None:
+    replay = booted()
+    replay.run_attempt(lasting=1)
+    replay.fire_relaunch()
+    replay.send(Launched(2, pid=7))
+    before = replay.state
+    assert replay.send(TimerFired(Timer.STABLE, 1)) == []  # attempt 1's timer
+    assert replay.send(Exited(1, CRASH)) == []
+    assert replay.send(TimerFired(Timer.RELAUNCH, 2)) == []  # not in backoff
+    assert replay.state == before
+
+
+def test_final_phases_ignore_everything() -> None:
+    replay = booted()
+    replay.run_attempt(lasting=1, status=ExitStatus(code=0))
+    for event in (Boot(), Launched(1, 1), StopRequested("x"), TimerFired(Timer.RELAUNCH, 1)):
+        assert replay.send(event) == []
+
+
+def test_counters_from_the_ledger_carry_a_crash_loop_across_restarts() -> None:
+    # The previous supervisor saw 3 quick failures; this one gives up after the next.
+    replay = booted(attempt=3, backoff_level=3, without_progress=3)
+    assert of_type(replay.actions, Launch) == [Launch(4)]
+    replay.run_attempt(lasting=1)
+    assert replay.state.phase is Phase.GAVE_UP
+
+
+def test_an_interrupted_unstable_attempt_counts_against_progress() -> None:
+    replay = Replay(state=State(attempt=2, backoff_level=1, without_progress=1))
+    actions = replay.send(Boot(unfinished=True, unfinished_stable=False))
+    (end,) = of_type(actions, RecordAttemptEnd)
+    assert (end.attempt, end.cause) == (2, Cause.INTERRUPTED)
+    assert replay.state.without_progress == 2
+    assert of_type(actions, Launch) == [Launch(3)]
+
+
+def test_an_interrupted_stable_attempt_does_not_count() -> None:
+    replay = Replay(state=State(attempt=2))
+    replay.send(Boot(unfinished=True, unfinished_stable=True))
+    assert replay.state.without_progress == 0
+
+
+def test_boot_gives_up_when_the_interrupted_attempt_was_the_last_allowed() -> None:
+    replay = Replay(state=State(attempt=3, backoff_level=3, without_progress=3))
+    actions = replay.send(Boot(unfinished=True))
+    assert replay.state.phase is Phase.GAVE_UP
+    assert actions[-1] == Finish(EXIT_GAVE_UP)
+    assert not of_type(actions, Launch)
+
+
+def test_next_delay_for_status() -> None:
+    replay = booted()
+    assert next_delay_s(replay.state, POLICY) == 10.0
+    replay.run_attempt(lasting=1)
+    assert next_delay_s(replay.state, POLICY) == 20.0
+
+
+# --- properties over random histories -------------------------------------------------
+
+EVENTS = st.one_of(
+    st.builds(Launched, attempt=st.integers(0, 6), pid=st.just(1)),
+    st.builds(LaunchFailed, attempt=st.integers(0, 6), reason=st.just("x")),
+    st.builds(
+        Exited,
+        attempt=st.integers(0, 6),
+        status=st.sampled_from([ExitStatus(code=0), ExitStatus(code=1), ExitStatus(signal=9)]),
+    ),
+    st.builds(StopRequested, reason=st.just("signal")),
+    st.builds(TimerFired, timer=st.sampled_from(list(Timer)), attempt=st.integers(0, 6)),
+)
+
+
+@settings(max_examples=300)
+@given(history=st.lists(st.tuples(EVENTS, st.floats(0, 1000)), max_size=40))
+def test_invariants_hold_for_any_history(history: list[tuple[Event, float]]) -> None:
+    replay = booted()
+    running: int | None = 1  # the attempt launched and not yet ended (boot launched 1)
+    for event, gap in history:
+        replay.advance(gap)
+        for action in replay.send(event):
+            if isinstance(action, Launch):
+                assert running is None, "never two trainers at once"
+                running = action.attempt
+            if isinstance(action, RecordAttemptEnd):
+                assert action.attempt == running
+                running = None
+        state = replay.state
+        assert state.without_progress <= POLICY.max_attempts_without_progress
+        assert (state.exit_code is not None) == state.phase.final
+        assert (state.relaunch_at is not None) == (state.phase is Phase.BACKOFF)
+    finishes = of_type(replay.actions, Finish)
+    assert len(finishes) <= 1
+    if finishes:
+        assert replay.actions[-1] == finishes[0]
