@@ -117,27 +117,29 @@ def run_checked(
     return wall
 
 
-def crash_command(times: Path, relaunches: int) -> list[str]:
-    return [PYTHON, str(CRASH_SCRIPT), str(times), str(relaunches)]
+def crash_command(python: str, times: Path, relaunches: int) -> list[str]:
+    return [python, str(CRASH_SCRIPT), str(times), str(relaunches)]
 
 
-def measure_shell(work: Path, relaunches: int, timeout_s: float) -> Result:
+def measure_shell(work: Path, python: str, relaunches: int, timeout_s: float) -> Result:
     times = work / "shell.times"
     loop = f'for i in $(seq 1 {relaunches + 1}); do "$@"; done'
     wall = run_checked(
         "shell loop",
-        ["/bin/sh", "-c", loop, "sh", *crash_command(times, relaunches)],
+        ["/bin/sh", "-c", loop, "sh", *crash_command(python, times, relaunches)],
         work / "shell.log",
         timeout_s,
     )
     return Result("shell loop (floor)", gaps(times, relaunches), wall)
 
 
-def measure_ours(work: Path, relaunches: int, timeout_s: float) -> tuple[Result, dict[str, list[float]]]:
+def measure_ours(
+    work: Path, python: str, relaunches: int, timeout_s: float
+) -> tuple[Result, dict[str, list[float]]]:
     times = work / "ours.times"
     state_dir = work / "state"
     config = work / "bench.toml"
-    command = "[" + ", ".join(f'"{part}"' for part in crash_command(times, relaunches)) + "]"
+    command = "[" + ", ".join(f'"{part}"' for part in crash_command(python, times, relaunches)) + "]"
     config.write_text(CONFIG.format(command=command, cwd=work, state_dir=state_dir))
     wall = run_checked(
         "train-supervisor", [str(SUPERVISOR), "run", "-c", str(config)], work / "ours.log", timeout_s
@@ -186,7 +188,7 @@ def torchrun_monitor_default() -> float:
     return float(out.stdout.strip())
 
 
-def measure_torchrun(work: Path, relaunches: int, timeout_s: float) -> Result:
+def measure_torchrun(work: Path, python: str, relaunches: int, timeout_s: float) -> Result:
     interval = torchrun_monitor_default()
     times = work / "torchrun.times"
     argv = [
@@ -196,10 +198,11 @@ def measure_torchrun(work: Path, relaunches: int, timeout_s: float) -> Result:
         "--nproc-per-node=1",
         f"--max-restarts={relaunches}",
         f"--monitor-interval={interval:g}",
-        str(CRASH_SCRIPT),
-        str(times),
-        str(relaunches),
     ]
+    if python == PYTHON:
+        argv += [str(CRASH_SCRIPT), str(times), str(relaunches)]  # torchrun's usual form
+    else:  # the same interpreter as the other launchers
+        argv += ["--no-python", *crash_command(python, times, relaunches)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     wall = run_checked("torchrun", argv, work / "torchrun.log", timeout_s, env=env)
     return Result("torchrun", gaps(times, relaunches), wall, f"--monitor-interval={interval:g} (default)")
@@ -209,10 +212,11 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:8.1f}"
 
 
-def report(relaunches: int, results: list[Result], parts: dict[str, list[float]]) -> None:
+def report(python: str, relaunches: int, results: list[Result], parts: dict[str, list[float]]) -> None:
     by_name = {r.name: r for r in results}
     print()
     print(f"relaunch gap: trainer exit (code 1) -> its next start, {relaunches} relaunches per launcher")
+    print(f"  trainer: {python} {CRASH_SCRIPT.name}")
     print(f"  {'launcher':<22}{'median':>8}{'p90':>9}{'max':>9}  ms   {'wall':>6}")
     for r in results:
         print(
@@ -254,6 +258,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--relaunches", type=int, default=20, help="crashes (= relaunches) per launcher")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds allowed per launcher")
+    parser.add_argument(
+        "--trainer-python",
+        default=PYTHON,
+        help="interpreter for the crash script (default: this one); its start-up is part of every gap",
+    )
     parser.add_argument("--skip-torchrun", action="store_true", help="measure only ours and the shell loop")
     args = parser.parse_args()
     if args.relaunches < 1:
@@ -268,13 +277,14 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="relaunch-gap-"))
     try:
         # Warm the page cache for the interpreter and the script before anything is timed.
-        subprocess.run(crash_command(work / "warmup.times", 0), check=True, timeout=30)
-        results = [measure_shell(work, args.relaunches, args.timeout)]
-        ours, parts = measure_ours(work, args.relaunches, args.timeout)
+        python = args.trainer_python
+        subprocess.run(crash_command(python, work / "warmup.times", 0), check=True, timeout=30)
+        results = [measure_shell(work, python, args.relaunches, args.timeout)]
+        ours, parts = measure_ours(work, python, args.relaunches, args.timeout)
         results.append(ours)
         if do_torchrun:
-            results.append(measure_torchrun(work, args.relaunches, args.timeout))
-        report(args.relaunches, results, parts)
+            results.append(measure_torchrun(work, python, args.relaunches, args.timeout))
+        report(python, args.relaunches, results, parts)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

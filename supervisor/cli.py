@@ -38,9 +38,9 @@ def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     sys.exit(code)
 
 
-def _load(path: Path) -> Config:
+def _load(path: Path, for_launch: bool = True) -> Config:
     try:
-        return config_module.load(path)
+        return config_module.load(path, for_launch=for_launch)
     except ConfigError as exc:
         _fail(str(exc))
 
@@ -111,7 +111,7 @@ def status(config_path: Path, as_json: bool) -> None:
     """Show the run's state from its ledger: state, attempt, restarts, last exit, next backoff."""
     from supervisor.status import render, report
 
-    config = _load(config_path)
+    config = _load(config_path, for_launch=False)
     try:
         data = report(config)
     except LedgerError as exc:

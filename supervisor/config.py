@@ -176,8 +176,11 @@ class ConfigError(Exception):
         return f"config {self.path}: {len(self.problems)} problems\n{lines}"
 
 
-def load(path: str | os.PathLike[str]) -> Config:
-    """Read, validate and resolve a config file; ConfigError on any problem."""
+def load(path: str | os.PathLike[str], *, for_launch: bool = True) -> Config:
+    """Read, validate and resolve a config file; ConfigError on any problem.
+
+    With `for_launch`, also check that run.cwd exists and the command can be found
+    (`status` reads a run's ledger even when its trainer is gone)."""
     config_path = Path(path).expanduser().absolute()
     raw = _read_toml(config_path)
     try:
@@ -185,7 +188,7 @@ def load(path: str | os.PathLike[str]) -> Config:
     except ValidationError as exc:
         raise ConfigError(config_path, _describe(exc)) from None
     config = _resolve(config)
-    problems = _check_paths(config)
+    problems = _check_paths(config) if for_launch else []
     if problems:
         raise ConfigError(config_path, problems)
     return config

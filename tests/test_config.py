@@ -123,7 +123,8 @@ def test_state_dir_defaults_to_xdg_state(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 @pytest.mark.parametrize(
-    ("name", "expected"), [("TERM", "SIGTERM"), ("sigint", "SIGINT"), ("9", "SIGKILL"), (" SIGUSR1 ", "SIGUSR1")]
+    ("name", "expected"),
+    [("TERM", "SIGTERM"), ("sigint", "SIGINT"), ("9", "SIGKILL"), (" SIGUSR1 ", "SIGUSR1")],
 )
 def test_signal_names_are_normalised(name: str, expected: str) -> None:
     assert signal_name(name) == expected
@@ -133,18 +134,30 @@ BAD_CONFIGS = {
     "toml-syntax": ("[run\ncommand = []", "TOML syntax error"),
     "unknown-key": (MINIMAL + "[restart]\nbakoff_initial_s = 3\n", "restart.bakoff_initial_s: unknown key"),
     "unknown-table": (MINIMAL + "[restrat]\n", "restrat: unknown key"),
-    "wrong-type": (MINIMAL + '[restart]\nbackoff_initial_s = "3"\n', "restart.backoff_initial_s: expected a number"),
+    "wrong-type": (
+        MINIMAL + '[restart]\nbackoff_initial_s = "3"\n',
+        "restart.backoff_initial_s: expected a number",
+    ),
     "bool-duration": (MINIMAL + "[stop]\ngrace_s = true\n", "stop.grace_s: expected a number"),
     "negative-backoff": (MINIMAL + "[restart]\nbackoff_initial_s = -1\n", "restart.backoff_initial_s"),
-    "max-below-initial": (MINIMAL + "[restart]\nbackoff_initial_s = 50\nbackoff_max_s = 5\n", "backoff_max_s (5)"),
+    "max-below-initial": (
+        MINIMAL + "[restart]\nbackoff_initial_s = 50\nbackoff_max_s = 5\n",
+        "backoff_max_s (5)",
+    ),
     "jitter-range": (MINIMAL + "[restart]\njitter = 1.5\n", "restart.jitter"),
-    "float-count": (MINIMAL + "[restart]\nmax_attempts_without_progress = 2.5\n", "max_attempts_without_progress"),
+    "float-count": (
+        MINIMAL + "[restart]\nmax_attempts_without_progress = 2.5\n",
+        "max_attempts_without_progress",
+    ),
     "empty-command": ('[run]\ncommand = []\nstate_dir = "s"\n', "run.command"),
     "empty-arg": ('[run]\ncommand = ["python3", ""]\nstate_dir = "s"\n', "run.command[1]"),
     "missing-command": ('[run]\nstate_dir = "s"\n', "run.command: required key is missing"),
     "missing-run": ("[restart]\njitter = 0.1\n", "run: required key is missing"),
     "no-such-cwd": (MINIMAL + 'cwd = "does/not/exist"\n', "run.cwd: directory does not exist"),
-    "no-such-program": ('[run]\ncommand = ["no-such-trainer-xyz"]\nstate_dir = "s"\n', "was not found on PATH"),
+    "no-such-program": (
+        '[run]\ncommand = ["no-such-trainer-xyz"]\nstate_dir = "s"\n',
+        "was not found on PATH",
+    ),
     "no-such-script-path": ('[run]\ncommand = ["./train.sh"]\nstate_dir = "s"\n', "not an executable file"),
     "bad-signal": (MINIMAL + '[stop]\nsignal = "SIGNOPE"\n', "stop.signal: unknown signal"),
     "bad-name": ('[run]\nname = "a b"\ncommand = ["python3"]\n', "run.name"),
@@ -198,9 +211,13 @@ def _launch_marker_config(tmp_path: Path, extra: str) -> tuple[Path, Path]:
     ],
     ids=["negative-backoff", "unknown-key", "wrong-type", "env-type", "syntax"],
 )
-def test_cli_run_with_a_bad_config_exits_2_with_one_message_and_starts_nothing(tmp_path: Path, extra: str) -> None:
+def test_cli_run_with_a_bad_config_exits_2_with_one_message_and_starts_nothing(
+    tmp_path: Path, extra: str
+) -> None:
     path, marker = _launch_marker_config(tmp_path, extra)
-    result = subprocess.run([*CLI, "run", "-c", str(path)], capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [*CLI, "run", "-c", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"train-supervisor: config {path}")
     assert "Traceback" not in result.stderr
@@ -211,7 +228,11 @@ def test_cli_run_with_a_bad_config_exits_2_with_one_message_and_starts_nothing(t
 
 def test_cli_run_with_a_missing_config_file(tmp_path: Path) -> None:
     result = subprocess.run(
-        [*CLI, "run", "-c", str(tmp_path / "nope.toml")], capture_output=True, text=True, timeout=60, check=False
+        [*CLI, "run", "-c", str(tmp_path / "nope.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     assert result.stderr.strip() == f"train-supervisor: config {tmp_path / 'nope.toml'}: file not found"
@@ -219,7 +240,9 @@ def test_cli_run_with_a_missing_config_file(tmp_path: Path) -> None:
 
 def test_cli_config_check_prints_the_effective_config(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL)
-    result = subprocess.run([*CLI, "config", "check", "-c", str(path)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [*CLI, "config", "check", "-c", str(path)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
     parsed = tomllib.loads(result.stdout)
     assert parsed["run"]["name"] == "run"

@@ -76,7 +76,8 @@ class Replay:
         return self.send(Exited(attempt, status))
 
     def fire_relaunch(self) -> list[Action]:
-        assert self.state.phase is Phase.BACKOFF and self.state.relaunch_at is not None
+        assert self.state.phase is Phase.BACKOFF
+        assert self.state.relaunch_at is not None
         return self.send(TimerFired(Timer.RELAUNCH, self.state.attempt), at=self.state.relaunch_at)
 
 

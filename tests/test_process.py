@@ -76,7 +76,9 @@ def test_death_by_signal_is_reported_as_that_signal(tmp_path: Path, mode: str, s
     assert run_async(body) == ExitStatus(signal=signum)
 
 
-def test_trainer_gets_its_own_session_and_a_clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trainer_gets_its_own_session_and_a_clean_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
     env = trainer_env(os.environ, {"EXTRA": "1"}, marker="m")
     assert "NOTIFY_SOCKET" not in env
@@ -127,7 +129,8 @@ def test_stopping_leaves_no_grandchild_behind(tmp_path: Path, flags: tuple[str, 
         trainer = run.start()
         await until(pid_file.exists)
         grandchild = read_pid(pid_file)
-        assert grandchild is not None and alive(grandchild)
+        assert grandchild is not None
+        assert alive(grandchild)
         trainer.stop(signal.SIGTERM, GRACE_S)
         status = await trainer.wait(signal.SIGTERM, GRACE_S)
         assert not alive(grandchild)

@@ -23,7 +23,9 @@ def sleep_forever() -> None:
         time.sleep(3600)
 
 
-def grandchild(pid_file: str, *, ignore_term: bool = False, new_group: bool = False, new_session: bool = False) -> None:
+def grandchild(
+    pid_file: str, *, ignore_term: bool = False, new_group: bool = False, new_session: bool = False
+) -> None:
     """Fork a grandchild that sleeps; its pid goes to pid_file."""
     if os.fork() == 0:
         if ignore_term:

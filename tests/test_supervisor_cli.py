@@ -1,0 +1,251 @@
+"""End to end: the real `train-supervisor` CLI around real trainer processes and signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import alive, behave, read_pid, wait_for
+
+CLI = [sys.executable, "-m", "supervisor.cli"]
+FAST = {"backoff_initial_s": 0.05, "backoff_max_s": 0.2, "jitter": 0.1, "stable_after_s": 60}
+
+
+def toml_value(value: object) -> str:
+    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+
+
+def make_config(tmp_path: Path, command: list[str], name: str = "run", **sections: dict[str, Any]) -> Path:
+    restart = {**FAST, "max_attempts_without_progress": 3, **sections.pop("restart", {})}
+    stop = {"grace_s": 2, **sections.pop("stop", {})}
+    lines = ["[run]", f"command = {json.dumps(command)}", f'state_dir = "{tmp_path / "state"}"']
+    for section, values in {"restart": restart, "stop": stop, **sections}.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
+    path = tmp_path / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Supervisor:
+    """A `train-supervisor run` process; its stdout (JSON lines) goes to a file."""
+
+    def __init__(self, config: Path, *extra: str) -> None:
+        self.out = config.with_suffix(f".{os.getpid()}.{id(self)}.log")
+        with self.out.open("wb") as fh:
+            self.proc = subprocess.Popen(
+                [*CLI, "run", "-c", str(config), *extra], stdout=fh, stderr=subprocess.STDOUT
+            )
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.out.read_text().splitlines() if line.startswith("{")]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def supervisors() -> Any:
+    started: list[Supervisor] = []
+
+    def start(config: Path, *extra: str) -> Supervisor:
+        sup = Supervisor(config, *extra)
+        started.append(sup)
+        return sup
+
+    yield start
+    for sup in started:
+        sup.kill()
+
+
+def status(config: Path) -> dict[str, Any]:
+    result = subprocess.run(
+        [*CLI, "status", "-c", str(config), "--json"], capture_output=True, text=True, check=True
+    )
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def test_a_finishing_trainer_makes_the_supervisor_exit_0(tmp_path: Path, supervisors: Any) -> None:
+    config = make_config(tmp_path, behave("exit", "0"))
+    sup = supervisors(config)
+    assert sup.wait() == 0
+    data = status(config)
+    assert (data["state"], data["attempt"], data["last_cause"]) == ("completed", 1, "completed")
+    assert data["attempts"][0]["exit"] == "exit code 0"
+    lines = sup.lines()
+    assert lines, "JSON log lines when stdout is not a terminal"
+    assert all(line["run"] == "run" and "attempt" in line for line in lines)
+    assert any(line.get("kind") == "completed" and line["attempt"] == 1 for line in lines)
+
+
+def test_a_crash_loop_gives_up_with_exit_3(tmp_path: Path, supervisors: Any) -> None:
+    config = make_config(tmp_path, behave("exit", "1"))
+    sup = supervisors(config)
+    assert sup.wait() == 3
+    data = status(config)
+    assert data["state"] == "gave_up"
+    assert [a["cause"] for a in data["attempts"]] == ["crash", "crash", "crash"]
+    assert data["attempts"][0]["detail"] == "last output: exiting with 1"
+    final = sup.lines()[-1]
+    assert final["level"] == "error"
+    assert final["event"].startswith("giving up: 3 consecutive attempts without progress")
+
+
+def test_crashes_are_relaunched_until_the_trainer_finishes(tmp_path: Path, supervisors: Any) -> None:
+    counter = tmp_path / "starts"
+    config = make_config(
+        tmp_path,
+        behave("crash-until", str(counter), "4"),
+        restart={"backoff_initial_s": 0, "backoff_max_s": 0, "max_attempts_without_progress": 5},
+    )
+    assert supervisors(config).wait() == 0
+    assert len(counter.read_text().split()) == 4
+    data = status(config)
+    assert [a["cause"] for a in data["attempts"]] == ["crash", "crash", "crash", "completed"]
+    assert data["restarts"] == 3
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_stops_the_trainer_with_grace_and_exits_0(
+    tmp_path: Path, supervisors: Any, signum: int
+) -> None:
+    pid_file = tmp_path / "trainer.pid"
+    config = make_config(tmp_path, behave("fork", str(pid_file)))
+    sup = supervisors(config)
+    grandchild = wait_for(lambda: read_pid(pid_file), what="the trainer's grandchild")
+    sup.proc.send_signal(signum)
+    assert sup.wait() == 0
+    assert not alive(grandchild)
+    data = status(config)
+    assert data["state"] == "stopped"
+    assert data["attempts"][-1]["cause"] == "stopped"
+    assert not data["supervisor_running"]
+
+
+def test_a_second_supervisor_for_the_same_run_is_refused(tmp_path: Path, supervisors: Any) -> None:
+    pid_file = tmp_path / "trainer.pid"
+    config = make_config(tmp_path, behave("sleep", str(pid_file)))
+    first = supervisors(config)
+    trainer = wait_for(lambda: read_pid(pid_file), what="the trainer")
+    second = subprocess.run(
+        [*CLI, "run", "-c", str(config)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert second.returncode == 2
+    assert f"another supervisor (pid {first.proc.pid}) is already running this run" in second.stderr
+    assert read_pid(pid_file) == trainer
+    assert alive(trainer)
+    data = status(config)
+    assert (data["supervisor_running"], data["supervisor_pid"], data["state"]) == (
+        True,
+        first.proc.pid,
+        "running",
+    )
+    first.proc.terminate()
+    assert first.wait() == 0
+
+
+def test_a_trainer_orphaned_by_a_killed_supervisor_is_stopped_before_relaunch(
+    tmp_path: Path, supervisors: Any
+) -> None:
+    pid_file = tmp_path / "trainer.pid"
+    config = make_config(tmp_path, behave("sleep", str(pid_file)))
+    first = supervisors(config)
+    old = wait_for(lambda: read_pid(pid_file), what="the first trainer")
+    first.proc.kill()
+    first.wait()
+    assert alive(old), "the trainer runs in its own session and outlives its supervisor"
+
+    second = supervisors(config)
+    new = wait_for(lambda: (pid := read_pid(pid_file)) != old and pid, what="the relaunched trainer")
+    assert not alive(old)
+    data = wait_for(lambda: (d := status(config))["state"] == "running" and d, what="running")
+    assert data["attempt"] == 2
+    assert data["attempts"][0]["cause"] == "interrupted"
+    assert data["attempts_without_progress"] == 1
+    kinds = [e["kind"] for e in data["events"]]
+    assert kinds.index("reclaimed") < kinds.index("interrupted") < len(kinds) - 1
+    second.proc.terminate()
+    assert second.wait() == 0
+    assert not alive(new)
+
+
+def test_counters_survive_a_restart_of_the_supervisor(tmp_path: Path, supervisors: Any) -> None:
+    config = make_config(tmp_path, behave("exit", "1"), restart={"max_attempts_without_progress": 2})
+    assert supervisors(config).wait() == 3
+    assert status(config)["attempt"] == 2
+    # The same crash loop after a restart (e.g. a reboot) gives up after one more attempt.
+    assert supervisors(config).wait() == 3
+    assert status(config)["attempt"] == 3
+    # Starting to count afresh is explicit.
+    assert supervisors(config, "--reset-counters").wait() == 3
+    assert status(config)["attempt"] == 5
+
+
+def test_a_trainer_that_vanishes_from_disk_counts_as_failed_launches(
+    tmp_path: Path, supervisors: Any
+) -> None:
+    script = tmp_path / "train.sh"
+    script.write_text('#!/bin/sh\nrm -- "$0"\nexit 1\n')
+    script.chmod(0o755)
+    config = make_config(tmp_path, [str(script)])
+    assert supervisors(config).wait() == 3
+    data = status(config)
+    details = [a["detail"] for a in data["attempts"]]
+    assert data["attempts"][0]["exit"] == "exit code 1"
+    assert all(d.startswith("could not start: FileNotFoundError") for d in details[1:])
+
+
+def test_status_during_backoff_and_a_stop_while_waiting(tmp_path: Path, supervisors: Any) -> None:
+    config = make_config(
+        tmp_path, behave("exit", "7"), restart={"backoff_initial_s": 30, "backoff_max_s": 60}
+    )
+    sup = supervisors(config)
+    data = wait_for(lambda: (d := status(config))["state"] == "backoff" and d, what="backoff")
+    assert (data["attempt"], data["restarts"], data["last_cause"], data["last_exit"]) == (
+        1,
+        0,
+        "crash",
+        "exit code 7",
+    )
+    assert 0 < data["next_relaunch_in_s"] <= 60
+    assert data["attempts_without_progress"] == 1
+    human = subprocess.run(
+        [*CLI, "status", "-c", str(config)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "backoff" in human
+    assert "relaunch in" in human
+    assert "exit code 7" in human
+    sup.proc.terminate()
+    assert sup.wait() == 0
+    assert status(config)["state"] == "stopped"
+
+
+def test_status_of_a_run_never_started(tmp_path: Path) -> None:
+    config = make_config(tmp_path, behave("exit", "0"))
+    assert status(config)["state"] == "not_started"
+    human = subprocess.run(
+        [*CLI, "status", "-c", str(config)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "not_started" in human
+    assert not (tmp_path / "state").exists()
+
+
+def test_version_and_help() -> None:
+    version = subprocess.run([*CLI, "--version"], capture_output=True, text=True, check=True).stdout
+    assert version.startswith("train-supervisor, version ")
+    helptext = subprocess.run([*CLI, "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("run", "status", "config", "demo"):
+        assert command in helptext
