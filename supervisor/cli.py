@@ -98,6 +98,9 @@ def run(config_path: Path, reset_counters: bool) -> None:
     )
     try:
         code = asyncio.run(Daemon(config, ledger, reset_counters=reset_counters).run())
+    except Exception:
+        log.exception("internal error; the supervisor exits")
+        code = 1
     finally:
         ledger.close()
         lock.release()

@@ -321,12 +321,12 @@ def _failed(state: State, now: float, policy: Policy, status: ExitStatus | None,
         return _give_up(state, actions, policy, why)
     delay = policy.backoff.delay_s(level, uniform(state.seed, state.attempt))
     if delay == 0:
-        actions.append(Note("crashed", f"attempt {state.attempt} failed ({why}); relaunching now"))
+        actions.append(Note("crashed", f"attempt {state.attempt} failed ({why}); relaunching now", "warning"))
         return _launch(state, actions)
     # RUNNING -> BACKOFF
     state = replace(state, phase=Phase.BACKOFF, relaunch_at=now + delay)
     actions += [
-        Note("crashed", f"attempt {state.attempt} failed ({why}); relaunching in {delay:.1f}s"),
+        Note("crashed", f"attempt {state.attempt} failed ({why}); relaunching in {delay:.1f}s", "warning"),
         StartTimer(Timer.RELAUNCH, state.attempt, delay),
     ]
     return state, actions

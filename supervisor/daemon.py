@@ -26,6 +26,7 @@ from supervisor.core import (
     Boot,
     Event,
     Exited,
+    ExitStatus,
     Finish,
     KillTrainer,
     Launch,
@@ -106,9 +107,12 @@ class Daemon:
             self._queue.put_nowait(boot)
             while True:
                 event = await self._queue.get()
-                exit_code = await self._step(event)
+                exit_code = self._step(event)
                 if exit_code is not None:
                     return exit_code
+        except Exception:
+            await self._stop_trainer_on_error()
+            raise
         finally:
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
@@ -116,7 +120,7 @@ class Daemon:
                 handle.cancel()
             self.trainer_log.close()
 
-    async def _step(self, event: Event) -> int | None:
+    def _step(self, event: Event) -> int | None:
         assert self._loop is not None
         now = self._loop.time()
         self.state, actions = core.decide(self.state, event, now, self.policy)
@@ -168,6 +172,18 @@ class Daemon:
         )
         self.ledger.commit()
 
+    async def _stop_trainer_on_error(self) -> None:
+        """The supervisor is failing: never leave its trainer running unsupervised."""
+        trainer = self.trainer
+        if trainer is None or (trainer.popen.poll() is not None and not self._tasks):
+            return
+        log.error("internal error: stopping the trainer before exiting")
+        stop_signal = signal.Signals[self.config.stop.signal]
+        trainer.stop(stop_signal, self.config.stop.grace_s)
+        await asyncio.wait_for(
+            trainer.wait(stop_signal, self.config.stop.grace_s), self.config.stop.grace_s + 30
+        )
+
     # --- launching --------------------------------------------------------------------
 
     def _launch(self, attempt: int) -> None:
@@ -193,9 +209,15 @@ class Daemon:
 
     async def _watch(self, attempt: int, trainer: Trainer) -> None:
         stop_signal = signal.Signals[self.config.stop.signal]
-        status = await trainer.wait(stop_signal, self.config.stop.grace_s)
-        last = self.tail.last()
-        detail = f"last output: {last[:200]}" if last else ""
+        try:
+            status = await trainer.wait(stop_signal, self.config.stop.grace_s)
+        except Exception as exc:  # the exit must reach the core, or supervision stalls
+            log.exception("error while waiting for the trainer to end")
+            returncode = trainer.popen.wait()
+            status, detail = ExitStatus.from_returncode(returncode), f"supervisor error: {exc}"
+        else:
+            last = self.tail.last()
+            detail = f"last output: {last[:200]}" if last else ""
         self._queue.put_nowait(Exited(attempt, status, detail))
 
     # --- boot -------------------------------------------------------------------------

@@ -20,8 +20,8 @@ def configure(json_output: bool | None = None, level: int = logging.INFO) -> Non
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        # UTC for machines, local time for a person at a terminal.
-        structlog.processors.TimeStamper(fmt="iso", utc=json_output),
+        # UTC ISO for machines, local wall time for a person at a terminal.
+        structlog.processors.TimeStamper(fmt="iso" if json_output else "%Y-%m-%d %H:%M:%S", utc=json_output),
     ]
     renderer: Processor
     if json_output:

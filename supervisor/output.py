@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+import structlog
+
 MAX_LINE_BYTES = 64 * 1024
 
 LineHandler = Callable[[str, str], None]  # (stream, line)
@@ -63,12 +65,12 @@ class OutputSink:
         self.log = log
         self.handlers = handlers
         self.bytes_seen = 0
+        self.log_error: OSError | None = None
         self._partial: dict[str, bytes] = {}
 
     def write(self, stream: str, data: bytes) -> None:
         self.bytes_seen += len(data)
-        if self.log is not None:
-            self.log.write(data)
+        self._write_log(data)
         if not self.handlers:
             return
         buffer = self._partial.pop(stream, b"") + data
@@ -81,6 +83,23 @@ class OutputSink:
             rest = rest[MAX_LINE_BYTES:]
         if rest:
             self._partial[stream] = rest
+
+    def _write_log(self, data: bytes) -> None:
+        # A full disk must not stop the draining: the trainer would block on its pipe.
+        if self.log is None:
+            return
+        try:
+            self.log.write(data)
+        except OSError as exc:
+            if self.log_error is None:
+                structlog.get_logger("supervisor.output").error(
+                    "cannot write the trainer log; its output is dropped until this clears",
+                    path=str(self.log.path),
+                    error=str(exc),
+                )
+            self.log_error = exc
+        else:
+            self.log_error = None
 
     def close_stream(self, stream: str) -> None:
         rest = self._partial.pop(stream, b"")

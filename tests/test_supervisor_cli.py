@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -249,3 +250,23 @@ def test_version_and_help() -> None:
     helptext = subprocess.run([*CLI, "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("run", "status", "config", "demo"):
         assert command in helptext
+
+
+def test_an_internal_error_stops_the_trainer_and_exits_1(tmp_path: Path, supervisors: Any) -> None:
+    pid_file = tmp_path / "trainer.pid"
+    config = make_config(tmp_path, behave("sleep", str(pid_file)))
+    sup = supervisors(config)
+    trainer = wait_for(lambda: read_pid(pid_file), what="the trainer")
+    wait_for(lambda: status(config)["state"] == "running", what="running")
+    # Another process holds the ledger's write lock: the supervisor's next write fails.
+    blocker = sqlite3.connect(tmp_path / "state" / "ledger.sqlite3", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        sup.proc.terminate()
+        assert sup.wait() == 1
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert not alive(trainer), "a failing supervisor must not leave its trainer unsupervised"
+    errors = [line for line in sup.lines() if line["level"] == "error"]
+    assert errors[-1]["event"] == "internal error; the supervisor exits"
