@@ -10,7 +10,10 @@ $(STAMP): requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	# compat mode: a plain path entry, not an import hook that every Python start in
+	# this venv (the trainer's too) would pay for.
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation \
+		--config-settings editable_mode=compat -e .
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -7,7 +7,7 @@ code 1; its (N+1)-th start exits 0. Gap i = start_{i+1} - exit_i, so every gap h
 the launcher's own reaction (noticing the exit, bookkeeping, spawning) plus the
 interpreter's start-up up to the script's first line.
 
-Three launchers run it, one after the other, in this one invocation:
+Three launchers run it, N relaunches each, in this one invocation:
 
   shell loop   `for i in 1..N+1; do python crash_script.py ...; done`: the floor
                (process exit + fork/exec + interpreter start-up, nothing else);
@@ -16,11 +16,14 @@ Three launchers run it, one after the other, in this one invocation:
                --monitor-interval=<its default>` (the default is read from torch's own
                argument parser).
 
+The three take turns over --rounds rounds (the order rotates each round, so a slow
+patch of the machine does not land on one launcher only); gaps are pooled over rounds.
+
 For ours, the ledger's attempt rows (ended_at, started_at, both time.time()) split each
-gap into: exit -> attempt end recorded (noticing the exit, sweeping the session,
-draining the pipes), end recorded -> next attempt begun (log line and ledger rows), and
-next attempt begun -> trainer's first line (ledger commit, fork/exec, interpreter
-start-up).
+gap into: exit -> attempt end recorded (process teardown, noticing the exit, sweeping
+the session, draining the pipes), end recorded -> next attempt begun (log line and
+ledger rows), and next attempt begun -> trainer's first line (ledger commit,
+fork/exec, interpreter start-up).
 
 Prints the median, p90 and max gap per launcher and the ratios ours/torchrun and
 ours/shell loop, next to the target.
@@ -38,7 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -47,6 +51,9 @@ PYTHON = sys.executable
 SUPERVISOR = Path(sys.executable).parent / "train-supervisor"
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 TARGET_VS_TORCHRUN = 0.25
+
+SHELL, OURS, TORCHRUN_NAME = "shell loop (floor)", "train-supervisor", "torchrun"
+PARTS = ("exit -> end recorded", "-> next attempt begun", "-> trainer's 1st line")
 
 CONFIG = """\
 [run]
@@ -66,12 +73,20 @@ grace_s = 5
 """
 
 
-@dataclass(frozen=True)
+@dataclass
 class Result:
     name: str
-    gaps_s: list[float]
-    wall_s: float
+    gaps_s: list[float] = field(default_factory=list)
+    walls_s: list[float] = field(default_factory=list)
     note: str = ""
+
+
+@dataclass(frozen=True)
+class Setup:
+    python: str
+    relaunches: int
+    timeout_s: float
+    monitor_interval_s: float | None  # None: torchrun is not measured
 
 
 def read_times(path: Path, relaunches: int) -> tuple[list[float], list[float]]:
@@ -109,7 +124,7 @@ def run_checked(
         try:
             proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s, env=env)
         except subprocess.TimeoutExpired:
-            raise RuntimeError(f"{name}: still running after {timeout_s:g}s; log: {log}") from None
+            raise RuntimeError(f"{name}: still running after {timeout_s:g}s") from None
     wall = time.monotonic() - begin
     if proc.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
@@ -121,31 +136,26 @@ def crash_command(python: str, times: Path, relaunches: int) -> list[str]:
     return [python, str(CRASH_SCRIPT), str(times), str(relaunches)]
 
 
-def measure_shell(work: Path, python: str, relaunches: int, timeout_s: float) -> Result:
+def measure_shell(work: Path, setup: Setup) -> tuple[list[float], float]:
     times = work / "shell.times"
-    loop = f'for i in $(seq 1 {relaunches + 1}); do "$@"; done'
-    wall = run_checked(
-        "shell loop",
-        ["/bin/sh", "-c", loop, "sh", *crash_command(python, times, relaunches)],
-        work / "shell.log",
-        timeout_s,
-    )
-    return Result("shell loop (floor)", gaps(times, relaunches), wall)
+    loop = f'for i in $(seq 1 {setup.relaunches + 1}); do "$@"; done'
+    argv = ["/bin/sh", "-c", loop, "sh", *crash_command(setup.python, times, setup.relaunches)]
+    wall = run_checked(SHELL, argv, work / "shell.log", setup.timeout_s)
+    return gaps(times, setup.relaunches), wall
 
 
-def measure_ours(
-    work: Path, python: str, relaunches: int, timeout_s: float
-) -> tuple[Result, dict[str, list[float]]]:
+def measure_ours(work: Path, setup: Setup, parts: dict[str, list[float]]) -> tuple[list[float], float]:
     times = work / "ours.times"
     state_dir = work / "state"
     config = work / "bench.toml"
-    command = "[" + ", ".join(f'"{part}"' for part in crash_command(python, times, relaunches)) + "]"
-    config.write_text(CONFIG.format(command=command, cwd=work, state_dir=state_dir))
-    wall = run_checked(
-        "train-supervisor", [str(SUPERVISOR), "run", "-c", str(config)], work / "ours.log", timeout_s
-    )
-    result = Result("train-supervisor", gaps(times, relaunches), wall)
-    return result, breakdown(state_dir, times, relaunches)
+    command = crash_command(setup.python, times, setup.relaunches)
+    toml_command = "[" + ", ".join(f'"{part}"' for part in command) + "]"
+    config.write_text(CONFIG.format(command=toml_command, cwd=work, state_dir=state_dir))
+    argv = [str(SUPERVISOR), "run", "-c", str(config)]
+    wall = run_checked(OURS, argv, work / "ours.log", setup.timeout_s)
+    for label, values in breakdown(state_dir, times, setup.relaunches).items():
+        parts[label] += values
+    return gaps(times, setup.relaunches), wall
 
 
 def breakdown(state_dir: Path, times: Path, relaunches: int) -> dict[str, list[float]]:
@@ -157,107 +167,91 @@ def breakdown(state_dir: Path, times: Path, relaunches: int) -> dict[str, list[f
         rows = {n: (started, ended) for n, started, ended in conn.execute(query)}
     finally:
         conn.close()
-    parts: dict[str, list[float]] = {
-        "exit -> end recorded": [],
-        "-> next begun": [],
-        "-> trainer's 1st line": [],
-    }
-    for i in range(relaunches):
-        ended = rows[i + 1][1]
-        begun = rows[i + 2][0]
-        parts["exit -> end recorded"].append(ended - exits[i])
-        parts["-> next begun"].append(begun - ended)
-        parts["-> trainer's 1st line"].append(starts[i + 1] - begun)
-    return parts
+    split: dict[str, list[float]] = {label: [] for label in PARTS}
+    for i in range(relaunches):  # attempt i+1 crashed at exits[i]; attempt i+2 started at starts[i+1]
+        ended, begun = rows[i + 1][1], rows[i + 2][0]
+        split[PARTS[0]].append(ended - exits[i])
+        split[PARTS[1]].append(begun - ended)
+        split[PARTS[2]].append(starts[i + 1] - begun)
+    return split
 
 
 def torchrun_monitor_default() -> float:
     """torchrun's --monitor-interval default, from torch's own argument parser."""
-    out = subprocess.run(
-        [
-            PYTHON,
-            "-c",
-            "from torch.distributed.run import get_args_parser as p; "
-            "print(p().get_default('monitor_interval'))",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
+    code = (
+        "from torch.distributed.run import get_args_parser as p; print(p().get_default('monitor_interval'))"
     )
+    out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     return float(out.stdout.strip())
 
 
-def measure_torchrun(work: Path, python: str, relaunches: int, timeout_s: float) -> Result:
-    interval = torchrun_monitor_default()
+def measure_torchrun(work: Path, setup: Setup) -> tuple[list[float], float]:
+    assert setup.monitor_interval_s is not None
     times = work / "torchrun.times"
     argv = [
         str(TORCHRUN),
         "--standalone",
         "--nnodes=1",
         "--nproc-per-node=1",
-        f"--max-restarts={relaunches}",
-        f"--monitor-interval={interval:g}",
+        f"--max-restarts={setup.relaunches}",
+        f"--monitor-interval={setup.monitor_interval_s:g}",
     ]
-    if python == PYTHON:
-        argv += [str(CRASH_SCRIPT), str(times), str(relaunches)]  # torchrun's usual form
+    if setup.python == PYTHON:  # torchrun's usual form: it runs the script with its own interpreter
+        argv += [str(CRASH_SCRIPT), str(times), str(setup.relaunches)]
     else:  # the same interpreter as the other launchers
-        argv += ["--no-python", *crash_command(python, times, relaunches)]
+        argv += ["--no-python", *crash_command(setup.python, times, setup.relaunches)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    wall = run_checked("torchrun", argv, work / "torchrun.log", timeout_s, env=env)
-    return Result("torchrun", gaps(times, relaunches), wall, f"--monitor-interval={interval:g} (default)")
+    wall = run_checked(TORCHRUN_NAME, argv, work / "torchrun.log", setup.timeout_s, env)
+    return gaps(times, setup.relaunches), wall
 
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:8.1f}"
 
 
-def report(python: str, relaunches: int, results: list[Result], parts: dict[str, list[float]]) -> None:
-    by_name = {r.name: r for r in results}
+def report(setup: Setup, rounds: int, results: dict[str, Result], parts: dict[str, list[float]]) -> None:
     print()
-    print(f"relaunch gap: trainer exit (code 1) -> its next start, {relaunches} relaunches per launcher")
-    print(f"  trainer: {python} {CRASH_SCRIPT.name}")
-    print(f"  {'launcher':<22}{'median':>8}{'p90':>9}{'max':>9}  ms   {'wall':>6}")
-    for r in results:
+    print(
+        f"relaunch gap: trainer exit (code 1) -> its next start; {setup.relaunches} relaunches "
+        f"x {rounds} round(s) per launcher"
+    )
+    print(f"  trainer: {setup.python} {CRASH_SCRIPT.name}")
+    print(f"  {'launcher':<22}{'median':>8}{'p90':>9}{'max':>9}  ms   wall/round")
+    for r in results.values():
         print(
             f"  {r.name:<22}{ms(statistics.median(r.gaps_s))} {ms(percentile(r.gaps_s, 90))} "
-            f"{ms(max(r.gaps_s))}      {r.wall_s:5.1f}s  {r.note}"
+            f"{ms(max(r.gaps_s))}      {statistics.mean(r.walls_s):5.1f}s  {r.note}"
         )
-    ours = by_name["train-supervisor"]
-    ours_med, ours_p90 = statistics.median(ours.gaps_s), percentile(ours.gaps_s, 90)
+    med = {name: statistics.median(r.gaps_s) for name, r in results.items()}
+    p90 = {name: percentile(r.gaps_s, 90) for name, r in results.items()}
     print("  ratios (median / p90):")
-    if "torchrun" in by_name:
-        t = by_name["torchrun"]
+    if TORCHRUN_NAME in results:
         print(
-            f"    ours / torchrun    {ours_med / statistics.median(t.gaps_s):6.3f} / "
-            f"{ours_p90 / percentile(t.gaps_s, 90):6.3f}   (target <= {TARGET_VS_TORCHRUN:g})"
+            f"    ours / torchrun    {med[OURS] / med[TORCHRUN_NAME]:6.3f} / "
+            f"{p90[OURS] / p90[TORCHRUN_NAME]:6.3f}   (target <= {TARGET_VS_TORCHRUN:g})"
         )
     else:
         print("    ours / torchrun    n/a (torchrun was not measured)")
-    s = by_name["shell loop (floor)"]
     print(
-        f"    ours / shell loop  {ours_med / statistics.median(s.gaps_s):6.3f} / "
-        f"{ours_p90 / percentile(s.gaps_s, 90):6.3f}   (1.0 would be no overhead over a bare loop)"
+        f"    ours / shell loop  {med[OURS] / med[SHELL]:6.3f} / {p90[OURS] / p90[SHELL]:6.3f}"
+        "   (1.0: no overhead over a bare loop)"
     )
-    floor = statistics.median(s.gaps_s)
-    if "torchrun" in by_name:
-        over_t = statistics.median(by_name["torchrun"].gaps_s) - floor
-        print(
-            f"    above the floor    ours {(ours_med - floor) * 1000:+.1f} ms, torchrun {over_t * 1000:+.1f} ms "
-            f"(median minus the shell loop's median; ratio {(ours_med - floor) / over_t:+.3f})"
-        )
+    over_ours = med[OURS] - med[SHELL]
+    line = f"    above the floor    ours {over_ours * 1000:+.1f} ms"
+    if TORCHRUN_NAME in results:
+        over_torchrun = med[TORCHRUN_NAME] - med[SHELL]
+        line += f", torchrun {over_torchrun * 1000:+.1f} ms (ratio {over_ours / over_torchrun:+.3f})"
+    print(line + "   (median minus the shell loop's median)")
     print("  where our gap goes (median / p90 ms, from the ledger's timestamps):")
     for label, values in parts.items():
         print(f"    {label:<24}{ms(statistics.median(values))} {ms(percentile(values, 90))}")
-    print(
-        f"    (the shell loop's whole gap, for comparison: {ms(statistics.median(s.gaps_s)).strip()} ms median)"
-    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--relaunches", type=int, default=20, help="crashes (= relaunches) per launcher")
-    parser.add_argument("--timeout", type=float, default=90.0, help="seconds allowed per launcher")
+    parser.add_argument("--relaunches", type=int, default=20, help="crashes (= relaunches) per launcher run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per launcher, taking turns")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per launcher run")
     parser.add_argument(
         "--trainer-python",
         default=PYTHON,
@@ -265,28 +259,42 @@ def main() -> int:
     )
     parser.add_argument("--skip-torchrun", action="store_true", help="measure only ours and the shell loop")
     args = parser.parse_args()
-    if args.relaunches < 1:
-        parser.error("--relaunches must be >= 1")
+    if args.relaunches < 1 or args.rounds < 1:
+        parser.error("--relaunches and --rounds must be >= 1")
     if not SUPERVISOR.exists():
-        parser.error(f"{SUPERVISOR} not found: run with the project's venv python")
+        parser.error(f"{SUPERVISOR} not found: run this with the project's venv python")
     do_torchrun = not args.skip_torchrun
     if do_torchrun and not TORCHRUN.exists():
         print(f"note: {TORCHRUN} not found (torch not installed?): torchrun is not measured", file=sys.stderr)
         do_torchrun = False
 
-    work = Path(tempfile.mkdtemp(prefix="relaunch-gap-"))
+    interval = torchrun_monitor_default() if do_torchrun else None
+    setup = Setup(args.trainer_python, args.relaunches, args.timeout, interval)
+    parts: dict[str, list[float]] = {label: [] for label in PARTS}
+    launchers: dict[str, Callable[[Path, Setup], tuple[list[float], float]]] = {
+        SHELL: measure_shell,
+        OURS: lambda work, s: measure_ours(work, s, parts),
+    }
+    results = {SHELL: Result(SHELL), OURS: Result(OURS)}
+    if do_torchrun:
+        launchers[TORCHRUN_NAME] = measure_torchrun
+        results[TORCHRUN_NAME] = Result(TORCHRUN_NAME, note=f"--monitor-interval={interval:g} (its default)")
+
+    top = Path(tempfile.mkdtemp(prefix="relaunch-gap-"))
     try:
         # Warm the page cache for the interpreter and the script before anything is timed.
-        python = args.trainer_python
-        subprocess.run(crash_command(python, work / "warmup.times", 0), check=True, timeout=30)
-        results = [measure_shell(work, python, args.relaunches, args.timeout)]
-        ours, parts = measure_ours(work, python, args.relaunches, args.timeout)
-        results.append(ours)
-        if do_torchrun:
-            results.append(measure_torchrun(work, python, args.relaunches, args.timeout))
-        report(python, args.relaunches, results, parts)
+        subprocess.run(crash_command(setup.python, top / "warmup.times", 0), check=True, timeout=30)
+        names = list(launchers)
+        for n in range(args.rounds):
+            for name in names[n % len(names) :] + names[: n % len(names)]:
+                work = top / f"round{n}-{name.split()[0]}"
+                work.mkdir()
+                round_gaps, wall = launchers[name](work, setup)
+                results[name].gaps_s += round_gaps
+                results[name].walls_s.append(wall)
+        report(setup, args.rounds, results, parts)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(top, ignore_errors=True)
     return 0
 
 

@@ -47,9 +47,11 @@ from supervisor.output import OutputSink, RotatingLog
 from supervisor.process import (
     OutputTail,
     Trainer,
+    boot_id,
     clear_session,
     marked_processes,
     proc_identity,
+    split_identity,
     trainer_env,
 )
 
@@ -254,12 +256,16 @@ class Daemon:
 
     async def _reclaim(self, attempt: AttemptRow) -> None:
         """Stop what is left of an attempt a previous supervisor lost track of."""
-        leader_alive = attempt.pid is not None and attempt.identity is not None
-        leader_alive = leader_alive and proc_identity(attempt.pid or 0) == attempt.identity
+        since = 0  # without a recorded identity, every process is a candidate
+        if attempt.identity is not None:
+            booted, _, since = split_identity(attempt.identity)
+            if booted != boot_id():
+                return  # nothing survives a reboot
+        leader_alive = attempt.pid is not None and proc_identity(attempt.pid) == attempt.identity
         sid = attempt.pid if leader_alive else None
         stop_signal = signal.Signals[self.config.stop.signal]
         found = await clear_session(
-            sid, stop_signal, self.config.stop.grace_s, lambda: marked_processes(attempt.marker)
+            sid, stop_signal, self.config.stop.grace_s, lambda: marked_processes(attempt.marker, since)
         )
         if found:
             log.warning(

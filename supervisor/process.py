@@ -43,24 +43,43 @@ def trainer_env(base: Mapping[str, str], overrides: Mapping[str, str], marker: s
     return env
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat from field 3 (state) on; None if the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None  # field 22 of stat: starttime
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown-boot"
+
+
 def proc_identity(pid: int) -> str | None:
     """boot id, pid and start time (clock ticks): equal only for the very same process,
     so a pid reused after a reboot or a wrap-around is never mistaken for our trainer."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return f"{boot_id}:{pid}:{fields[19]}"  # field 22 of stat: starttime
+    ticks = start_ticks(pid)
+    return f"{boot_id()}:{pid}:{ticks}" if ticks is not None else None
+
+
+def split_identity(identity: str) -> tuple[str, int, int]:
+    """(boot id, pid, start ticks) of a proc_identity() string."""
+    boot, pid, ticks = identity.rsplit(":", 2)
+    return boot, int(pid), int(ticks)
 
 
 def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rindex(")") + 2] == "Z"
+    fields = _stat_fields(pid)
+    return fields is None or fields[0] == "Z"
 
 
 def _all_pids() -> list[int]:
@@ -79,16 +98,21 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
-def marked_processes(marker: str) -> list[int]:
-    """Live processes whose environment carries this attempt's marker."""
+def marked_processes(marker: str, started_since: int = 0) -> list[int]:
+    """Live processes whose environment carries this attempt's marker. Only processes
+    started at or after `started_since` (clock ticks, e.g. the trainer's own start) can
+    be its descendants, so older ones are skipped without reading their environment."""
     needle = f"{ATTEMPT_MARKER_ENV}={marker}".encode()
     found = []
     for pid in _all_pids():
+        fields = _stat_fields(pid)
+        if fields is None or fields[0] == "Z" or int(fields[19]) < started_since:
+            continue
         try:
             environ = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
             continue
-        if needle in environ.split(b"\0") and not _is_zombie(pid):
+        if needle in environ.split(b"\0"):
             found.append(pid)
     return found
 
@@ -153,6 +177,7 @@ class Trainer:
         self.pid = popen.pid
         self.marker = marker
         self.identity = proc_identity(self.pid)
+        self.started_ticks = start_ticks(self.pid) or 0
         self._sink = sink
         self._loop = asyncio.get_running_loop()
         self._exit: asyncio.Future[int] = self._loop.create_future()
@@ -205,7 +230,7 @@ class Trainer:
         if self._kill_at is not None:  # a stop is under way: keep its deadline
             grace_s = max(0.0, self._kill_at - self._loop.time())
         leftovers = await clear_session(
-            self.pid, stop_signal, grace_s, lambda: marked_processes(self.marker), self._kill_at is not None
+            self.pid, stop_signal, grace_s, self._marked, self._kill_at is not None
         )
         if leftovers:
             log.info("cleared leftover processes of the trainer's session", count=leftovers)
@@ -226,7 +251,10 @@ class Trainer:
             self._kill_handle = self._loop.call_later(grace_s, self.kill)
 
     def kill(self) -> None:
-        signal_session(self.pid, signal.SIGKILL, marked_processes(self.marker))
+        signal_session(self.pid, signal.SIGKILL, self._marked())
+
+    def _marked(self) -> list[int]:
+        return marked_processes(self.marker, self.started_ticks)
 
     # --- output ---------------------------------------------------------------------
 
