@@ -149,7 +149,7 @@ def config_check(config_path: Path) -> None:
 )
 def demo(directory: Path) -> None:
     """Supervise a small bundled CPU trainer that crashes on purpose, then show the account."""
-    from supervisor.demo import run_demo
+    from supervisor_demo import run_demo
 
     sys.exit(run_demo(directory))
 

@@ -1,4 +1,8 @@
-"""`train-supervisor demo`: supervise a bundled CPU trainer that crashes on purpose."""
+"""`train-supervisor demo`: supervise a bundled CPU trainer that crashes on purpose.
+
+A package of its own, beside `supervisor`: its trainer imports torch, and the daemon's
+package never does.
+"""
 
 from __future__ import annotations
 
