@@ -176,15 +176,12 @@ class Daemon:
 
     async def _stop_trainer_on_error(self) -> None:
         """The supervisor is failing: never leave its trainer running unsupervised."""
-        trainer = self.trainer
-        if trainer is None or (trainer.popen.poll() is not None and not self._tasks):
-            return
+        if self.trainer is None or not self._tasks:
+            return  # no trainer, or its end (and its session's sweep) is already done
         log.error("internal error: stopping the trainer before exiting")
-        stop_signal = signal.Signals[self.config.stop.signal]
-        trainer.stop(stop_signal, self.config.stop.grace_s)
-        await asyncio.wait_for(
-            trainer.wait(stop_signal, self.config.stop.grace_s), self.config.stop.grace_s + 30
-        )
+        self.trainer.stop(signal.Signals[self.config.stop.signal], self.config.stop.grace_s)
+        # The watch task finishes once the session is empty (SIGKILL comes after grace).
+        await asyncio.wait(self._tasks, timeout=self.config.stop.grace_s + 30)
 
     # --- launching --------------------------------------------------------------------
 
@@ -194,7 +191,7 @@ class Daemon:
         self.ledger.begin_attempt(attempt, time.time(), marker)
         self.ledger.commit()  # durable before the trainer exists
         self.tail.lines.clear()
-        self.trainer_log.write(f"\n=== train-supervisor: attempt {attempt} ===\n".encode())
+        self.sink.write_log(f"\n=== train-supervisor: attempt {attempt} ===\n".encode())
         env = trainer_env(os.environ, self.config.run.env, marker)
         try:
             trainer = Trainer.spawn(self.config.run.command, self.config.cwd, env, marker, self.sink)

@@ -70,7 +70,7 @@ class OutputSink:
 
     def write(self, stream: str, data: bytes) -> None:
         self.bytes_seen += len(data)
-        self._write_log(data)
+        self.write_log(data)
         if not self.handlers:
             return
         buffer = self._partial.pop(stream, b"") + data
@@ -84,8 +84,9 @@ class OutputSink:
         if rest:
             self._partial[stream] = rest
 
-    def _write_log(self, data: bytes) -> None:
-        # A full disk must not stop the draining: the trainer would block on its pipe.
+    def write_log(self, data: bytes) -> None:
+        """Append to the log only. A full disk must not stop the draining (the trainer
+        would block on its pipe), so errors are reported once and the data dropped."""
         if self.log is None:
             return
         try:
