@@ -89,6 +89,13 @@ def run(config_path: Path, reset_counters: bool) -> None:
         ledger = Ledger.open(config.state_dir)
     except LedgerError as exc:
         _fail(str(exc), 1)
+    owner = ledger.run()
+    if owner is not None and owner.config_path != config.path and owner.config_path.exists():
+        # Two configs sharing one state_dir would share counters, attempts and logs.
+        _fail(
+            f"state_dir {config.state_dir} belongs to the run configured in {owner.config_path}; "
+            "give this run its own run.name or run.state_dir"
+        )
     log.info(
         "supervising",
         command=" ".join(config.run.command),

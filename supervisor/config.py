@@ -6,6 +6,8 @@ Relative paths resolve against the config file's directory, except
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import re
 import shutil
@@ -32,9 +34,11 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def _number(value: object) -> object:
-    # TOML gives ints and floats; a quoted "3" or a boolean is a mistake worth naming.
+    # TOML gives ints and floats; a quoted "3", a boolean or inf/nan is a mistake worth naming.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"expected a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
     return value
 
 
@@ -74,7 +78,8 @@ class RestartSection(Section):
     backoff_max_s: Seconds = 600.0
     backoff_factor: Annotated[float, BeforeValidator(_number), Field(ge=1)] = 2.0
     jitter: Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)] = 0.2
-    stable_after_s: Seconds = 300.0
+    # > 0: with 0 every attempt would count as progress and a crash loop would never end.
+    stable_after_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 300.0
     max_attempts_without_progress: Annotated[Count, Field(ge=1)] = 5
 
     @model_validator(mode="after")
@@ -209,43 +214,77 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _validate(path: Path, raw: dict[str, Any]) -> Config:
+    """Validate everything, then report every problem at once."""
     data = dict(raw)
+    problems = ["path: unknown key"] if "path" in data else []
     adapter_raw = data.get("adapter", {})
+    adapter_keys: list[str] = []
     if isinstance(adapter_raw, Mapping):
-        data["adapter"] = _split_adapter_table(path, dict(adapter_raw))
-    return Config.model_validate({**data, "path": path})
+        data["adapter"], adapter_problems, adapter_keys = _split_adapter_table(dict(adapter_raw))
+        problems += adapter_problems
+    try:
+        config = Config.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        raise ConfigError(path, problems + _describe(exc, adapter_keys=adapter_keys)) from None
+    if problems:
+        raise ConfigError(path, problems)
+    return config
 
 
-def _split_adapter_table(path: Path, table: dict[str, Any]) -> dict[str, Any]:
-    """Move adapter-specific keys into `options`, validated by that adapter's model."""
+def _split_adapter_table(table: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Move adapter-specific keys into `options`, validated by that adapter's model.
+    Returns the table, its problems, and the keys the adapter accepts."""
     base: dict[str, Any] = {k: table.pop(k) for k in ("name", "checkpoint_dir") if k in table}
     name = base.get("name", "generic")
     if not isinstance(name, str):
-        return {**base, **table}  # let pydantic report the wrong type
+        return {**base, **table}, [], []  # let pydantic report the wrong type
     try:
         adapter = trainer_adapters.get(name)
     except KeyError as exc:
-        raise ConfigError(path, [f"adapter.name: {exc.args[0]}"]) from None
+        return base, [f"adapter.name: {exc.args[0]}"], []
+    keys = ["name", "checkpoint_dir", *adapter.options.model_fields]
     try:
         options = adapter.options.model_validate(table)
     except ValidationError as exc:
-        raise ConfigError(path, _describe(exc, prefix=("adapter",))) from None
-    return {**base, "options": options}
+        return base, _describe(exc, prefix=("adapter",), adapter_keys=keys), keys
+    return {**base, "options": options}, [], keys
 
 
-def _describe(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[str]:
+def _describe(
+    exc: ValidationError, prefix: tuple[str | int, ...] = (), adapter_keys: list[str] | None = None
+) -> list[str]:
     problems = []
     for err in exc.errors(include_url=False):
-        where = _dotted(prefix + tuple(err["loc"]))
+        loc = prefix + tuple(err["loc"])
+        where = _dotted(loc)
         kind = err["type"]
         if kind == "extra_forbidden":
-            problems.append(f"{where}: unknown key")
+            problems.append(f"{where}: unknown key{_expected_keys(loc, adapter_keys or [])}")
         elif kind == "missing":
             problems.append(f"{where}: required key is missing")
         else:
             message = str(err["msg"]).removeprefix("Value error, ")
             problems.append(f"{where}: {message} (got {err['input']!r})")
     return problems
+
+
+def _expected_keys(loc: tuple[str | int, ...], adapter_keys: list[str]) -> str:
+    """' (did you mean x?)' or ' (expected one of: ...)' for an unknown key at `loc`."""
+    if loc[:1] == ("adapter",):
+        known = adapter_keys
+    else:
+        model: type[BaseModel] = Config
+        for part in loc[:-1]:
+            field = model.model_fields.get(str(part))
+            annotation = field.annotation if field is not None else None
+            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+                return ""
+            model = annotation
+        known = [k for k in model.model_fields if k != "path"]
+    if not known:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return f" (did you mean {close[0]}?)" if close else f" (expected one of: {', '.join(known)})"
 
 
 def _dotted(loc: tuple[str | int, ...]) -> str:
@@ -288,8 +327,10 @@ def default_state_dir(name: str) -> Path:
 
 
 def _check_paths(config: Config) -> list[str]:
-    if not config.cwd.is_dir():
+    if not config.cwd.exists():
         return [f"run.cwd: directory does not exist: {config.cwd}"]
+    if not config.cwd.is_dir():
+        return [f"run.cwd: not a directory: {config.cwd}"]
     program = config.run.command[0]
     if "/" in program:
         resolved = _absolute(Path(program), config.cwd)

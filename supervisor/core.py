@@ -5,17 +5,20 @@ out the actions it returns; tests replay event histories on a fake clock.
 
 Phases and their transitions (every move is marked where it happens below):
 
-    STARTING --Launched--> RUNNING
-    STARTING --LaunchFailed--> BACKOFF | STARTING (zero backoff) | GAVE_UP
-    RUNNING  --Exited(0)--> COMPLETED                (when exit codes are trusted)
-    RUNNING  --Exited(failure)--> BACKOFF | STARTING (zero backoff) | GAVE_UP
-    RUNNING  --StopRequested--> STOPPING
-    STOPPING --Exited--> STOPPED
-    STOPPING --StopRequested--> STOPPING             (second request: kill now)
-    BACKOFF  --TimerFired(relaunch)--> STARTING
-    BACKOFF  --StopRequested--> STOPPED
-    IDLE     --Boot--> STARTING | GAVE_UP            (counters come from the ledger)
-    IDLE     --StopRequested--> STOPPED
+    IDLE       --Boot--> STARTING                    (counters come from the ledger)
+    IDLE       --Boot(unfinished)--> RECLAIMING      (a trainer of a dead supervisor may live)
+    IDLE       --StopRequested--> STOPPED
+    RECLAIMING --Reclaimed--> STARTING | GAVE_UP
+    RECLAIMING --StopRequested--> STOPPING
+    STARTING   --Launched--> RUNNING
+    STARTING   --LaunchFailed--> BACKOFF | STARTING (zero backoff) | GAVE_UP
+    RUNNING    --Exited(0)--> COMPLETED              (when exit codes are trusted)
+    RUNNING    --Exited(failure)--> BACKOFF | STARTING (zero backoff) | GAVE_UP
+    RUNNING    --StopRequested--> STOPPING
+    STOPPING   --Exited | LaunchFailed | Reclaimed--> STOPPED
+    STOPPING   --StopRequested--> STOPPING           (second request: kill now)
+    BACKOFF    --TimerFired(relaunch)--> STARTING
+    BACKOFF    --StopRequested--> STOPPED
 
 COMPLETED, STOPPED and GAVE_UP are final: the supervisor exits with `exit_code`.
 """
@@ -34,6 +37,7 @@ EXIT_GAVE_UP = 3
 
 class Phase(StrEnum):
     IDLE = "idle"  # before Boot
+    RECLAIMING = "reclaiming"  # stopping what a dead supervisor's trainer left running
     STARTING = "starting"
     RUNNING = "running"
     STOPPING = "stopping"
@@ -132,9 +136,22 @@ class LaunchFailed:
 
 @dataclass(frozen=True)
 class Exited:
+    """The attempt is over: its leader exited and nothing of its session is left.
+    `at` is when the leader exited (the sweep of leftovers may take a while after);
+    `before_stop` says it exited on its own before any stop signal was sent."""
+
     attempt: int
     status: ExitStatus
     detail: str = ""
+    at: float | None = None
+    before_stop: bool = False
+
+
+@dataclass(frozen=True)
+class Reclaimed:
+    """Nothing of the interrupted attempt is left running."""
+
+    attempt: int
 
 
 @dataclass(frozen=True)
@@ -148,7 +165,7 @@ class TimerFired:
     attempt: int
 
 
-Event = Boot | Launched | LaunchFailed | Exited | StopRequested | TimerFired
+Event = Boot | Launched | LaunchFailed | Exited | Reclaimed | StopRequested | TimerFired
 
 
 # --- actions ----------------------------------------------------------------------
@@ -156,6 +173,14 @@ Event = Boot | Launched | LaunchFailed | Exited | StopRequested | TimerFired
 
 @dataclass(frozen=True)
 class Launch:
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Reclaim:
+    """Stop, with grace, whatever of `attempt` is still running (it was started by a
+    supervisor that died); report Reclaimed when nothing is left."""
+
     attempt: int
 
 
@@ -202,7 +227,7 @@ class Finish:
     exit_code: int
 
 
-Action = Launch | StopTrainer | KillTrainer | StartTimer | RecordAttemptEnd | Note | Finish
+Action = Launch | Reclaim | StopTrainer | KillTrainer | StartTimer | RecordAttemptEnd | Note | Finish
 Decision = tuple[State, list[Action]]
 
 
@@ -218,11 +243,11 @@ def decide(state: State, event: Event, now: float, policy: Policy) -> Decision:
         case Launched():
             return _launched(state, event, now, policy)
         case LaunchFailed():
-            if event.attempt != state.attempt or state.phase is not Phase.STARTING:
-                return state, []
-            return _failed(state, now, policy, None, f"could not start: {event.reason}")
+            return _launch_failed(state, event, now, policy)
         case Exited():
             return _exited(state, event, now, policy)
+        case Reclaimed():
+            return _reclaimed(state, event, policy)
         case StopRequested():
             return _stop_requested(state, event, policy)
         case TimerFired():
@@ -230,30 +255,40 @@ def decide(state: State, event: Event, now: float, policy: Policy) -> Decision:
 
 
 def _boot(state: State, event: Boot, policy: Policy) -> Decision:
-    actions: list[Action] = []
-    if event.unfinished:
-        # The previous supervisor died with a trainer running: that attempt's end was
-        # never seen. It counts against progress unless it had already run stably, so a
-        # trainer that takes the whole machine down still ends in a give-up.
-        cause = Cause.INTERRUPTED
-        actions += [
-            RecordAttemptEnd(
-                state.attempt, cause, None, event.unfinished_stable, "supervisor was not running"
-            ),
-            Note(
-                "interrupted", f"attempt {state.attempt} was interrupted: the supervisor stopped while it ran"
-            ),
-        ]
-        if not event.unfinished_stable:
-            state = replace(
-                state,
-                backoff_level=state.backoff_level + 1,
-                without_progress=state.without_progress + 1,
-                last_cause=cause,
-            )
-        if state.without_progress >= policy.max_attempts_without_progress:
-            return _give_up(state, actions, policy)
-    return _launch(state, actions)
+    if not event.unfinished:
+        return _launch(state, [])
+    # The previous supervisor died with a trainer running: that attempt's end was never
+    # seen. It counts against progress unless it had already run stably, so a trainer
+    # that takes the whole machine down still ends in a give-up.
+    cause = Cause.INTERRUPTED
+    actions: list[Action] = [
+        RecordAttemptEnd(state.attempt, cause, None, event.unfinished_stable, "supervisor was not running"),
+        Note("interrupted", f"attempt {state.attempt} was interrupted: the supervisor stopped while it ran"),
+        Reclaim(state.attempt),
+    ]
+    if not event.unfinished_stable:
+        state = replace(
+            state,
+            backoff_level=state.backoff_level + 1,
+            without_progress=state.without_progress + 1,
+            last_cause=cause,
+        )
+    # IDLE -> RECLAIMING
+    return replace(state, phase=Phase.RECLAIMING), actions
+
+
+def _reclaimed(state: State, event: Reclaimed, policy: Policy) -> Decision:
+    if event.attempt != state.attempt:
+        return state, []
+    if state.phase is Phase.STOPPING:
+        # STOPPING -> STOPPED (the stop came while reclaiming)
+        return _final(state, Phase.STOPPED, [], Note("stopped", "stop requested while reclaiming; exiting"))
+    if state.phase is not Phase.RECLAIMING:
+        return state, []
+    if state.without_progress >= policy.max_attempts_without_progress:
+        return _give_up(state, [], policy)
+    # RECLAIMING -> STARTING
+    return _launch(state, [])
 
 
 def _launch(state: State, actions: list[Action]) -> Decision:
@@ -274,34 +309,74 @@ def _launched(state: State, event: Launched, now: float, policy: Policy) -> Deci
     return state, [note, StartTimer(Timer.STABLE, state.attempt, policy.stable_after_s)]
 
 
+def _launch_failed(state: State, event: LaunchFailed, now: float, policy: Policy) -> Decision:
+    if event.attempt != state.attempt:
+        return state, []
+    detail = f"could not start: {event.reason}"
+    if state.phase is Phase.STOPPING:
+        # STOPPING -> STOPPED: the stop came before the launch could fail
+        end = RecordAttemptEnd(state.attempt, Cause.STOPPED, None, False, detail)
+        return _final(
+            state, Phase.STOPPED, [end], Note("stopped", f"attempt {state.attempt} {detail}; exiting")
+        )
+    if state.phase is not Phase.STARTING:
+        return state, []
+    return _failed(state, now, policy, None, detail)
+
+
 def _exited(state: State, event: Exited, now: float, policy: Policy) -> Decision:
     if event.attempt != state.attempt or state.phase not in (Phase.RUNNING, Phase.STARTING, Phase.STOPPING):
         return state, []
     status = event.status
-    stable = _ran_stably(state, now, policy)
+    end = event.at if event.at is not None else now
     if state.phase is Phase.STOPPING:
-        # STOPPING -> STOPPED
-        return _final(
-            replace(state, last_exit=status, last_cause=Cause.STOPPED),
-            Phase.STOPPED,
-            [RecordAttemptEnd(state.attempt, Cause.STOPPED, status, stable, event.detail)],
-            Note("stopped", f"attempt {state.attempt} stopped ({status.describe()}); exiting"),
-        )
+        return _exited_while_stopping(state, event, end, policy)
     if status.code == 0 and policy.exit_codes_trusted:
         # RUNNING -> COMPLETED
         return _final(
             replace(state, last_exit=status, last_cause=Cause.COMPLETED),
             Phase.COMPLETED,
-            [RecordAttemptEnd(state.attempt, Cause.COMPLETED, status, stable, event.detail)],
+            [
+                RecordAttemptEnd(
+                    state.attempt, Cause.COMPLETED, status, _ran_stably(state, end, policy), event.detail
+                )
+            ],
             Note("completed", f"training finished: attempt {state.attempt} exited 0"),
         )
-    return _failed(state, now, policy, status, event.detail)
+    return _failed(state, now, policy, status, event.detail, ended_at=end)
 
 
-def _failed(state: State, now: float, policy: Policy, status: ExitStatus | None, detail: str) -> Decision:
+def _exited_while_stopping(state: State, event: Exited, end: float, policy: Policy) -> Decision:
+    # STOPPING -> STOPPED. A trainer that had already died on its own before the stop
+    # signal went out keeps its real cause, and a crash still counts.
+    status = event.status
+    stable = _ran_stably(state, end, policy)
+    cause = Cause.STOPPED
+    if event.before_stop:
+        cause = Cause.COMPLETED if status.code == 0 and policy.exit_codes_trusted else Cause.CRASH
+    if cause is Cause.CRASH and not stable:
+        state = replace(
+            state, backoff_level=state.backoff_level + 1, without_progress=state.without_progress + 1
+        )
+    return _final(
+        replace(state, last_exit=status, last_cause=cause),
+        Phase.STOPPED,
+        [RecordAttemptEnd(state.attempt, cause, status, stable, event.detail)],
+        Note("stopped", f"attempt {state.attempt} ended ({cause.value}, {status.describe()}); exiting"),
+    )
+
+
+def _failed(
+    state: State,
+    now: float,
+    policy: Policy,
+    status: ExitStatus | None,
+    detail: str,
+    ended_at: float | None = None,
+) -> Decision:
     """An attempt ended badly: count it, then relaunch (after backoff) or give up.
     `detail` is what is known beside the exit status (e.g. the last line printed)."""
-    stable = _ran_stably(state, now, policy)
+    stable = _ran_stably(state, ended_at if ended_at is not None else now, policy)
     if stable:
         # The attempt made progress before it died: counting starts afresh.
         level, without = 1, 0
@@ -333,7 +408,7 @@ def _failed(state: State, now: float, policy: Policy, status: ExitStatus | None,
 
 
 def _give_up(state: State, actions: list[Action], policy: Policy, detail: str = "") -> Decision:
-    # -> GAVE_UP
+    # RUNNING | STARTING | RECLAIMING -> GAVE_UP
     last = f"; last: {detail}" if detail else ""
     message = (
         f"giving up: {state.without_progress} consecutive attempts without progress "
@@ -367,6 +442,10 @@ def _stop_requested(state: State, event: StopRequested, policy: Policy) -> Decis
                 note,
                 StopTrainer(policy.stop_signal, policy.stop_grace_s),
             ]
+        case Phase.RECLAIMING:
+            # RECLAIMING -> STOPPING: the reclaim is a stop already; finish it, then exit
+            note = Note("stopping", f"{event.reason}: exiting once the interrupted attempt is cleared")
+            return replace(state, phase=Phase.STOPPING), [note]
         case Phase.STOPPING:
             # STOPPING -> STOPPING, escalated
             return state, [

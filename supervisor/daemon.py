@@ -12,8 +12,10 @@ import random
 import secrets
 import signal
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -34,6 +36,8 @@ from supervisor.core import (
     LaunchFailed,
     Note,
     Policy,
+    Reclaim,
+    Reclaimed,
     RecordAttemptEnd,
     StartTimer,
     State,
@@ -51,6 +55,7 @@ from supervisor.process import (
     clear_session,
     marked_processes,
     proc_identity,
+    signal_session,
     split_identity,
     trainer_env,
 )
@@ -95,6 +100,8 @@ class Daemon:
         self._timers: list[asyncio.TimerHandle] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._reclaim_kill: Callable[[], None] | None = None  # set while a reclaim runs
+        self._unfinished: AttemptRow | None = None
 
     # --- main loop ------------------------------------------------------------------
 
@@ -105,13 +112,14 @@ class Daemon:
                 sig, self._queue.put_nowait, StopRequested(f"{signal.Signals(sig).name} received")
             )
         try:
-            self.state, boot = await self._restore()
+            self.state, boot = self._restore()
             self._queue.put_nowait(boot)
             while True:
                 event = await self._queue.get()
                 exit_code = self._step(event)
                 if exit_code is not None:
                     return exit_code
+                await asyncio.sleep(0)  # let signals in even when events keep coming
         except Exception:
             await self._stop_trainer_on_error()
             raise
@@ -139,12 +147,16 @@ class Daemon:
         match action:
             case Launch():
                 self._launch(action.attempt)
+            case Reclaim():
+                self._start_reclaim(action.attempt)
             case StopTrainer():
                 if self.trainer is not None:
                     self.trainer.stop(signal.Signals[action.signal], action.grace_s)
             case KillTrainer():
                 if self.trainer is not None:
                     self.trainer.kill()
+                if self._reclaim_kill is not None:
+                    self._reclaim_kill()
             case StartTimer():
                 assert self._loop is not None
                 event = TimerFired(action.timer, action.attempt)
@@ -176,11 +188,12 @@ class Daemon:
 
     async def _stop_trainer_on_error(self) -> None:
         """The supervisor is failing: never leave its trainer running unsupervised."""
-        if self.trainer is None or not self._tasks:
-            return  # no trainer, or its end (and its session's sweep) is already done
+        if not self._tasks:
+            return  # no trainer or reclaim under way: nothing can be left running
         log.error("internal error: stopping the trainer before exiting")
-        self.trainer.stop(signal.Signals[self.config.stop.signal], self.config.stop.grace_s)
-        # The watch task finishes once the session is empty (SIGKILL comes after grace).
+        if self.trainer is not None:
+            self.trainer.stop(signal.Signals[self.config.stop.signal], self.config.stop.grace_s)
+        # Watch and reclaim tasks finish once their session is empty (SIGKILL after grace).
         await asyncio.wait(self._tasks, timeout=self.config.stop.grace_s + 30)
 
     # --- launching --------------------------------------------------------------------
@@ -200,9 +213,12 @@ class Daemon:
             self._queue.put_nowait(LaunchFailed(attempt, f"{type(exc).__name__}: {exc}"))
             return
         self.trainer = trainer
-        self.ledger.set_attempt_process(attempt, trainer.pid, trainer.identity)
+        self._spawn_task(self._watch(attempt, trainer))  # first: a failing write below must not orphan it
         self._queue.put_nowait(Launched(attempt, trainer.pid))
-        task = asyncio.create_task(self._watch(attempt, trainer))
+        self.ledger.set_attempt_process(attempt, trainer.pid, trainer.identity)
+
+    def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -217,13 +233,13 @@ class Daemon:
         else:
             last = self.tail.last()
             detail = f"last output: {last[:200]}" if last else ""
-        self._queue.put_nowait(Exited(attempt, status, detail))
+        ended = Exited(attempt, status, detail, at=trainer.exited_at, before_stop=trainer.exited_before_stop)
+        self._queue.put_nowait(ended)
 
     # --- boot -------------------------------------------------------------------------
 
-    async def _restore(self) -> tuple[State, Boot]:
-        """The core's state from the ledger, after stopping any trainer a previous
-        supervisor left running."""
+    def _restore(self) -> tuple[State, Boot]:
+        """The core's state from the ledger, and whether an attempt was left unfinished."""
         saved = self.ledger.run()
         state = State(seed=random.getrandbits(32))
         if saved is not None:
@@ -243,27 +259,40 @@ class Daemon:
                     attempts_without_progress=saved.without_progress,
                     previous_state=saved.phase.value,
                 )
-        unfinished = self.ledger.unfinished_attempt()
-        if unfinished is None:
+        self._unfinished = self.ledger.unfinished_attempt()
+        if self._unfinished is None:
             return state, Boot()
-        if unfinished.n != state.attempt:  # the ledger died between two writes
-            state = replace(state, attempt=unfinished.n)
-        await self._reclaim(unfinished)
+        if self._unfinished.n != state.attempt:  # the ledger died between two writes
+            state = replace(state, attempt=self._unfinished.n)
         return state, Boot(unfinished=True, unfinished_stable=saved is not None and saved.stable)
 
-    async def _reclaim(self, attempt: AttemptRow) -> None:
-        """Stop what is left of an attempt a previous supervisor lost track of."""
+    def _start_reclaim(self, n: int) -> None:
+        attempt = self._unfinished
+        assert attempt is not None
+        assert attempt.n == n
         since = 0  # without a recorded identity, every process is a candidate
         if attempt.identity is not None:
             booted, _, since = split_identity(attempt.identity)
             if booted != boot_id():
-                return  # nothing survives a reboot
+                self._queue.put_nowait(Reclaimed(n))  # nothing survives a reboot
+                return
         leader_alive = attempt.pid is not None and proc_identity(attempt.pid) == attempt.identity
         sid = attempt.pid if leader_alive else None
+
+        def marked() -> list[int]:
+            return marked_processes(attempt.marker, since)
+
+        self._reclaim_kill = lambda: signal_session(sid, signal.SIGKILL, marked())
+        self._spawn_task(self._reclaim(attempt, sid, marked))
+
+    async def _reclaim(self, attempt: AttemptRow, sid: int | None, marked: Callable[[], list[int]]) -> None:
+        """Stop what is left of an attempt a previous supervisor lost track of."""
         stop_signal = signal.Signals[self.config.stop.signal]
-        found = await clear_session(
-            sid, stop_signal, self.config.stop.grace_s, lambda: marked_processes(attempt.marker, since)
-        )
+        try:
+            found = await clear_session(sid, stop_signal, self.config.stop.grace_s, marked)
+        finally:
+            self._reclaim_kill = None
+        self._queue.put_nowait(Reclaimed(attempt.n))
         if found:
             log.warning(
                 "stopped a trainer left running by a previous supervisor",
@@ -279,7 +308,6 @@ class Daemon:
                 "warning",
                 f"stopped {found} process(es) of attempt {attempt.n} left running by a previous supervisor",
             )
-            self.ledger.commit()
 
 
 def trainer_log_path(config: Config) -> Path:

@@ -69,6 +69,7 @@ class LedgerError(Exception):
 @dataclass(frozen=True)
 class RunRow:
     name: str
+    config_path: Path
     phase: Phase
     attempt: int
     backoff_level: int
@@ -193,25 +194,27 @@ class Ledger:
 
     def run(self) -> RunRow | None:
         row = self._conn.execute(
-            """SELECT name, phase, attempt, backoff_level, without_progress, stable, last_cause, last_exit,
-                      exit_code, relaunch_at, next_delay_s, supervisor_pid, updated_at FROM run WHERE id = 1"""
+            """SELECT name, config_path, phase, attempt, backoff_level, without_progress, stable, last_cause,
+                      last_exit, exit_code, relaunch_at, next_delay_s, supervisor_pid, updated_at
+               FROM run WHERE id = 1"""
         ).fetchone()
         if row is None:
             return None
         return RunRow(
             name=row[0],
-            phase=Phase(row[1]),
-            attempt=row[2],
-            backoff_level=row[3],
-            without_progress=row[4],
-            stable=bool(row[5]),
-            last_cause=Cause(row[6]) if row[6] else None,
-            last_exit=_status_from(json.loads(row[7])) if row[7] else None,
-            exit_code=row[8],
-            relaunch_at=row[9],
-            next_delay_s=row[10],
-            supervisor_pid=row[11],
-            updated_at=row[12],
+            config_path=Path(row[1]),
+            phase=Phase(row[2]),
+            attempt=row[3],
+            backoff_level=row[4],
+            without_progress=row[5],
+            stable=bool(row[6]),
+            last_cause=Cause(row[7]) if row[7] else None,
+            last_exit=_status_from(json.loads(row[8])) if row[8] else None,
+            exit_code=row[9],
+            relaunch_at=row[10],
+            next_delay_s=row[11],
+            supervisor_pid=row[12],
+            updated_at=row[13],
         )
 
     # --- attempts -------------------------------------------------------------------

@@ -36,8 +36,9 @@ DRAIN_TIMEOUT_S = 2.0  # after the session is gone: how long to wait for pipe EO
 
 
 def trainer_env(base: Mapping[str, str], overrides: Mapping[str, str], marker: str) -> dict[str, str]:
-    env = {k: v for k, v in base.items() if k not in STRIPPED_ENV}
-    env.update(overrides)
+    env = {**base, **overrides}
+    for name in STRIPPED_ENV:
+        env.pop(name, None)
     env["PYTHONUNBUFFERED"] = "1"
     env[ATTEMPT_MARKER_ENV] = marker
     return env
@@ -181,6 +182,8 @@ class Trainer:
         self._sink = sink
         self._loop = asyncio.get_running_loop()
         self._exit: asyncio.Future[int] = self._loop.create_future()
+        self.exited_at: float | None = None  # loop time when the leader exited
+        self.exited_before_stop = False  # it died on its own, before any stop signal
         self._eof: dict[int, asyncio.Future[None]] = {}
         self._kill_at: float | None = None
         self._kill_handle: asyncio.TimerHandle | None = None
@@ -227,6 +230,8 @@ class Trainer:
         left (leftovers get `stop_signal`, then SIGKILL after `grace_s`) and the output
         is drained."""
         returncode = await self._exit
+        self.exited_at = self._loop.time()
+        self.exited_before_stop = self._kill_at is None
         if self._kill_at is not None:  # a stop is under way: keep its deadline
             grace_s = max(0.0, self._kill_at - self._loop.time())
         leftovers = await clear_session(
@@ -245,7 +250,7 @@ class Trainer:
         """Send `sig` to the whole session now and SIGKILL it after `grace_s`."""
         if self._exit.done() and not session_members(self.pid):
             return
-        signal_session(self.pid, sig)
+        signal_session(self.pid, sig, self._marked())
         if self._kill_at is None:
             self._kill_at = self._loop.time() + grace_s
             self._kill_handle = self._loop.call_later(grace_s, self.kill)

@@ -26,6 +26,8 @@ from supervisor.core import (
     Note,
     Phase,
     Policy,
+    Reclaim,
+    Reclaimed,
     RecordAttemptEnd,
     StartTimer,
     State,
@@ -288,13 +290,16 @@ def test_counters_from_the_ledger_carry_a_crash_loop_across_restarts() -> None:
     assert replay.state.phase is Phase.GAVE_UP
 
 
-def test_an_interrupted_unstable_attempt_counts_against_progress() -> None:
+def test_an_interrupted_unstable_attempt_is_recorded_counted_and_reclaimed_before_relaunch() -> None:
     replay = Replay(state=State(attempt=2, backoff_level=1, without_progress=1))
     actions = replay.send(Boot(unfinished=True, unfinished_stable=False))
     (end,) = of_type(actions, RecordAttemptEnd)
     assert (end.attempt, end.cause) == (2, Cause.INTERRUPTED)
+    assert Reclaim(2) in actions
+    assert not of_type(actions, Launch), "never two trainers: clear the old one first"
+    assert replay.state.phase is Phase.RECLAIMING
     assert replay.state.without_progress == 2
-    assert of_type(actions, Launch) == [Launch(3)]
+    assert replay.send(Reclaimed(2)) == [Launch(3)]
 
 
 def test_an_interrupted_stable_attempt_does_not_count() -> None:
@@ -305,10 +310,56 @@ def test_an_interrupted_stable_attempt_does_not_count() -> None:
 
 def test_boot_gives_up_when_the_interrupted_attempt_was_the_last_allowed() -> None:
     replay = Replay(state=State(attempt=3, backoff_level=3, without_progress=3))
-    actions = replay.send(Boot(unfinished=True))
+    replay.send(Boot(unfinished=True))
+    actions = replay.send(Reclaimed(3))
     assert replay.state.phase is Phase.GAVE_UP
     assert actions[-1] == Finish(EXIT_GAVE_UP)
-    assert not of_type(actions, Launch)
+    assert not of_type(replay.actions, Launch)
+
+
+def test_a_stop_while_reclaiming_waits_for_the_reclaim_then_exits() -> None:
+    replay = Replay(state=State(attempt=1))
+    replay.send(Boot(unfinished=True))
+    replay.send(StopRequested("SIGTERM received"))
+    assert replay.state.phase is Phase.STOPPING
+    assert replay.send(StopRequested("SIGTERM received"))[-1] == KillTrainer()
+    actions = replay.send(Reclaimed(1))
+    assert replay.state.phase is Phase.STOPPED
+    assert actions[-1] == Finish(EXIT_OK)
+    assert of_type(replay.actions, RecordAttemptEnd)[0].cause is Cause.INTERRUPTED
+    assert not of_type(replay.actions, Launch)
+
+
+def test_a_stop_that_beats_a_failing_launch_still_exits() -> None:
+    replay = booted()
+    replay.send(StopRequested("SIGTERM received"))
+    actions = replay.send(LaunchFailed(1, "FileNotFoundError: gone"))
+    assert replay.state.phase is Phase.STOPPED
+    (end,) = of_type(actions, RecordAttemptEnd)
+    assert end.cause is Cause.STOPPED
+    assert "could not start" in end.detail
+    assert actions[-1] == Finish(EXIT_OK)
+
+
+def test_a_crash_seen_before_the_stop_keeps_its_cause_and_counts() -> None:
+    replay = booted()
+    replay.send(Launched(1, pid=5))
+    replay.advance(5)
+    replay.send(StopRequested("SIGTERM received"))
+    actions = replay.send(Exited(1, CRASH, before_stop=True))
+    assert replay.state.phase is Phase.STOPPED
+    assert of_type(actions, RecordAttemptEnd)[0].cause is Cause.CRASH
+    assert replay.state.without_progress == 1
+    assert actions[-1] == Finish(EXIT_OK)
+
+
+def test_stability_is_judged_by_when_the_leader_exited() -> None:
+    replay = booted()
+    replay.send(Launched(1, pid=5), at=0.0)
+    # The leader died at 100 s; sweeping its leftovers took until 400 s.
+    replay.send(Exited(1, CRASH, at=100.0), at=400.0)
+    assert replay.state.without_progress == 1
+    assert replay.state.stable is False
 
 
 def test_next_delay_for_status() -> None:
@@ -320,38 +371,87 @@ def test_next_delay_for_status() -> None:
 
 # --- properties over random histories -------------------------------------------------
 
-EVENTS = st.one_of(
-    st.builds(Launched, attempt=st.integers(0, 6), pid=st.just(1)),
-    st.builds(LaunchFailed, attempt=st.integers(0, 6), reason=st.just("x")),
-    st.builds(
-        Exited,
-        attempt=st.integers(0, 6),
-        status=st.sampled_from([ExitStatus(code=0), ExitStatus(code=1), ExitStatus(signal=9)]),
-    ),
-    st.builds(StopRequested, reason=st.just("signal")),
-    st.builds(TimerFired, timer=st.sampled_from(list(Timer)), attempt=st.integers(0, 6)),
-)
 
+@dataclass
+class Edge:
+    """A model of the daemon's edges: what they may report, and in what order."""
 
-@settings(max_examples=300)
-@given(history=st.lists(st.tuples(EVENTS, st.floats(0, 1000)), max_size=40))
-def test_invariants_hold_for_any_history(history: list[tuple[Event, float]]) -> None:
-    replay = booted()
-    running: int | None = 1  # the attempt launched and not yet ended (boot launched 1)
-    for event, gap in history:
-        replay.advance(gap)
-        for action in replay.send(event):
+    launched: int | None = None  # launched, Launched not yet reported
+    running: int | None = None  # reported Launched, not yet ended
+    reclaiming: int | None = None
+
+    def absorb(self, actions: list[Action]) -> None:
+        for action in actions:
             if isinstance(action, Launch):
-                assert running is None, "never two trainers at once"
-                running = action.attempt
-            if isinstance(action, RecordAttemptEnd):
-                assert action.attempt == running
-                running = None
+                assert self.launched is None, "never two trainers at once"
+                assert self.running is None, "never two trainers at once"
+                self.launched = action.attempt
+            if isinstance(action, Reclaim):
+                self.reclaiming = action.attempt
+
+    def reports(self) -> list[Event]:
+        """Events the edges could deliver next."""
+        events: list[Event] = []
+        if self.launched is not None:
+            events += [Launched(self.launched, pid=1), LaunchFailed(self.launched, "x")]
+        if self.running is not None:
+            events += [
+                Exited(self.running, s)
+                for s in (ExitStatus(code=0), ExitStatus(code=1), ExitStatus(signal=9))
+            ]
+        if self.reclaiming is not None:
+            events.append(Reclaimed(self.reclaiming))
+        return events
+
+    def delivered(self, event: Event) -> None:
+        if isinstance(event, Launched):
+            self.launched, self.running = None, event.attempt
+        elif isinstance(event, LaunchFailed):
+            self.launched = None
+        elif isinstance(event, Exited):
+            self.running = None
+        elif isinstance(event, Reclaimed):
+            self.reclaiming = None
+
+
+def pending_timers(replay: Replay) -> list[Event]:
+    return [TimerFired(timer, replay.state.attempt) for timer in Timer]
+
+
+@settings(max_examples=400)
+@given(
+    unfinished=st.booleans(),
+    choices=st.lists(st.tuples(st.integers(0, 100), st.floats(0, 1000)), max_size=40),
+)
+def test_any_history_keeps_one_trainer_and_can_always_finish(
+    unfinished: bool, choices: list[tuple[int, float]]
+) -> None:
+    replay = Replay(state=State(attempt=1 if unfinished else 0))
+    edge = Edge()
+    edge.absorb(replay.send(Boot(unfinished=unfinished)))
+    for pick, gap in choices:
+        options = [*edge.reports(), *pending_timers(replay), StopRequested("signal")]
+        event = options[pick % len(options)]
+        replay.advance(gap)
+        edge.delivered(event)
+        edge.absorb(replay.send(event))
         state = replay.state
         assert state.without_progress <= POLICY.max_attempts_without_progress
         assert (state.exit_code is not None) == state.phase.final
         assert (state.relaunch_at is not None) == (state.phase is Phase.BACKOFF)
+        waiting = state.phase in (Phase.STARTING, Phase.RUNNING, Phase.STOPPING, Phase.RECLAIMING)
+        assert not waiting or edge.reports(), f"{state.phase} waits for an event no edge will send"
+    # Liveness: stop, and let the edges report what they still owe; it must end.
+    for _ in range(10):
+        if replay.state.phase.final:
+            break
+        reports = edge.reports()
+        event = reports[-1] if reports else StopRequested("signal")
+        edge.delivered(event)
+        edge.absorb(replay.send(event))
+        if not replay.state.phase.final and not edge.reports():
+            edge.absorb(replay.send(StopRequested("signal")))
+    assert replay.state.phase.final
     finishes = of_type(replay.actions, Finish)
-    assert len(finishes) <= 1
-    if finishes:
-        assert replay.actions[-1] == finishes[0]
+    assert len(finishes) == 1
+    assert replay.actions[-1] == finishes[0]
