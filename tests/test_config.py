@@ -168,6 +168,13 @@ BAD_CONFIGS = {
         "startup_timeout_s (10) must be >= timeout_s (100)",
     ),
     "env-not-string": (MINIMAL + "[run.env]\nCUDA_VISIBLE_DEVICES = 0\n", "run.env.CUDA_VISIBLE_DEVICES"),
+    "infinite-duration": (MINIMAL + "[restart]\nbackoff_max_s = inf\n", "expected a finite number"),
+    "nan-duration": (MINIMAL + "[stop]\ngrace_s = nan\n", "stop.grace_s: expected a finite number"),
+    "zero-stable-after": (MINIMAL + "[restart]\nstable_after_s = 0\n", "restart.stable_after_s"),
+    "top-level-path": ('path = "/etc"\n' + MINIMAL, "path: unknown key"),
+    "cwd-is-a-file": (MINIMAL + 'cwd = "run.toml"\n', "run.cwd: not a directory"),
+    "typo-suggestion": (MINIMAL + "[restart]\nbackof_max_s = 3\n", "(did you mean backoff_max_s?)"),
+    "unknown-key-lists-keys": (MINIMAL + "[stop]\nwhatever = 3\n", "(expected one of: grace_s, signal)"),
 }
 
 
@@ -181,11 +188,12 @@ def test_bad_config_names_the_key(tmp_path: Path, case: str) -> None:
 
 
 def test_several_problems_are_listed_together(tmp_path: Path) -> None:
-    text = MINIMAL + "[restart]\nbackoff_initial_s = -1\njitter = 2\nbogus = 1\n"
+    text = MINIMAL + '[adapter]\npatern = "x"\n[restart]\nbackoff_initial_s = -1\njitter = 2\nbogus = 1\n'
     with pytest.raises(ConfigError) as info:
         load(write(tmp_path, text))
-    assert len(info.value.problems) == 3
-    assert "3 problems" in str(info.value)
+    assert len(info.value.problems) == 4
+    assert "4 problems" in str(info.value)
+    assert "adapter.patern: unknown key (did you mean pattern?)" in info.value.problems
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -226,6 +234,30 @@ def test_cli_run_with_a_bad_config_exits_2_with_one_message_and_starts_nothing(
     assert not (tmp_path / "state").exists()
 
 
+@pytest.mark.parametrize(
+    ("run_table", "expected"),
+    [
+        ("command = []", "run.command"),
+        ('command = ["{python}", "-c", "{launch}"]\ncwd = "nowhere"', "run.cwd: directory does not exist"),
+    ],
+    ids=["empty-command", "no-such-cwd"],
+)
+def test_cli_run_rejects_a_bad_run_table_and_starts_nothing(
+    tmp_path: Path, run_table: str, expected: str
+) -> None:
+    marker = tmp_path / "launched"
+    run_table = run_table.format(python=sys.executable, launch=f"open('{marker}', 'w')")
+    path = write(tmp_path, f'[run]\n{run_table}\nstate_dir = "state"\n')
+    result = subprocess.run(
+        [*CLI, "run", "-c", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not marker.exists()
+    assert not (tmp_path / "state").exists()
+
+
 def test_cli_run_with_a_missing_config_file(tmp_path: Path) -> None:
     result = subprocess.run(
         [*CLI, "run", "-c", str(tmp_path / "nope.toml")],
@@ -258,22 +290,25 @@ def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
 
 
-def test_the_example_documents_every_key() -> None:
-    text = (ROOT / "config.example.toml").read_text()
-    sections = {
-        "run": config_module.RunSection,
-        "restart": config_module.RestartSection,
-        "heartbeat": config_module.HeartbeatSection,
-        "stop": config_module.StopSection,
-        "logs": config_module.LogsSection,
+def test_the_example_documents_every_key_in_its_table() -> None:
+    documented: dict[str, set[str]] = {}
+    table = ""
+    for line in (ROOT / "config.example.toml").read_text().splitlines():
+        text = line.lstrip("# ").strip()
+        if text.startswith("[") and text.endswith("]") and " " not in text:
+            table = text.strip("[]")
+            documented.setdefault(table, set())
+        elif "=" in text and table:
+            documented[table].add(text.split("=")[0].strip())
+    documented["run"] |= {"env"} if "run.env" in documented else set()
+    expected = {
+        "run": config_module.RunSection.model_fields,
+        "adapter": ["name", "checkpoint_dir", *GenericOptions.model_fields],
+        "restart": config_module.RestartSection.model_fields,
+        "heartbeat": config_module.HeartbeatSection.model_fields,
+        "stop": config_module.StopSection.model_fields,
+        "logs": config_module.LogsSection.model_fields,
     }
-    documented = set()
-    for line in text.splitlines():
-        stripped = line.lstrip("# ").split("=")[0].strip()
-        documented.add(stripped.strip("[]").split(".")[-1])
-    for section, model in sections.items():
-        assert f"[{section}]" in text
-        for key in model.model_fields:
-            assert key in documented, f"{section}.{key} is not in config.example.toml"
-    for key in [*GenericOptions.model_fields, "name", "checkpoint_dir"]:
-        assert key in documented, f"adapter.{key} is not in config.example.toml"
+    for section, keys in expected.items():
+        missing = set(keys) - documented.get(section, set())
+        assert not missing, f"config.example.toml does not document {section}: {sorted(missing)}"

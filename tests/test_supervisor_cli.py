@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
+import re
 import signal
 import sqlite3
 import subprocess
@@ -11,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.conftest import alive, behave, read_pid, wait_for
@@ -51,14 +55,29 @@ class Supervisor:
     def lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.out.read_text().splitlines() if line.startswith("{")]
 
-    def kill(self) -> None:
+    def stop(self) -> None:
+        """Stop gracefully (the supervisor stops its trainer), SIGKILL as a last resort."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def kill_trainers_under(directory: Path) -> None:
+    """Trainers run in their own session: a failed test must not leave them running."""
+    for proc in psutil.process_iter(["pid", "cwd", "environ"]):
+        info = proc.info
+        in_dir = (info["cwd"] or "").startswith(str(directory))
+        if in_dir and "TRAIN_SUPERVISOR_ATTEMPT" in (info["environ"] or {}):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 @pytest.fixture
-def supervisors() -> Any:
+def supervisors(tmp_path: Path) -> Any:
     started: list[Supervisor] = []
 
     def start(config: Path, *extra: str) -> Supervisor:
@@ -68,7 +87,8 @@ def supervisors() -> Any:
 
     yield start
     for sup in started:
-        sup.kill()
+        sup.stop()
+    kill_trainers_under(tmp_path)
 
 
 def status(config: Path) -> dict[str, Any]:
@@ -270,3 +290,86 @@ def test_an_internal_error_stops_the_trainer_and_exits_1(tmp_path: Path, supervi
     assert not alive(trainer), "a failing supervisor must not leave its trainer unsupervised"
     errors = [line for line in sup.lines() if line["level"] == "error"]
     assert errors[-1]["event"] == "internal error; the supervisor exits"
+
+
+def test_a_stop_during_the_boot_reclaim_is_honoured_and_a_second_one_kills(
+    tmp_path: Path, supervisors: Any
+) -> None:
+    ready = tmp_path / "ready"
+    config = make_config(tmp_path, behave("ignore-term", str(ready)), stop={"grace_s": 60})
+    first = supervisors(config)
+    orphan = wait_for(lambda: read_pid(ready), what="the first trainer")
+    first.proc.kill()
+    first.wait()
+    second = supervisors(config)
+    wait_for(lambda: any(e["kind"] == "interrupted" for e in status(config)["events"]), what="the reclaim")
+    second.proc.terminate()  # the orphan ignores SIGTERM and the grace is 60 s ...
+    wait_for(lambda: any(line.get("kind") == "stopping" for line in second.lines()), what="the stop")
+    second.proc.terminate()  # ... so the second request kills it now
+    assert second.wait(timeout=30) == 0
+    assert not alive(orphan)
+    data = status(config)
+    assert (data["state"], data["attempt"]) == ("stopped", 1), "nothing was launched"
+    assert data["attempts"][0]["cause"] == "interrupted"
+
+
+def test_a_supervisor_killed_during_backoff_keeps_its_counters(tmp_path: Path, supervisors: Any) -> None:
+    config = make_config(
+        tmp_path,
+        behave("exit", "1"),
+        restart={"backoff_initial_s": 60, "backoff_max_s": 60, "max_attempts_without_progress": 2},
+    )
+    first = supervisors(config)
+    wait_for(lambda: status(config)["state"] == "backoff", what="backoff")
+    first.proc.kill()
+    first.wait()
+    # One more failure makes two in a row: the restarted supervisor gives up after it.
+    assert supervisors(config).wait() == 3
+    data = status(config)
+    assert (data["state"], data["attempt"]) == ("gave_up", 2)
+
+
+def test_two_configs_may_not_share_one_state_dir(tmp_path: Path, supervisors: Any) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = make_config(tmp_path / "a", behave("exit", "0"), name="train")
+    second = (tmp_path / "b" / "train.toml").open("w")
+    second.write(first.read_text())
+    second.close()
+    assert supervisors(first).wait() == 0
+    result = subprocess.run(
+        [*CLI, "run", "-c", str(tmp_path / "b" / "train.toml")], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2
+    assert f"belongs to the run configured in {first}" in result.stderr
+
+
+def test_on_a_terminal_the_log_is_for_people(tmp_path: Path) -> None:
+    config = make_config(tmp_path, behave("exit", "0"))
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([*CLI, "run", "-c", str(config)], stdout=follower, stderr=follower)
+    os.close(follower)
+    assert proc.wait(timeout=60) == 0
+    output = b""
+    with contextlib.suppress(OSError):  # EIO once the terminal has no writer left
+        while chunk := os.read(leader, 65536):
+            output += chunk
+    os.close(leader)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", output.decode(errors="replace"))  # colours
+    assert "training finished: attempt 1 exited 0" in text
+    assert "run=run" in text
+    assert "attempt=1" in text
+    assert not any(line.lstrip().startswith("{") for line in text.splitlines())
+
+
+def test_the_daemon_never_imports_torch() -> None:
+    code = (
+        "import pkgutil, importlib, sys, supervisor\n"
+        "for m in pkgutil.walk_packages(supervisor.__path__, 'supervisor.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print('ok', len(sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok")

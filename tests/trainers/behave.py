@@ -5,6 +5,7 @@ usage: behave.py MODE [ARGS...]; pid files and markers go where ARGS say.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -24,18 +25,32 @@ def sleep_forever() -> None:
 
 
 def grandchild(
-    pid_file: str, *, ignore_term: bool = False, new_group: bool = False, new_session: bool = False
+    pid_file: str,
+    *,
+    ignore_term: bool = False,
+    new_group: bool = False,
+    new_session: bool = False,
+    note_term: bool = False,
 ) -> None:
-    """Fork a grandchild that sleeps; its pid goes to pid_file."""
+    """Fork a grandchild that sleeps; its pid goes to pid_file. With note_term it
+    writes `<pid_file>.term` when SIGTERM arrives, then exits."""
     if os.fork() == 0:
         if ignore_term:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if note_term:
+            signal.signal(signal.SIGTERM, lambda *_: (write(f"{pid_file}.term", "1"), os._exit(0)))
         if new_group:
             os.setpgid(0, 0)
         if new_session:
             os.setsid()
         write(pid_file, str(os.getpid()))
         sleep_forever()
+
+
+def say_ignoring(*_: object) -> None:
+    # The output pipe may be gone (its supervisor was killed): keep ignoring anyway.
+    with contextlib.suppress(OSError):
+        print("ignoring SIGTERM", flush=True)
 
 
 def main(mode: str, args: list[str]) -> int:
@@ -49,7 +64,7 @@ def main(mode: str, args: list[str]) -> int:
         write(args[0], str(os.getpid()))
         sleep_forever()
     if mode == "ignore-term":  # args: ready_file
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, say_ignoring)
         write(args[0], str(os.getpid()))
         sleep_forever()
     if mode == "fork":  # args: grandchild_pid_file, then flags; the leader sleeps
