@@ -227,8 +227,9 @@ class Daemon:
         try:
             status = await trainer.wait(stop_signal, self.config.stop.grace_s)
         except Exception as exc:  # the exit must reach the core, or supervision stalls
-            log.exception("error while waiting for the trainer to end")
-            returncode = trainer.popen.wait()
+            log.exception("error while waiting for the trainer to end; killing it")
+            trainer.kill()
+            returncode = await asyncio.to_thread(trainer.popen.wait)  # never block the loop
             status, detail = ExitStatus.from_returncode(returncode), f"supervisor error: {exc}"
         else:
             last = self.tail.last()
