@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
 import click
 import structlog
 
+import trainer_adapters
 from supervisor import __version__, logs
 from supervisor import config as config_module
 from supervisor.config import Config, ConfigError
@@ -130,6 +133,120 @@ def status(config_path: Path, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
     else:
         render(data)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--adapter",
+    "adapter_name",
+    type=click.Choice(trainer_adapters.names()),
+    help="Which trainer wrote the files (default: recognised from each file's name and directory).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per path per line.")
+def verify(paths: tuple[Path, ...], adapter_name: str | None, as_json: bool) -> None:
+    """Check that the trainer could resume from each checkpoint file.
+
+    Container integrity (every record's CRC-32), a safe load (weights_only; a file that
+    needs any other code to load is rejected), required keys, finite tensors, step
+    consistency. Exit 0 when all are ok, 1 when any is rejected, 2 on usage errors.
+    """
+    from supervisor.verify import verify_paths
+
+    logs.configure(level=logging.WARNING, stream=sys.stderr)
+    layouts = {}
+    for path in paths:
+        adapter = trainer_adapters.get(adapter_name) if adapter_name else trainer_adapters.detect(path)
+        if adapter is None:
+            _fail(
+                f"cannot tell which trainer wrote {path}; pass --adapter NAME "
+                f"(known: {', '.join(trainer_adapters.names())})"
+            )
+        layouts[path] = adapter.layout(adapter.options())
+    results = asyncio.run(verify_paths(layouts))
+    for result in results:
+        if as_json:
+            click.echo(json.dumps(result))
+        elif result["ok"]:
+            click.echo(f"ok        {result['path']}  (step {result['step']}, {result['seconds']:.2f}s)")
+        else:
+            click.echo(f"REJECTED  {result['path']}: {result['reason']}")
+    sys.exit(0 if all(r["ok"] for r in results) else 1)
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per checkpoint per line.")
+def checkpoints(config_path: Path, as_json: bool) -> None:
+    """List what the ledger knows about the run's checkpoints."""
+    from supervisor.ledger import Ledger
+
+    config = _load(config_path, for_launch=False)
+    ledger = Ledger.open_readonly(config.state_dir)
+    rows = ledger.verdicts() if ledger is not None else []
+    for row in rows:
+        data = {
+            "path": row.path,
+            "step": row.step,
+            "ok": row.ok,
+            "verdict": "ok" if row.ok else "rejected",
+            "reason": row.reason,
+            "size": row.size,
+            "checksum": row.checksum,
+            "verified_at": datetime.fromtimestamp(row.verified_at).astimezone().isoformat(timespec="seconds"),
+        }
+        if as_json:
+            click.echo(json.dumps(data))
+        else:
+            verdict = "ok" if row.ok else f"REJECTED: {row.reason}"
+            click.echo(f"{data['verified_at']}  step {row.step!s:>8}  {row.path}  {verdict}")
+    if not rows and not as_json:
+        click.echo("no checkpoint verified yet")
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--apply", "apply_plan", is_flag=True, help="Carry the plan out (launches nothing).")
+@click.option("--json", "as_json", is_flag=True, help="The plan as one JSON object.")
+def plan(config_path: Path, apply_plan: bool, as_json: bool) -> None:
+    """Show the resume plan: what the trainer will load, what is moved aside or restored.
+
+    Unverified checkpoints are verified first. With --apply the run directory is prepared
+    (nothing is launched), so another tool can start the trainer. Exit 0 when the
+    trainer's own resume rule lands on the newest verified state, 1 when it would not.
+    """
+    from supervisor.verify import plan_run
+
+    logs.configure(level=logging.WARNING, stream=sys.stderr)
+    config = _load(config_path, for_launch=False)
+    if config.adapter.checkpoint_dir is None:
+        _fail(f"config {config.path}: adapter.checkpoint_dir is not set: there is nothing to plan")
+    lock = None
+    if apply_plan:
+        from supervisor.lock import AlreadyRunning, RunLock
+
+        lock = RunLock(config.state_dir)
+        try:
+            lock.acquire()
+        except AlreadyRunning as exc:
+            _fail(f"{exc}; it prepares the run directory itself before every launch")
+    try:
+        result = asyncio.run(plan_run(config, apply=apply_plan))
+    except LedgerError as exc:
+        _fail(str(exc), 1)
+    finally:
+        if lock is not None:
+            lock.release()
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(result["summary"])
+        for move in result["moves"]:
+            click.echo(f"  move aside  {move['path']}: {move['reason']}")
+        for restore in result["restores"]:
+            click.echo(f"  restore     {restore['path']} (step {restore['step']}) from {restore['from']}")
+        click.echo("applied." if result["applied"] else "(dry run: nothing changed; --apply to carry it out)")
+    sys.exit(0 if result["ok"] else 1)
 
 
 @main.group(name="config")

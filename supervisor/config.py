@@ -120,6 +120,26 @@ class StopSection(Section):
         return signal_name(name)
 
 
+class CheckpointsSection(Section):
+    # A file counts as landed once its size and mtime stayed unchanged this long.
+    quiet_s: Seconds = 2.0
+    # A full rescan of the checkpoint directory catches events the OS did not deliver.
+    rescan_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 60.0
+    # Poll instead of inotify (network filesystems: NFS, Lustre, CIFS).
+    force_polling: bool = False
+    # Verified copies kept in state_dir/verified (0 = none): what a torn re-save or an
+    # overwritten "latest" file is restored from.
+    keep_verified: Annotated[Count, Field(ge=0)] = 2
+    # Longest validation of one file; a validator that takes longer is killed.
+    validation_timeout_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 600.0
+    # Memory limit of the validator process (MiB); 0 = no limit.
+    validator_memory_mb: Annotated[Count, Field(ge=0)] = 4096
+    # How long a relaunch waits for checkpoints that are still being written or verified.
+    verify_wait_s: Seconds = 900.0
+    # Warn before a relaunch when the checkpoint filesystem has less free space (GB).
+    min_free_gb: Seconds = 5.0
+
+
 class LogsSection(Section):
     max_bytes: Annotated[Count, Field(ge=4096)] = 50 * 1024 * 1024
     backups: Annotated[Count, Field(ge=0)] = 5
@@ -134,6 +154,7 @@ class Config(Section):
     restart: RestartSection = Field(default_factory=RestartSection)
     heartbeat: HeartbeatSection = Field(default_factory=HeartbeatSection)
     stop: StopSection = Field(default_factory=StopSection)
+    checkpoints: CheckpointsSection = Field(default_factory=CheckpointsSection)
     logs: LogsSection = Field(default_factory=LogsSection)
 
     @property
@@ -359,6 +380,7 @@ def to_toml(config: Config) -> str:
             "startup_timeout_s": config.heartbeat.effective_startup_timeout_s,
         },
         "stop": config.stop.model_dump(),
+        "checkpoints": config.checkpoints.model_dump(),
         "logs": config.logs.model_dump(),
     }
     out = [f"# effective config of {config.path}"]

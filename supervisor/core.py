@@ -5,20 +5,27 @@ out the actions it returns; tests replay event histories on a fake clock.
 
 Phases and their transitions (every move is marked where it happens below):
 
-    IDLE       --Boot--> STARTING                    (counters come from the ledger)
+    IDLE       --Boot--> PREPARING                   (counters come from the ledger)
     IDLE       --Boot(unfinished)--> RECLAIMING      (a trainer of a dead supervisor may live)
     IDLE       --StopRequested--> STOPPED
-    RECLAIMING --Reclaimed--> STARTING | GAVE_UP
+    RECLAIMING --Reclaimed--> PREPARING | GAVE_UP
     RECLAIMING --StopRequested--> STOPPING
+    PREPARING  --Prepared--> STARTING                (the run directory is ready: resume plan applied)
+    PREPARING  --PrepareFailed--> GAVE_UP            (the trainer would not land on verified state)
+    PREPARING  --StopRequested--> STOPPING
     STARTING   --Launched--> RUNNING
-    STARTING   --LaunchFailed--> BACKOFF | STARTING (zero backoff) | GAVE_UP
+    STARTING   --LaunchFailed--> BACKOFF | PREPARING (zero backoff) | GAVE_UP
     RUNNING    --Exited(0)--> COMPLETED              (when exit codes are trusted)
-    RUNNING    --Exited(failure)--> BACKOFF | STARTING (zero backoff) | GAVE_UP
+    RUNNING    --Exited(failure)--> BACKOFF | PREPARING (zero backoff) | GAVE_UP
     RUNNING    --StopRequested--> STOPPING
-    STOPPING   --Exited | LaunchFailed | Reclaimed--> STOPPED
+    STOPPING   --Exited | LaunchFailed | Reclaimed | Prepared | PrepareFailed--> STOPPED
     STOPPING   --StopRequested--> STOPPING           (second request: kill now)
-    BACKOFF    --TimerFired(relaunch)--> STARTING
+    BACKOFF    --TimerFired(relaunch)--> PREPARING
     BACKOFF    --StopRequested--> STOPPED
+    any        --CheckpointVerified(newer step)--> same phase, progress recorded
+
+Progress (what resets the give-up count) is a newer verified checkpoint when the run
+has checkpoints to verify, else an attempt that ran `stable_after_s`.
 
 COMPLETED, STOPPED and GAVE_UP are final: the supervisor exits with `exit_code`.
 """
@@ -38,6 +45,7 @@ EXIT_GAVE_UP = 3
 class Phase(StrEnum):
     IDLE = "idle"  # before Boot
     RECLAIMING = "reclaiming"  # stopping what a dead supervisor's trainer left running
+    PREPARING = "preparing"  # planning the resume and preparing the run directory
     STARTING = "starting"
     RUNNING = "running"
     STOPPING = "stopping"
@@ -92,6 +100,7 @@ class Policy:
     stop_signal: str = "SIGTERM"
     stop_grace_s: float = 30.0
     exit_codes_trusted: bool = True
+    progress_from_checkpoints: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,8 @@ class State:
     without_progress: int = 0  # consecutive attempts that ended without progress
     started_at: float | None = None  # when the current attempt was confirmed running
     stable: bool = False  # the current attempt has passed stable_after_s
+    progressed: bool = False  # the current attempt made progress (see the module docstring)
+    best_step: int | None = None  # the newest verified checkpoint step ever seen
     relaunch_at: float | None = None  # in BACKOFF: when the next attempt starts
     last_cause: Cause | None = None
     last_exit: ExitStatus | None = None
@@ -155,6 +166,23 @@ class Reclaimed:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    attempt: int
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class PrepareFailed:
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class CheckpointVerified:
+    step: int
+
+
+@dataclass(frozen=True)
 class StopRequested:
     reason: str
 
@@ -165,10 +193,29 @@ class TimerFired:
     attempt: int
 
 
-Event = Boot | Launched | LaunchFailed | Exited | Reclaimed | StopRequested | TimerFired
+Event = (
+    Boot
+    | Prepared
+    | PrepareFailed
+    | Launched
+    | LaunchFailed
+    | Exited
+    | Reclaimed
+    | CheckpointVerified
+    | StopRequested
+    | TimerFired
+)
 
 
 # --- actions ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepare:
+    """Wait for pending verifications, plan the resume, prepare the run directory;
+    report Prepared or PrepareFailed."""
+
+    attempt: int
 
 
 @dataclass(frozen=True)
@@ -227,7 +274,9 @@ class Finish:
     exit_code: int
 
 
-Action = Launch | Reclaim | StopTrainer | KillTrainer | StartTimer | RecordAttemptEnd | Note | Finish
+Action = (
+    Prepare | Launch | Reclaim | StopTrainer | KillTrainer | StartTimer | RecordAttemptEnd | Note | Finish
+)
 Decision = tuple[State, list[Action]]
 
 
@@ -240,6 +289,10 @@ def decide(state: State, event: Event, now: float, policy: Policy) -> Decision:
     match event:
         case Boot():
             return _boot(state, event, policy) if state.phase is Phase.IDLE else (state, [])
+        case Prepared() | PrepareFailed():
+            return _prepared(state, event)
+        case CheckpointVerified():
+            return _checkpoint_verified(state, event, policy)
         case Launched():
             return _launched(state, event, now, policy)
         case LaunchFailed():
@@ -256,7 +309,7 @@ def decide(state: State, event: Event, now: float, policy: Policy) -> Decision:
 
 def _boot(state: State, event: Boot, policy: Policy) -> Decision:
     if not event.unfinished:
-        return _launch(state, [])
+        return _next_attempt(state, [])
     # The previous supervisor died with a trainer running: that attempt's end was never
     # seen. It counts against progress unless it had already run stably, so a trainer
     # that takes the whole machine down still ends in a give-up.
@@ -287,17 +340,53 @@ def _reclaimed(state: State, event: Reclaimed, policy: Policy) -> Decision:
         return state, []
     if state.without_progress >= policy.max_attempts_without_progress:
         return _give_up(state, [], policy)
-    # RECLAIMING -> STARTING
-    return _launch(state, [])
+    # RECLAIMING -> PREPARING
+    return _next_attempt(state, [])
 
 
-def _launch(state: State, actions: list[Action]) -> Decision:
-    # -> STARTING
+def _next_attempt(state: State, actions: list[Action]) -> Decision:
+    # -> PREPARING
     attempt = state.attempt + 1
     state = replace(
-        state, phase=Phase.STARTING, attempt=attempt, started_at=None, stable=False, relaunch_at=None
+        state,
+        phase=Phase.PREPARING,
+        attempt=attempt,
+        started_at=None,
+        stable=False,
+        progressed=False,
+        relaunch_at=None,
     )
-    return state, [*actions, Launch(attempt)]
+    return state, [*actions, Prepare(attempt)]
+
+
+def _prepared(state: State, event: Prepared | PrepareFailed) -> Decision:
+    if event.attempt != state.attempt:
+        return state, []
+    if state.phase is Phase.STOPPING:
+        # STOPPING -> STOPPED (the stop came while preparing; nothing was launched)
+        return _final(state, Phase.STOPPED, [], Note("stopped", "stop requested while preparing; exiting"))
+    if state.phase is not Phase.PREPARING:
+        return state, []
+    if isinstance(event, PrepareFailed):
+        # PREPARING -> GAVE_UP: relaunching could not resume from verified state
+        message = f"giving up: cannot prepare attempt {state.attempt}: {event.reason}"
+        return _final(state, Phase.GAVE_UP, [], Note("gave_up", message, "error"))
+    # PREPARING -> STARTING
+    notes: list[Action] = [Note("plan", event.summary)] if event.summary else []
+    return replace(state, phase=Phase.STARTING), [*notes, Launch(state.attempt)]
+
+
+def _checkpoint_verified(state: State, event: CheckpointVerified, policy: Policy) -> Decision:
+    if state.best_step is not None and event.step <= state.best_step:
+        return state, []
+    state = replace(state, best_step=event.step)
+    if policy.progress_from_checkpoints:
+        state = replace(state, without_progress=0)
+    if state.phase in (Phase.STARTING, Phase.RUNNING, Phase.STOPPING):
+        # Credit the live attempt. Otherwise the file came from the attempt that already
+        # ended: its count was just cleared, and the next attempt must earn its own.
+        state = replace(state, progressed=True)
+    return state, [Note("progress", f"newest verified checkpoint: step {event.step}")]
 
 
 def _launched(state: State, event: Launched, now: float, policy: Policy) -> Decision:
@@ -354,7 +443,8 @@ def _exited_while_stopping(state: State, event: Exited, end: float, policy: Poli
     cause = Cause.STOPPED
     if event.before_stop:
         cause = Cause.COMPLETED if status.code == 0 and policy.exit_codes_trusted else Cause.CRASH
-    if cause is Cause.CRASH and not stable:
+    progressed = state.progressed if policy.progress_from_checkpoints else stable
+    if cause is Cause.CRASH and not progressed:
         state = replace(
             state, backoff_level=state.backoff_level + 1, without_progress=state.without_progress + 1
         )
@@ -377,11 +467,10 @@ def _failed(
     """An attempt ended badly: count it, then relaunch (after backoff) or give up.
     `detail` is what is known beside the exit status (e.g. the last line printed)."""
     stable = _ran_stably(state, ended_at if ended_at is not None else now, policy)
-    if stable:
-        # The attempt made progress before it died: counting starts afresh.
-        level, without = 1, 0
-    else:
-        level, without = state.backoff_level + 1, state.without_progress + 1
+    progressed = state.progressed if policy.progress_from_checkpoints else stable
+    # A stable run restarts the backoff; progress restarts the count towards giving up.
+    level = 1 if stable else state.backoff_level + 1
+    without = 0 if progressed else state.without_progress + 1
     state = replace(
         state,
         backoff_level=level,
@@ -397,7 +486,7 @@ def _failed(
     delay = policy.backoff.delay_s(level, uniform(state.seed, state.attempt))
     if delay == 0:
         actions.append(Note("crashed", f"attempt {state.attempt} failed ({why}); relaunching now", "warning"))
-        return _launch(state, actions)
+        return _next_attempt(state, actions)
     # RUNNING -> BACKOFF
     state = replace(state, phase=Phase.BACKOFF, relaunch_at=now + delay)
     actions += [
@@ -431,6 +520,10 @@ def _ran_stably(state: State, now: float, policy: Policy) -> bool:
 
 def _stop_requested(state: State, event: StopRequested, policy: Policy) -> Decision:
     match state.phase:
+        case Phase.PREPARING:
+            # PREPARING -> STOPPING: let the preparation finish (it moves files), then exit
+            note = Note("stopping", f"{event.reason}: exiting once the run directory is prepared")
+            return replace(state, phase=Phase.STOPPING), [note]
         case Phase.RUNNING | Phase.STARTING:
             # RUNNING -> STOPPING
             note = Note(
@@ -462,13 +555,15 @@ def _timer(state: State, event: TimerFired, now: float, policy: Policy) -> Decis
     if event.attempt != state.attempt:
         return state, []
     if event.timer is Timer.STABLE and state.phase is Phase.RUNNING and not state.stable:
-        # RUNNING -> RUNNING, counters reset
-        state = replace(state, stable=True, backoff_level=0, without_progress=0)
+        # RUNNING -> RUNNING, backoff reset (and the give-up count, without checkpoints)
+        state = replace(state, stable=True, backoff_level=0)
+        if not policy.progress_from_checkpoints:
+            state = replace(state, without_progress=0, progressed=True)
         note = Note("stable", f"attempt {state.attempt} has run {policy.stable_after_s:g}s: backoff reset")
         return state, [note]
     if event.timer is Timer.RELAUNCH and state.phase is Phase.BACKOFF:
-        # BACKOFF -> STARTING
-        return _launch(state, [])
+        # BACKOFF -> PREPARING
+        return _next_attempt(state, [])
     return state, []
 
 

@@ -7,9 +7,11 @@ state and a list of actions; `_execute` carries them out. Signal handlers only e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import secrets
+import shutil
 import signal
 import time
 from collections.abc import Callable, Coroutine
@@ -22,10 +24,12 @@ import structlog
 import trainer_adapters
 from supervisor import core
 from supervisor.backoff import Backoff
+from supervisor.checkpoints import CheckpointBook, stat_checkpoint
 from supervisor.config import Config
 from supervisor.core import (
     Action,
     Boot,
+    CheckpointVerified,
     Event,
     Exited,
     ExitStatus,
@@ -36,6 +40,9 @@ from supervisor.core import (
     LaunchFailed,
     Note,
     Policy,
+    Prepare,
+    Prepared,
+    PrepareFailed,
     Reclaim,
     Reclaimed,
     RecordAttemptEnd,
@@ -59,6 +66,8 @@ from supervisor.process import (
     split_identity,
     trainer_env,
 )
+from supervisor.validation import ValidatorClient
+from supervisor.watcher import CheckpointWatcher
 
 log = structlog.get_logger("supervisor")
 
@@ -80,6 +89,7 @@ def policy_for(config: Config) -> Policy:
         stop_signal=config.stop.signal,
         stop_grace_s=config.stop.grace_s,
         exit_codes_trusted=trainer_adapters.get(config.adapter.name).exit_codes_trusted,
+        progress_from_checkpoints=config.adapter.checkpoint_dir is not None,
     )
 
 
@@ -102,6 +112,35 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reclaim_kill: Callable[[], None] | None = None  # set while a reclaim runs
         self._unfinished: AttemptRow | None = None
+        self.layout = trainer_adapters.get(config.adapter.name).layout(config.adapter.options)
+        self.book: CheckpointBook | None = None
+        self.watcher: CheckpointWatcher | None = None
+        self._to_verify: asyncio.Queue[Path] = asyncio.Queue()
+        self._verifying: asyncio.Task[None] | None = None
+        if config.adapter.checkpoint_dir is not None:
+            self._setup_checkpoints(config.adapter.checkpoint_dir)
+
+    def _setup_checkpoints(self, directory: Path) -> None:
+        c = self.config.checkpoints
+        validator = ValidatorClient(
+            job_timeout_s=c.validation_timeout_s, memory_limit_mb=c.validator_memory_mb or None
+        )
+        self.book = CheckpointBook(
+            layout=self.layout,
+            directories=[directory],
+            state_dir=self.config.state_dir,
+            ledger=self.ledger,
+            validator=validator,
+            keep_verified=c.keep_verified,
+        )
+        self.watcher = CheckpointWatcher(
+            [directory],
+            lambda landed: self._to_verify.put_nowait(landed.path),
+            accept=lambda path: self.layout.parse(path) is not None,
+            quiet_s=c.quiet_s,
+            rescan_s=c.rescan_s,
+            force_polling=c.force_polling,
+        )
 
     # --- main loop ------------------------------------------------------------------
 
@@ -113,6 +152,7 @@ class Daemon:
             )
         try:
             self.state, boot = self._restore()
+            await self._start_checkpoints()
             self._queue.put_nowait(boot)
             while True:
                 event = await self._queue.get()
@@ -128,6 +168,7 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             for handle in self._timers:
                 handle.cancel()
+            await self._stop_checkpoints()
             self.trainer_log.close()
 
     def _step(self, event: Event) -> int | None:
@@ -145,6 +186,8 @@ class Daemon:
 
     def _execute(self, action: Action, now: float) -> None:
         match action:
+            case Prepare():
+                self._start_prepare(action.attempt)
             case Launch():
                 self._launch(action.attempt)
             case Reclaim():
@@ -153,15 +196,9 @@ class Daemon:
                 if self.trainer is not None:
                     self.trainer.stop(signal.Signals[action.signal], action.grace_s)
             case KillTrainer():
-                if self.trainer is not None:
-                    self.trainer.kill()
-                if self._reclaim_kill is not None:
-                    self._reclaim_kill()
+                self._kill_now()
             case StartTimer():
-                assert self._loop is not None
-                event = TimerFired(action.timer, action.attempt)
-                self._timers = [t for t in self._timers if not t.cancelled() and t.when() > now]
-                self._timers.append(self._loop.call_later(action.delay_s, self._queue.put_nowait, event))
+                self._start_timer(action, now)
             case RecordAttemptEnd():
                 self.ledger.end_attempt(
                     action.attempt, time.time(), action.cause, action.status, action.stable, action.detail
@@ -171,6 +208,24 @@ class Daemon:
                 self.ledger.add_event(
                     time.time(), self.state.attempt, action.kind, action.level, action.message
                 )
+
+    def _start_timer(self, action: StartTimer, now: float) -> None:
+        assert self._loop is not None
+        event = TimerFired(action.timer, action.attempt)
+        self._timers = [t for t in self._timers if not t.cancelled() and t.when() > now]
+        self._timers.append(self._loop.call_later(action.delay_s, self._queue.put_nowait, event))
+
+    def _kill_now(self) -> None:
+        if self.trainer is not None:
+            self.trainer.kill()
+        if self._reclaim_kill is not None:
+            self._reclaim_kill()
+
+    def _start_prepare(self, attempt: int) -> None:
+        if self.book is None:  # nothing to plan: keep a zero-backoff relaunch fast
+            self._queue.put_nowait(Prepared(attempt))
+        else:
+            self._spawn_task(self._prepare(attempt))
 
     def _save(self, now: float) -> None:
         state = self.state
@@ -237,6 +292,94 @@ class Daemon:
         ended = Exited(attempt, status, detail, at=trainer.exited_at, before_stop=trainer.exited_before_stop)
         self._queue.put_nowait(ended)
 
+    # --- checkpoints --------------------------------------------------------------------
+
+    async def _start_checkpoints(self) -> None:
+        if self.watcher is None:
+            return
+        await self.watcher.start()
+        self._verifying = asyncio.create_task(self._verify_landed())
+
+    async def _stop_checkpoints(self) -> None:
+        if self._verifying is not None:
+            self._verifying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._verifying
+        if self.watcher is not None:
+            await self.watcher.stop()
+        if self.book is not None:
+            await self.book.validator.close()
+
+    async def _verify_landed(self) -> None:
+        """Verify each checkpoint as it lands; keep a copy of good ones; report progress."""
+        assert self.book is not None
+        while True:
+            path = await self._to_verify.get()
+            try:
+                await self._verify_one(path)
+            except Exception:
+                log.exception("error while verifying a checkpoint", path=str(path))
+            finally:
+                self._to_verify.task_done()
+
+    async def _verify_one(self, path: Path) -> None:
+        assert self.book is not None
+        on_disk = stat_checkpoint(self.layout, path)
+        if on_disk is None:
+            return
+        row = await self.book.verify(on_disk)
+        if row is None:
+            reason = self.book.errors.get(on_disk.key, "validator error")
+            message = f"could not verify {path}: {reason}; it is tried again before the next launch"
+            self.ledger.add_event(time.time(), self.state.attempt, "unverifiable", "error", message)
+            self.ledger.commit()
+            return
+        if not row.ok:
+            message = f"checkpoint rejected: {path}: {row.reason}; it is moved aside before the next launch"
+            self.ledger.add_event(time.time(), self.state.attempt, "rejected", "warning", message)
+            self.ledger.commit()
+            return
+        await self.book.keep_copy(on_disk, row)
+        step = on_disk.ckpt.step if on_disk.ckpt.step is not None else row.step
+        if step is not None:
+            self._queue.put_nowait(CheckpointVerified(step))
+
+    async def _prepare(self, attempt: int) -> None:
+        """Before a launch: let pending checkpoints land and be verified, then plan the
+        resume and prepare the run directory so the trainer's own rule lands on it."""
+        assert self.book is not None
+        assert self.watcher is not None
+        try:
+            wait_s = self.config.checkpoints.verify_wait_s
+            if not await self.watcher.wait_quiet(wait_s):
+                log.warning(
+                    "checkpoints still being written after verify_wait_s", pending=len(self.watcher.pending())
+                )
+            await asyncio.wait_for(self._to_verify.join(), wait_s)
+            await self.book.verify_all()  # anything the watcher has not reported yet
+            the_plan = self.book.plan()
+            if not the_plan.ok:
+                self._queue.put_nowait(PrepareFailed(attempt, the_plan.problem or "no plan"))
+                return
+            await self.book.apply(the_plan, attempt)
+            for move in the_plan.moves:
+                self.watcher.forget(move.path)
+            self._check_free_space()
+            self._queue.put_nowait(Prepared(attempt, the_plan.summary()))
+        except Exception as exc:
+            log.exception("error while preparing the run directory")
+            self._queue.put_nowait(PrepareFailed(attempt, f"error while preparing the run directory: {exc}"))
+
+    def _check_free_space(self) -> None:
+        directory = self.config.adapter.checkpoint_dir
+        if directory is None or not directory.exists():
+            return
+        free_gb = shutil.disk_usage(directory).free / 1e9
+        if free_gb < self.config.checkpoints.min_free_gb:
+            message = f"only {free_gb:.1f} GB free on the checkpoint filesystem ({directory})"
+            log.warning(message, kind="disk_space")
+            self.ledger.add_event(time.time(), self.state.attempt, "disk_space", "warning", message)
+
     # --- boot -------------------------------------------------------------------------
 
     def _restore(self) -> tuple[State, Boot]:
@@ -251,6 +394,7 @@ class Daemon:
                 without_progress=saved.without_progress,
                 last_cause=saved.last_cause,
                 last_exit=saved.last_exit,
+                best_step=saved.best_step,
             )
             if self.reset_counters:
                 state = replace(state, backoff_level=0, without_progress=0)
@@ -265,7 +409,8 @@ class Daemon:
             return state, Boot()
         if self._unfinished.n != state.attempt:  # the ledger died between two writes
             state = replace(state, attempt=self._unfinished.n)
-        return state, Boot(unfinished=True, unfinished_stable=saved is not None and saved.stable)
+        made_progress = saved is not None and (saved.stable or saved.progressed)
+        return state, Boot(unfinished=True, unfinished_stable=made_progress)
 
     def _start_reclaim(self, n: int) -> None:
         attempt = self._unfinished

@@ -17,7 +17,7 @@ from typing import Any
 from supervisor.core import Cause, ExitStatus, Phase, State
 
 LEDGER_FILE = "ledger.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS run (
     relaunch_at REAL,
     next_delay_s REAL,
     supervisor_pid INTEGER,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    best_step INTEGER,
+    progressed INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE TABLE IF NOT EXISTS attempts (
     n INTEGER PRIMARY KEY,
@@ -51,6 +53,38 @@ CREATE TABLE IF NOT EXISTS attempts (
     stable INTEGER,
     detail TEXT
 ) STRICT;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    reason TEXT,
+    step INTEGER,
+    epoch INTEGER,
+    role TEXT,
+    checksum TEXT,
+    format TEXT,
+    seconds REAL NOT NULL,
+    verified_at REAL NOT NULL,
+    PRIMARY KEY (path, size, mtime_ns, inode)
+) STRICT;
+CREATE TABLE IF NOT EXISTS plans (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    attempt INTEGER NOT NULL,
+    target_step INTEGER,
+    ok INTEGER NOT NULL,
+    summary TEXT NOT NULL,
+    detail TEXT NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS quarantined (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    original TEXT NOT NULL,
+    moved_to TEXT NOT NULL,
+    reason TEXT NOT NULL
+) STRICT;
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -64,6 +98,33 @@ CREATE TABLE IF NOT EXISTS events (
 
 class LedgerError(Exception):
     pass
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Ledgers from schema 1 lack the best verified step."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(run)")}
+    if "best_step" not in columns:
+        conn.execute("ALTER TABLE run ADD COLUMN best_step INTEGER")
+    if "progressed" not in columns:
+        conn.execute("ALTER TABLE run ADD COLUMN progressed INTEGER NOT NULL DEFAULT 0")
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+
+@dataclass(frozen=True)
+class VerdictRow:
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    ok: bool
+    reason: str | None
+    step: int | None
+    epoch: int | None
+    role: str | None
+    checksum: str | None
+    format: str | None
+    seconds: float
+    verified_at: float
 
 
 @dataclass(frozen=True)
@@ -82,6 +143,8 @@ class RunRow:
     next_delay_s: float | None
     supervisor_pid: int | None
     updated_at: float
+    best_step: int | None
+    progressed: bool
 
 
 @dataclass(frozen=True)
@@ -122,6 +185,7 @@ class Ledger:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(_SCHEMA)
+            _migrate(conn)
             conn.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
@@ -165,15 +229,17 @@ class Ledger:
         exit_json = json.dumps(_status_dict(state.last_exit)) if state.last_exit else None
         self._conn.execute(
             """INSERT INTO run (id, name, config_path, phase, attempt, backoff_level, without_progress, stable,
-                   last_cause, last_exit, exit_code, relaunch_at, next_delay_s, supervisor_pid, updated_at)
-               VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   last_cause, last_exit, exit_code, relaunch_at, next_delay_s, supervisor_pid, updated_at,
+                best_step, progressed)
+               VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (id) DO UPDATE SET name = excluded.name, config_path = excluded.config_path,
                    phase = excluded.phase, attempt = excluded.attempt, backoff_level = excluded.backoff_level,
                    without_progress = excluded.without_progress, stable = excluded.stable,
                    last_cause = excluded.last_cause, last_exit = excluded.last_exit,
                    exit_code = excluded.exit_code, relaunch_at = excluded.relaunch_at,
                    next_delay_s = excluded.next_delay_s, supervisor_pid = excluded.supervisor_pid,
-                   updated_at = excluded.updated_at""",
+                   updated_at = excluded.updated_at, best_step = excluded.best_step,
+                   progressed = excluded.progressed""",
             (
                 name,
                 str(config_path),
@@ -189,13 +255,16 @@ class Ledger:
                 next_delay_s,
                 supervisor_pid,
                 now,
+                state.best_step,
+                int(state.progressed),
             ),
         )
 
     def run(self) -> RunRow | None:
         row = self._conn.execute(
             """SELECT name, config_path, phase, attempt, backoff_level, without_progress, stable, last_cause,
-                      last_exit, exit_code, relaunch_at, next_delay_s, supervisor_pid, updated_at
+                      last_exit, exit_code, relaunch_at, next_delay_s, supervisor_pid, updated_at, best_step,
+                      progressed
                FROM run WHERE id = 1"""
         ).fetchone()
         if row is None:
@@ -215,6 +284,8 @@ class Ledger:
             next_delay_s=row[11],
             supervisor_pid=row[12],
             updated_at=row[13],
+            best_step=row[14],
+            progressed=bool(row[15]),
         )
 
     # --- attempts -------------------------------------------------------------------
@@ -257,6 +328,58 @@ class Ledger:
         rows = self._conn.execute(_SELECT_ATTEMPTS + " ORDER BY n DESC LIMIT ?", (limit,)).fetchall()
         return [_attempt(r) for r in reversed(rows)]
 
+    # --- checkpoint verdicts, plans, quarantine -------------------------------------
+
+    def add_verdict(self, row: VerdictRow) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.path,
+                row.size,
+                row.mtime_ns,
+                row.inode,
+                int(row.ok),
+                row.reason,
+                row.step,
+                row.epoch,
+                row.role,
+                row.checksum,
+                row.format,
+                row.seconds,
+                row.verified_at,
+            ),
+        )
+
+    def verdict(self, path: str, size: int, mtime_ns: int, inode: int) -> VerdictRow | None:
+        """The verdict for exactly this file version; a file changed since has none."""
+        row = self._conn.execute(
+            "SELECT * FROM checkpoints WHERE path = ? AND size = ? AND mtime_ns = ? AND inode = ?",
+            (path, size, mtime_ns, inode),
+        ).fetchone()
+        return _verdict(row) if row else None
+
+    def verdicts(self, limit: int = 200) -> list[VerdictRow]:
+        rows = self._conn.execute("SELECT * FROM checkpoints ORDER BY verified_at DESC LIMIT ?", (limit,))
+        return [_verdict(r) for r in reversed(rows.fetchall())]
+
+    def add_plan(
+        self, at: float, attempt: int, target_step: int | None, ok: bool, summary: str, detail: str
+    ) -> None:
+        self._conn.execute(
+            "INSERT INTO plans (at, attempt, target_step, ok, summary, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (at, attempt, target_step, int(ok), summary, detail),
+        )
+
+    def last_plan(self) -> tuple[float, int, str] | None:
+        row = self._conn.execute("SELECT at, attempt, summary FROM plans ORDER BY id DESC LIMIT 1").fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def add_quarantined(self, at: float, original: str, moved_to: str, reason: str) -> None:
+        self._conn.execute(
+            "INSERT INTO quarantined (at, original, moved_to, reason) VALUES (?, ?, ?, ?)",
+            (at, original, moved_to, reason),
+        )
+
     # --- events ---------------------------------------------------------------------
 
     def add_event(self, at: float, attempt: int, kind: str, level: str, message: str) -> None:
@@ -290,6 +413,24 @@ def _attempt(row: tuple[Any, ...]) -> AttemptRow:
         cause=Cause(row[8]) if row[8] else None,
         stable=bool(row[9]),
         detail=row[10],
+    )
+
+
+def _verdict(row: tuple[Any, ...]) -> VerdictRow:
+    return VerdictRow(
+        path=row[0],
+        size=row[1],
+        mtime_ns=row[2],
+        inode=row[3],
+        ok=bool(row[4]),
+        reason=row[5],
+        step=row[6],
+        epoch=row[7],
+        role=row[8],
+        checksum=row[9],
+        format=row[10],
+        seconds=row[11],
+        verified_at=row[12],
     )
 
 

@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 from structlog.typing import Processor
 
 
-def configure(json_output: bool | None = None, level: int = logging.INFO) -> None:
+def configure(
+    json_output: bool | None = None, level: int = logging.INFO, stream: TextIO | None = None
+) -> None:
+    """`run` logs to stdout; one-shot commands log warnings to stderr, so their own
+    output (JSON included) stays clean."""
+    stream = stream or sys.stdout
     if json_output is None:
-        json_output = not sys.stdout.isatty()
+        json_output = not stream.isatty()
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -28,13 +33,13 @@ def configure(json_output: bool | None = None, level: int = logging.INFO) -> Non
         renderer = structlog.processors.JSONRenderer()
         final: list[Processor] = [structlog.processors.format_exc_info, renderer]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty(), sort_keys=False)
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty(), sort_keys=False)
         final = [renderer]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

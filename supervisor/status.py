@@ -46,6 +46,8 @@ def report(config: Config) -> dict[str, Any]:
             "backoff_level": run.backoff_level,
             "attempts_without_progress": run.without_progress,
             "max_attempts_without_progress": config.restart.max_attempts_without_progress,
+            "last_verified_step": run.best_step,
+            "last_plan": _plan(ledger),
             "updated_at": _iso(run.updated_at),
             "attempts": [_attempt(a, now) for a in ledger.attempts(limit=RECENT_ATTEMPTS)],
             "events": [
@@ -61,6 +63,14 @@ def report(config: Config) -> dict[str, Any]:
         }
     finally:
         ledger.close()
+
+
+def _plan(ledger: Ledger) -> dict[str, Any] | None:
+    last = ledger.last_plan()
+    if last is None:
+        return None
+    at, attempt, summary = last
+    return {"at": _iso(at), "attempt": attempt, "summary": summary}
 
 
 def _attempt(a: AttemptRow, now: float) -> dict[str, Any]:
@@ -96,6 +106,12 @@ def render(data: dict[str, Any]) -> None:
         if data["last_cause"]:
             summary.add_row("last exit", f"{data['last_cause']}: {data['last_exit'] or 'no exit status'}")
         summary.add_row("next backoff", _next_backoff(data))
+        verified = data["last_verified_step"]
+        summary.add_row(
+            "verified", f"step {verified}" if verified is not None else "no checkpoint verified yet"
+        )
+        if data["last_plan"]:
+            summary.add_row("last plan", f"#{data['last_plan']['attempt']}: {data['last_plan']['summary']}")
         summary.add_row(
             "no progress",
             f"{data['attempts_without_progress']} of {data['max_attempts_without_progress']} attempts "

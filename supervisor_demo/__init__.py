@@ -20,7 +20,11 @@ from supervisor.daemon import trainer_log_path
 from supervisor.status import render, report
 
 MARKER = ".train-supervisor-demo"
-FAULTS = [{"at_step": 23, "kind": "exception"}, {"at_step": 41, "kind": "sigkill"}]
+FAULTS = [
+    {"at_step": 23, "kind": "exception"},
+    {"at_step": 41, "kind": "sigkill"},
+    {"at_step": 50, "kind": "torn"},
+]
 
 
 def run_demo(directory: Path) -> int:
@@ -46,8 +50,10 @@ def run_demo(directory: Path) -> int:
 
     print(
         "train-supervisor demo: a tiny CPU trainer runs 60 steps, saving a checkpoint every 10.\n"
-        "It will crash with an exception at step 23 and be SIGKILLed at step 41; each time the\n"
-        "supervisor relaunches it (with backoff) and the trainer resumes from its newest checkpoint.\n",
+        "It crashes with an exception at step 23, is SIGKILLed at step 41, and its save at\n"
+        "step 50 is torn half-way by a power cut. Left alone, that torn file would make it start\n"
+        "again from step 0. The supervisor verifies every checkpoint as it lands, moves the torn\n"
+        "one aside, and relaunches each time so the trainer resumes from its newest good state.\n",
         flush=True,
     )
     started = time.monotonic()
@@ -61,7 +67,7 @@ def run_demo(directory: Path) -> int:
     resumes = [
         line.strip()
         for line in trainer_log_path(config).read_text(errors="replace").splitlines()
-        if re.match(r"(resumed from|no checkpoint found|training finished)", line)
+        if re.match(r"(resumed from|no checkpoint found|failed to load|training finished)", line)
     ]
     print("\nwhat the trainer said at each start and at the end:")
     for line in resumes:

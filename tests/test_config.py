@@ -307,6 +307,7 @@ def test_the_example_documents_every_key_in_its_table() -> None:
         "restart": config_module.RestartSection.model_fields,
         "heartbeat": config_module.HeartbeatSection.model_fields,
         "stop": config_module.StopSection.model_fields,
+        "checkpoints": config_module.CheckpointsSection.model_fields,
         "logs": config_module.LogsSection.model_fields,
     }
     for section, keys in expected.items():

@@ -15,6 +15,7 @@ from supervisor.core import (
     Action,
     Boot,
     Cause,
+    CheckpointVerified,
     Event,
     Exited,
     ExitStatus,
@@ -26,6 +27,9 @@ from supervisor.core import (
     Note,
     Phase,
     Policy,
+    Prepare,
+    Prepared,
+    PrepareFailed,
     Reclaim,
     Reclaimed,
     RecordAttemptEnd,
@@ -70,6 +74,8 @@ class Replay:
 
     def run_attempt(self, lasting: float, status: ExitStatus = CRASH) -> list[Action]:
         """Confirm the pending launch, let it run `lasting` seconds, then end it."""
+        if self.state.phase is Phase.PREPARING:
+            self.send(Prepared(self.state.attempt))
         attempt = self.state.attempt
         self.send(Launched(attempt, pid=100 + attempt))
         self.advance(lasting)
@@ -78,9 +84,11 @@ class Replay:
         return self.send(Exited(attempt, status))
 
     def fire_relaunch(self) -> list[Action]:
+        """The backoff ends; the preparation succeeds. Returns both decisions' actions."""
         assert self.state.phase is Phase.BACKOFF
         assert self.state.relaunch_at is not None
-        return self.send(TimerFired(Timer.RELAUNCH, self.state.attempt), at=self.state.relaunch_at)
+        actions = self.send(TimerFired(Timer.RELAUNCH, self.state.attempt), at=self.state.relaunch_at)
+        return actions + self.send(Prepared(self.state.attempt))
 
 
 def of_type(actions: list[Action], kind: type) -> list:  # type: ignore[type-arg]
@@ -90,13 +98,16 @@ def of_type(actions: list[Action], kind: type) -> list:  # type: ignore[type-arg
 def booted(policy: Policy = POLICY, **state: object) -> Replay:
     replay = Replay(policy=policy, state=replace(State(), **state))  # type: ignore[arg-type]
     replay.send(Boot())
+    replay.send(Prepared(replay.state.attempt))
     return replay
 
 
-def test_boot_launches_the_first_attempt() -> None:
+def test_boot_prepares_then_launches_the_first_attempt() -> None:
     replay = Replay()
-    actions = replay.send(Boot())
-    assert actions == [Launch(1)]
+    assert replay.send(Boot()) == [Prepare(1)]
+    assert replay.state.phase is Phase.PREPARING
+    actions = replay.send(Prepared(1, "resume from step 100 (ckpt_100.pt)"))
+    assert actions == [Note("plan", "resume from step 100 (ckpt_100.pt)"), Launch(1)]
     assert replay.state.phase is Phase.STARTING
 
 
@@ -183,13 +194,13 @@ def test_signals_are_crashes_too() -> None:
     assert replay.state.last_exit == ExitStatus(signal=9)
 
 
-def test_zero_backoff_relaunches_in_the_same_decision() -> None:
+def test_zero_backoff_prepares_the_next_attempt_in_the_same_decision() -> None:
     policy = replace(POLICY, backoff=Backoff(0.0, 0.0, 2.0, 0.5))
     replay = booted(policy)
     actions = replay.run_attempt(lasting=1)
-    assert of_type(actions, Launch) == [Launch(2)]
+    assert of_type(actions, Prepare) == [Prepare(2)]
     assert not of_type(actions, StartTimer)
-    assert replay.state.phase is Phase.STARTING
+    assert replay.state.phase is Phase.PREPARING
 
 
 def test_jitter_comes_from_the_seed_and_attempt() -> None:
@@ -299,7 +310,7 @@ def test_an_interrupted_unstable_attempt_is_recorded_counted_and_reclaimed_befor
     assert not of_type(actions, Launch), "never two trainers: clear the old one first"
     assert replay.state.phase is Phase.RECLAIMING
     assert replay.state.without_progress == 2
-    assert replay.send(Reclaimed(2)) == [Launch(3)]
+    assert replay.send(Reclaimed(2)) == [Prepare(3)]
 
 
 def test_an_interrupted_stable_attempt_does_not_count() -> None:
@@ -362,6 +373,77 @@ def test_stability_is_judged_by_when_the_leader_exited() -> None:
     assert replay.state.stable is False
 
 
+def test_a_failed_preparation_gives_up_without_launching() -> None:
+    replay = Replay()
+    replay.send(Boot())
+    actions = replay.send(PrepareFailed(1, "the trainer's resume rule would load x, not the verified y"))
+    assert replay.state.phase is Phase.GAVE_UP
+    assert actions[-1] == Finish(EXIT_GAVE_UP)
+    assert "cannot prepare attempt 1" in of_type(actions, Note)[0].message
+    assert not of_type(replay.actions, Launch)
+
+
+def test_a_stop_while_preparing_exits_once_the_preparation_is_done() -> None:
+    replay = Replay()
+    replay.send(Boot())
+    replay.send(StopRequested("SIGTERM received"))
+    assert replay.state.phase is Phase.STOPPING
+    actions = replay.send(Prepared(1))
+    assert replay.state.phase is Phase.STOPPED
+    assert actions[-1] == Finish(EXIT_OK)
+    assert not of_type(replay.actions, Launch)
+
+
+CHECKPOINTS = replace(POLICY, progress_from_checkpoints=True)
+
+
+def test_with_checkpoints_a_stable_run_resets_the_backoff_but_not_the_give_up_count() -> None:
+    replay = booted(CHECKPOINTS)
+    replay.run_attempt(lasting=1)
+    replay.fire_relaunch()
+    actions = replay.run_attempt(lasting=400)  # stable, but no newer verified checkpoint
+    assert of_type(actions, StartTimer)[0].delay_s == 10.0
+    assert replay.state.without_progress == 2
+
+
+def test_with_checkpoints_a_newer_verified_checkpoint_is_progress() -> None:
+    replay = booted(CHECKPOINTS)
+    replay.run_attempt(lasting=1)
+    replay.fire_relaunch()
+    replay.run_attempt(lasting=1)
+    replay.fire_relaunch()
+    assert replay.state.without_progress == 2
+    actions = replay.send(CheckpointVerified(step=1000))
+    assert replay.state.without_progress == 0
+    assert replay.state.best_step == 1000
+    assert of_type(actions, Note)[0].kind == "progress"
+    replay.run_attempt(lasting=1)  # it crashed, but after making progress
+    assert replay.state.without_progress == 0
+    assert replay.send(CheckpointVerified(step=900)) == [], "an older step is no progress"
+
+
+def test_a_checkpoint_verified_between_attempts_is_the_previous_attempts_progress() -> None:
+    replay = booted(CHECKPOINTS)
+    replay.run_attempt(lasting=1)  # it saved step 10, then crashed before it was verified
+    assert replay.state.without_progress == 1
+    replay.send(TimerFired(Timer.RELAUNCH, 1), at=replay.state.relaunch_at)
+    replay.send(CheckpointVerified(step=10))  # verified while attempt 2 is being prepared
+    assert replay.state.without_progress == 0
+    replay.send(Prepared(2))
+    replay.run_attempt(lasting=1)  # attempt 2 made no progress of its own
+    assert replay.state.without_progress == 1
+
+
+def test_with_checkpoints_attempts_that_verify_nothing_new_end_in_a_give_up() -> None:
+    replay = booted(CHECKPOINTS, best_step=5000)
+    for _ in range(3):
+        replay.send(CheckpointVerified(step=5000))  # re-saved, same step: not progress
+        replay.run_attempt(lasting=1)
+        replay.fire_relaunch()
+    replay.run_attempt(lasting=1)
+    assert replay.state.phase is Phase.GAVE_UP
+
+
 def test_next_delay_for_status() -> None:
     replay = booted()
     assert next_delay_s(replay.state, POLICY) == 10.0
@@ -376,6 +458,7 @@ def test_next_delay_for_status() -> None:
 class Edge:
     """A model of the daemon's edges: what they may report, and in what order."""
 
+    preparing: int | None = None  # Prepare under way, not yet reported
     launched: int | None = None  # launched, Launched not yet reported
     running: int | None = None  # reported Launched, not yet ended
     reclaiming: int | None = None
@@ -388,10 +471,14 @@ class Edge:
                 self.launched = action.attempt
             if isinstance(action, Reclaim):
                 self.reclaiming = action.attempt
+            if isinstance(action, Prepare):
+                self.preparing = action.attempt
 
     def reports(self) -> list[Event]:
         """Events the edges could deliver next."""
         events: list[Event] = []
+        if self.preparing is not None:
+            events += [Prepared(self.preparing), PrepareFailed(self.preparing, "x")]
         if self.launched is not None:
             events += [Launched(self.launched, pid=1), LaunchFailed(self.launched, "x")]
         if self.running is not None:
@@ -412,6 +499,8 @@ class Edge:
             self.running = None
         elif isinstance(event, Reclaimed):
             self.reclaiming = None
+        elif isinstance(event, Prepared | PrepareFailed):
+            self.preparing = None
 
 
 def pending_timers(replay: Replay) -> list[Event]:
@@ -430,7 +519,8 @@ def test_any_history_keeps_one_trainer_and_can_always_finish(
     edge = Edge()
     edge.absorb(replay.send(Boot(unfinished=unfinished)))
     for pick, gap in choices:
-        options = [*edge.reports(), *pending_timers(replay), StopRequested("signal")]
+        verified = CheckpointVerified(step=pick)
+        options = [*edge.reports(), *pending_timers(replay), StopRequested("signal"), verified]
         event = options[pick % len(options)]
         replay.advance(gap)
         edge.delivered(event)
@@ -439,7 +529,13 @@ def test_any_history_keeps_one_trainer_and_can_always_finish(
         assert state.without_progress <= POLICY.max_attempts_without_progress
         assert (state.exit_code is not None) == state.phase.final
         assert (state.relaunch_at is not None) == (state.phase is Phase.BACKOFF)
-        waiting = state.phase in (Phase.STARTING, Phase.RUNNING, Phase.STOPPING, Phase.RECLAIMING)
+        waiting = state.phase in (
+            Phase.PREPARING,
+            Phase.STARTING,
+            Phase.RUNNING,
+            Phase.STOPPING,
+            Phase.RECLAIMING,
+        )
         assert not waiting or edge.reports(), f"{state.phase} waits for an event no edge will send"
     # Liveness: stop, and let the edges report what they still owe; it must end.
     for _ in range(10):

@@ -1,0 +1,183 @@
+"""End to end: checkpoints verified as they land, bad ones moved aside, and every
+relaunch resumes from the newest verified state — with the real CLI, a real torch
+trainer (the demo trainer, which saves and resumes like VITS) and real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CLI = [sys.executable, "-m", "supervisor.cli"]
+TWIN = [sys.executable, "-m", "supervisor_demo.trainer"]
+
+
+def twin_config(tmp_path: Path, faults: list[dict[str, Any]], steps: int = 40, **restart: Any) -> Path:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / "faults.json").write_text(json.dumps(faults))
+    command = [
+        *TWIN,
+        "--run-dir",
+        str(run),
+        "--steps",
+        str(steps),
+        "--save-every",
+        "10",
+        "--step-time",
+        "0.01",
+    ]
+    restart = {"backoff_initial_s": 0.1, "backoff_max_s": 0.2, "stable_after_s": 600, **restart}
+    lines = [
+        "[run]",
+        f"command = {json.dumps(command)}",
+        f'state_dir = "{tmp_path / "state"}"',
+        "[adapter]",
+        'name = "generic"',
+        'checkpoint_dir = "run/checkpoints"',
+        'pattern = "ckpt_{step}.pt"',
+        'required_keys = ["model", "optimizer", "step"]',
+        'step_key = "step"',
+        "[restart]",
+        *[f"{key} = {json.dumps(value)}" for key, value in restart.items()],
+        "[checkpoints]",
+        "quiet_s = 0.2",
+        "verify_wait_s = 60",
+    ]
+    path = tmp_path / "twin.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def status(config: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(run_cli("status", "-c", str(config), "--json").stdout)
+    return data
+
+
+def trainer_said(tmp_path: Path) -> list[str]:
+    log = tmp_path / "state" / "logs" / "trainer.log"
+    prefixes = ("resumed from", "no checkpoint found", "failed to load", "training finished")
+    return [line for line in log.read_text().splitlines() if line.startswith(prefixes)]
+
+
+def test_left_alone_the_twin_starts_over_on_a_torn_newest_checkpoint(tmp_path: Path) -> None:
+    """The control experiment: without the supervisor, history is lost."""
+    config = twin_config(tmp_path, [{"at_step": 30, "kind": "torn"}])
+    command = json.loads(config.read_text().splitlines()[1].split("=", 1)[1])
+    first = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert first.returncode == -9
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert "failed to load ckpt_30.pt (RuntimeError); starting from step 0" in again.stdout
+
+
+def test_a_torn_checkpoint_is_quarantined_and_the_trainer_resumes_from_the_verified_one(
+    tmp_path: Path,
+) -> None:
+    config = twin_config(tmp_path, [{"at_step": 30, "kind": "torn"}])
+    result = run_cli("run", "-c", str(config))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert trainer_said(tmp_path) == [
+        "no checkpoint found: starting from step 0",
+        "resumed from ckpt_20.pt at step 20",
+        "training finished at step 40",
+    ]
+    (moved,) = (tmp_path / "state" / "quarantine").glob("*/ckpt_30.pt")
+    note = json.loads(moved.with_name("ckpt_30.pt.json").read_text())
+    assert note["original_path"] == str(tmp_path / "run" / "checkpoints" / "ckpt_30.pt")
+    assert note["reason"].startswith("rejected: ")
+    assert note["verdict"]["ok"] is False
+    data = status(config)
+    assert data["state"] == "completed"
+    assert data["last_verified_step"] == 40
+    assert data["last_plan"]["summary"].startswith(
+        "resume from step 20 (ckpt_20.pt); move aside 1: ckpt_30.pt"
+    )
+    listed = [
+        json.loads(line) for line in run_cli("checkpoints", "-c", str(config), "--json").stdout.splitlines()
+    ]
+    verdicts = [(Path(c["path"]).name, c["verdict"]) for c in listed]
+    # Both versions of ckpt_30: the torn one, and the good one saved after the resume.
+    assert [v for name, v in verdicts if name == "ckpt_30.pt"] == ["rejected", "ok"]
+    assert ("ckpt_40.pt", "ok") in verdicts
+
+
+def test_checkpoint_progress_keeps_a_crashing_run_going(tmp_path: Path) -> None:
+    # Three crashes, but each attempt first saves a newer checkpoint: that is progress,
+    # so a give-up limit of 2 is never reached.
+    faults = [{"at_step": s, "kind": "exception"} for s in (15, 25, 35)]
+    config = twin_config(tmp_path, faults, max_attempts_without_progress=2)
+    result = run_cli("run", "-c", str(config))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert [a["cause"] for a in status(config)["attempts"]] == ["crash", "crash", "crash", "completed"]
+
+
+def test_crashes_without_a_newer_verified_checkpoint_end_in_a_give_up(tmp_path: Path) -> None:
+    # It crashes at step 15 every time: after the first attempt saved step 10, no attempt
+    # ever gets further. Attempt 1 made progress; attempts 2 and 3 did not: give up.
+    config = twin_config(
+        tmp_path, [{"at_step": 15, "kind": "exception", "repeat": True}], max_attempts_without_progress=2
+    )
+    result = run_cli("run", "-c", str(config))
+    assert result.returncode == 3, result.stdout[-3000:]
+    data = status(config)
+    assert (data["state"], data["attempt"], data["last_verified_step"]) == ("gave_up", 3, 10)
+
+
+@pytest.fixture
+def checkpoint_dir(tmp_path: Path) -> Path:
+    """ckpt_10 (good), ckpt_20 (good), ckpt_30 (torn), written by the twin itself."""
+    config = twin_config(tmp_path, [{"at_step": 30, "kind": "torn"}])
+    command = json.loads(config.read_text().splitlines()[1].split("=", 1)[1])
+    subprocess.run(command, capture_output=True, timeout=120, check=False)
+    return tmp_path / "run" / "checkpoints"
+
+
+def test_verify_says_which_files_the_trainer_could_resume_from(checkpoint_dir: Path, tmp_path: Path) -> None:
+    good, torn = checkpoint_dir / "ckpt_20.pt", checkpoint_dir / "ckpt_30.pt"
+    ok = run_cli("verify", "--adapter", "generic", "--json", str(good))
+    assert ok.returncode == 0, ok.stderr
+    (line,) = [json.loads(x) for x in ok.stdout.splitlines()]
+    assert (line["path"], line["ok"], line["reason"]) == (str(good), True, None)
+    mixed = run_cli(
+        "verify", "--adapter", "generic", "--json", str(good), str(torn), str(tmp_path / "nope.pt")
+    )
+    assert mixed.returncode == 1
+    results = [json.loads(x) for x in mixed.stdout.splitlines()]
+    assert [r["ok"] for r in results] == [True, False, False]
+    assert results[2]["reason"] == "not found"
+    assert results[1]["step"] is None or isinstance(results[1]["step"], int)
+    human = run_cli("verify", "--adapter", "generic", str(torn))
+    assert human.returncode == 1
+    assert human.stdout.startswith(f"REJECTED  {torn}: ")
+
+
+def test_verify_without_an_adapter_says_it_cannot_tell(checkpoint_dir: Path) -> None:
+    result = run_cli("verify", str(checkpoint_dir / "ckpt_20.pt"))
+    assert result.returncode == 2
+    assert "cannot tell which trainer wrote" in result.stderr
+
+
+def test_plan_shows_then_applies_without_launching(checkpoint_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "twin.toml"
+    dry = run_cli("plan", "-c", str(config), "--json")
+    assert dry.returncode == 0, dry.stderr
+    planned = json.loads(dry.stdout)
+    assert planned["target_step"] == 20
+    assert [Path(m["path"]).name for m in planned["moves"]] == ["ckpt_30.pt"]
+    assert planned["applied"] is False
+    assert (checkpoint_dir / "ckpt_30.pt").exists(), "a dry run changes nothing"
+    applied = run_cli("plan", "-c", str(config), "--apply")
+    assert applied.returncode == 0, applied.stderr
+    assert "applied." in applied.stdout
+    assert not (checkpoint_dir / "ckpt_30.pt").exists()
+    assert list((tmp_path / "state" / "quarantine").glob("*/ckpt_30.pt"))
+    again = json.loads(run_cli("plan", "-c", str(config), "--json").stdout)
+    assert (again["moves"], again["target_step"]) == ([], 20)

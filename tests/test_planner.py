@@ -1,0 +1,223 @@
+"""Resume planning, pure: directory states in, moves/restores and a proof out."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from supervisor.planner import Candidate, Move, Restore, Snapshot, Status, plan, retention
+from trainer_adapters.base import Expectations, NamedCheckpoint
+from trainer_adapters.generic import GenericLayout, GenericOptions
+
+D = Path("/run/ckpt")
+STORE = Path("/state/verified")
+GENERIC = GenericLayout(GenericOptions(pattern="ckpt_{step}.pt", latest="last.pt"))
+
+
+@dataclass(frozen=True)
+class PairedLayout:
+    """Like VITS: newest G_* and newest D_* are picked independently, by digits in the path."""
+
+    roles: tuple[str, ...] = ("G", "D")
+
+    def parse(self, path: Path) -> NamedCheckpoint | None:
+        match = re.fullmatch(r"([GD])_(\d+)\.pth", path.name)
+        return NamedCheckpoint(path, match.group(1), int(match.group(2))) if match else None
+
+    def expect(self, ckpt: NamedCheckpoint) -> Expectations:
+        return Expectations(required_keys=("model", "iteration"))
+
+    def pick(self, files: Sequence[NamedCheckpoint]) -> dict[str, NamedCheckpoint]:
+        chosen = {}
+        for role in self.roles:
+            mine = [f for f in files if f.role == role]
+            if mine:
+                chosen[role] = max(mine, key=lambda f: int("".join(re.findall(r"\d", str(f.path)))))
+        return chosen
+
+
+PAIRED = PairedLayout()
+
+
+def generic(step: int | None, status: Status = Status.OK, name: str | None = None) -> Candidate:
+    path = D / (name or f"ckpt_{step}.pt")
+    parsed = GENERIC.parse(path)
+    assert parsed is not None
+    ckpt = NamedCheckpoint(parsed.path, parsed.role, step, in_place=parsed.in_place)
+    return Candidate(ckpt, status, "torn" if status is Status.REJECTED else None)
+
+
+def paired(role: str, step: int, status: Status = Status.OK) -> Candidate:
+    ckpt = PAIRED.parse(D / f"{role}_{step}.pth")
+    assert ckpt is not None
+    return Candidate(ckpt, status, "CRC mismatch" if status is Status.REJECTED else None)
+
+
+def moved(result_moves: list[Move]) -> set[str]:
+    return {m.path.name for m in result_moves}
+
+
+def test_an_empty_directory_means_a_fresh_start() -> None:
+    result = plan(GENERIC, [])
+    assert result.ok
+    assert result.target_step is None
+    assert result.lands_on == {}
+    assert "starts from scratch" in result.summary()
+
+
+def test_a_torn_newest_file_is_moved_aside_and_the_trainer_lands_on_the_verified_one() -> None:
+    result = plan(GENERIC, [generic(100), generic(200, Status.REJECTED)])
+    assert result.ok
+    assert result.target == {"model": D / "ckpt_100.pt"}
+    assert result.moves == [Move(D / "ckpt_200.pt", "rejected: torn")]
+    assert result.summary() == "resume from step 100 (ckpt_100.pt); move aside 1: ckpt_200.pt"
+
+
+def test_unverified_newer_files_are_moved_aside_too() -> None:
+    result = plan(GENERIC, [generic(100), generic(300, Status.UNVERIFIED)])
+    assert result.ok
+    assert moved(result.moves) == {"ckpt_300.pt"}
+    assert "not verified" in result.moves[0].reason
+
+
+def test_with_nothing_verified_every_pickable_file_goes_and_the_trainer_starts_fresh() -> None:
+    result = plan(GENERIC, [generic(100, Status.REJECTED), generic(200, Status.UNVERIFIED)])
+    assert result.ok
+    assert result.target_step is None
+    assert moved(result.moves) == {"ckpt_100.pt", "ckpt_200.pt"}
+
+
+def test_older_verified_files_stay_where_they_are() -> None:
+    result = plan(GENERIC, [generic(100), generic(200), generic(300)])
+    assert result.ok
+    assert result.moves == []
+    assert result.target_step == 300
+
+
+def test_pairs_resume_only_from_a_step_where_both_halves_are_verified() -> None:
+    files = [paired("G", 100), paired("D", 100), paired("G", 200), paired("D", 200, Status.REJECTED)]
+    result = plan(PAIRED, files)
+    assert result.ok
+    assert result.target == {"G": D / "G_100.pth", "D": D / "D_100.pth"}
+    assert moved(result.moves) == {"G_200.pth", "D_200.pth"}
+    (lone,) = [m for m in result.moves if m.path.name == "G_200.pth"]
+    assert lone.reason.startswith("verified, but not part of the newest complete verified state")
+
+
+def test_a_torn_re_save_of_the_only_good_state_is_restored_from_its_verified_copy() -> None:
+    # VITS re-saves G_200/D_200 under the same names after a resume; the re-save of G was torn.
+    files = [paired("G", 200, Status.REJECTED), paired("D", 200)]
+    copies = [
+        Snapshot("G", 200, D / "G_200.pth", STORE / "200/G_200.pth"),
+        Snapshot("D", 200, D / "D_200.pth", STORE / "200/D_200.pth"),
+    ]
+    result = plan(PAIRED, files, copies)
+    assert result.ok
+    assert result.target_step == 200
+    assert result.restores == [Restore(STORE / "200/G_200.pth", D / "G_200.pth", 200)]
+    assert moved(result.moves) == {"G_200.pth"}, "the torn file is kept in quarantine, not overwritten"
+
+
+def test_a_torn_in_place_latest_file_is_restored_from_its_verified_copy() -> None:
+    files = [generic(None, Status.REJECTED, name="last.pt"), generic(300)]
+    copies = [Snapshot("model", 450, D / "last.pt", STORE / "450/last.pt", in_place=True)]
+    result = plan(GENERIC, files, copies)
+    assert result.ok
+    assert result.target == {"model": D / "last.pt"}
+    assert result.restores == [Restore(STORE / "450/last.pt", D / "last.pt", 450)]
+
+
+def test_an_older_verified_latest_file_is_moved_so_the_newest_state_wins() -> None:
+    files = [generic(500, name="last.pt"), generic(600)]
+    result = plan(GENERIC, files)
+    assert result.ok
+    assert result.target == {"model": D / "ckpt_600.pt"}
+    assert moved(result.moves) == {"last.pt"}
+
+
+def test_a_deleted_file_comes_back_from_its_copy() -> None:
+    copies = [Snapshot("model", 700, D / "ckpt_700.pt", STORE / "700/ckpt_700.pt")]
+    result = plan(GENERIC, [generic(100)], copies)
+    assert result.target_step == 700
+    assert result.restores == [Restore(STORE / "700/ckpt_700.pt", D / "ckpt_700.pt", 700)]
+    assert result.ok
+
+
+def test_states_from_a_bad_step_on_are_excluded() -> None:
+    files = [generic(100), generic(200), generic(300)]
+    result = plan(GENERIC, files, below_step=250, below_reason="saved after the loss went NaN")
+    assert result.ok
+    assert result.target_step == 200
+    assert result.moves == [Move(D / "ckpt_300.pt", "saved after the loss went NaN")]
+
+
+def test_a_plan_the_trainer_would_not_follow_is_refused() -> None:
+    @dataclass(frozen=True)
+    class Stubborn(PairedLayout):
+        def pick(self, files: Sequence[NamedCheckpoint]) -> dict[str, NamedCheckpoint]:
+            # Loads a pretrained file we do not manage, whatever is in the directory.
+            return {"G": NamedCheckpoint(Path("/pretrained/G0.pth"), "G", 0)}
+
+    result = plan(Stubborn(), [paired("G", 100), paired("D", 100)])
+    assert not result.ok
+    assert result.problem is not None
+    assert "/pretrained/G0.pth" in result.problem
+    assert "REFUSED" in result.summary()
+
+
+def test_retention_keeps_the_newest_steps_and_never_the_last_one() -> None:
+    copies = [Snapshot("model", s, D / f"ckpt_{s}.pt", STORE / f"{s}/ckpt_{s}.pt") for s in (100, 200, 300)]
+    assert [s.step for s in retention(copies, keep=2)] == [100]
+    assert [s.step for s in retention(copies, keep=0)] == [100, 200]
+
+
+STATUSES = st.sampled_from([Status.OK, Status.REJECTED, Status.UNVERIFIED])
+
+
+@given(files=st.dictionaries(st.tuples(st.sampled_from("GD"), st.integers(1, 9)), STATUSES, max_size=14))
+def test_any_paired_directory_gets_a_plan_that_lands_on_the_newest_complete_verified_state(
+    files: dict[tuple[str, int], Status],
+) -> None:
+    candidates = [paired(role, step * 100, status) for (role, step), status in files.items()]
+    result = plan(PAIRED, candidates)
+    assert result.ok, result.summary()
+    complete = [
+        step
+        for (role, step), status in files.items()
+        if status is Status.OK and files.get(("D" if role == "G" else "G", step)) is Status.OK
+    ]
+    assert result.target_step == (max(complete) * 100 if complete else None)
+    moved_paths = {m.path for m in result.moves}
+    assert not moved_paths & set(result.target.values()), "a target file is never moved"
+    assert {c.ckpt.path for c in candidates if c.status is Status.REJECTED} <= moved_paths
+
+
+def test_a_file_the_validator_failed_on_is_never_moved_on_a_guess() -> None:
+    unknown = Candidate(generic(300).ckpt, Status.UNKNOWN, "validator crashed (signal 9)")
+    result = plan(GENERIC, [generic(100), unknown])
+    assert not result.ok
+    assert result.problem is not None
+    assert "cannot verify /run/ckpt/ckpt_300.pt (could not be verified: validator crashed" in result.problem
+    older_unknown = Candidate(generic(50).ckpt, Status.UNKNOWN, "timed out")
+    assert plan(GENERIC, [generic(100), older_unknown]).ok, "one the trainer would not pick is no obstacle"
+
+
+@given(
+    files=st.dictionaries(st.tuples(st.sampled_from("GD"), st.integers(1, 9)), st.sampled_from(list(Status)))
+)
+def test_a_plan_either_refuses_or_moves_no_file_it_could_not_judge(
+    files: dict[tuple[str, int], Status],
+) -> None:
+    candidates = [paired(role, step * 100, status) for (role, step), status in files.items()]
+    result = plan(PAIRED, candidates)
+    unknown = {c.ckpt.path for c in candidates if c.status is Status.UNKNOWN}
+    if result.ok:
+        assert not unknown & {m.path for m in result.moves}
+    else:
+        assert result.blocked
+        assert {m.path for m in result.blocked} <= unknown
