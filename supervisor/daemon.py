@@ -297,6 +297,8 @@ class Daemon:
     async def _start_checkpoints(self) -> None:
         if self.watcher is None:
             return
+        assert self.book is not None
+        await self.book.validator.start()
         await self.watcher.start()
         self._verifying = asyncio.create_task(self._verify_landed())
 

@@ -132,6 +132,18 @@ def describe_exit(returncode: int | None) -> str:
     return f"validator crashed (exit code {returncode})"
 
 
+@dataclass
+class _Worker:
+    proc: asyncio.subprocess.Process
+    stderr_reader: asyncio.Task[None]
+
+    @property
+    def running(self) -> bool:
+        # asyncio notices a death only when the loop next runs; /proc knows at once, so
+        # a worker killed while idle is replaced instead of failing the next job.
+        return self.proc.returncode is None and _alive(self.proc.pid)
+
+
 class ValidatorClient:
     """Owns one long-lived worker process, started on demand, restarted if it dies.
 
@@ -140,7 +152,8 @@ class ValidatorClient:
     call starts a fresh one. After `idle_timeout_s` without jobs the worker is stopped
     (it holds torch, a few hundred MB), so an idle client costs nothing but a timer.
     `memory_limit_mb` caps the worker's private memory (RLIMIT_DATA); mapping the
-    checkpoint itself does not count against it (see the worker)."""
+    checkpoint itself does not count against it (see the worker). The worker also dies
+    with the process that started it (PR_SET_PDEATHSIG), so it is never orphaned."""
 
     def __init__(
         self,
@@ -154,8 +167,7 @@ class ValidatorClient:
         self.memory_limit_mb = memory_limit_mb
         self.python = python
         self.idle_timeout_s = idle_timeout_s
-        self._proc: asyncio.subprocess.Process | None = None
-        self._stderr_task: asyncio.Task[None] | None = None
+        self._worker: _Worker | None = None
         self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self._lock = asyncio.Lock()
         self._idle_handle: asyncio.TimerHandle | None = None
@@ -165,8 +177,8 @@ class ValidatorClient:
     @property
     def pid(self) -> int | None:
         """The worker's pid while it runs (it leads its own process group)."""
-        proc = self._proc
-        return proc.pid if proc is not None and proc.returncode is None else None
+        worker = self._worker
+        return worker.proc.pid if worker is not None and worker.proc.returncode is None else None
 
     def stderr_tail(self) -> list[str]:
         """The last lines the worker wrote to stderr."""
@@ -178,32 +190,37 @@ class ValidatorClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    async def start(self) -> None:
+        """Start the worker now rather than on the first job: it spends seconds importing
+        torch, and a checkpoint rewritten in place meanwhile would be judged too late.
+        Returns at once; the import goes on in the worker."""
+        async with self._lock:
+            await self._running_worker()
+            self._arm_idle_timer()
+
     async def validate(self, request: ValidationRequest) -> Verdict:
         """Judge one checkpoint. Never raises for a bad file, nor for a failing worker:
         those come back as rejections (with `validator_error` set for the latter)."""
         async with self._lock:
-            if self._idle_handle is not None:
-                self._idle_handle.cancel()
-                self._idle_handle = None
+            self._cancel_idle_timer()
             try:
                 return await self._job(request)
             finally:
                 self._arm_idle_timer()
 
     async def close(self) -> None:
-        """Stop the worker: EOF on its stdin, SIGKILL to its group if it lingers."""
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
-            self._idle_handle = None
-        proc = self._proc
-        if proc is None:
+        """Stop the worker: EOF on its stdin, SIGKILL to its group if it lingers. A job
+        still running gets a rejection; a later validate() starts a new worker."""
+        self._cancel_idle_timer()
+        worker, self._worker = self._worker, None
+        if worker is None:
             return
-        if proc.returncode is None and proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()
+        stdin = worker.proc.stdin
+        if worker.proc.returncode is None and stdin is not None:
+            stdin.close()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), CLOSE_GRACE_S)
-        await self._kill()
+                await asyncio.wait_for(worker.proc.wait(), CLOSE_GRACE_S)
+        await self._kill(worker)
 
     # --- one job --------------------------------------------------------------------
 
@@ -214,9 +231,10 @@ class ValidatorClient:
             return failed_verdict(request.path, reason, time.monotonic() - started, validator_error=True)
 
         try:
-            proc = await self._ensure_started()
+            worker = await self._running_worker()
         except OSError as exc:
             return failed(f"validator could not start: {exc}")
+        proc = worker.proc
         assert proc.stdin is not None
         assert proc.stdout is not None
         self._next_id += 1
@@ -227,18 +245,18 @@ class ValidatorClient:
             await proc.stdin.drain()
             raw = await asyncio.wait_for(proc.stdout.readline(), self.job_timeout_s)
         except TimeoutError:
-            await self._kill()
+            await self._kill(worker)
             return failed(f"validation timed out after {self.job_timeout_s:g}s")
         except (OSError, ValueError) as exc:  # broken pipe; a line over the limit
             log.warning("validator protocol failure", error=str(exc))
-            await self._kill()
+            await self._kill(worker)
             return failed(describe_exit(proc.returncode))
         except BaseException:
             # Cancelled mid-job: the worker would answer this job to the next caller.
-            await self._kill()
+            await self._kill(worker)
             raise
         if not raw:
-            await self._kill()
+            await self._kill(worker)
             log.warning("validator died", returncode=proc.returncode, stderr=self.stderr_tail())
             return failed(describe_exit(proc.returncode))
         try:
@@ -248,22 +266,20 @@ class ValidatorClient:
             return Verdict.from_json(reply["verdict"])
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("validator sent a bad answer", error=str(exc))
-            await self._kill()
+            await self._kill(worker)
             return failed("validator protocol error")
 
     # --- the worker process -----------------------------------------------------------
 
-    async def _ensure_started(self) -> asyncio.subprocess.Process:
-        proc = self._proc
-        # asyncio notices a death only when the loop next runs; /proc knows at once, so
-        # a worker killed while idle is replaced instead of failing the next job.
-        if proc is not None and proc.returncode is None and _alive(proc.pid):
-            return proc
-        await self._kill()  # reap a dead one and its stderr reader
+    async def _running_worker(self) -> _Worker:
+        if self._worker is not None and self._worker.running:
+            return self._worker
+        if self._worker is not None:
+            await self._kill(self._worker)  # reap the dead one and its stderr reader
         command = [self.python, "-m", WORKER_MODULE, "--serve", "--parent-pid", str(os.getpid())]
         if self.memory_limit_mb is not None:
             command += ["--memory-limit-mb", str(self.memory_limit_mb)]
-        self._proc = await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             *command,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -271,16 +287,16 @@ class ValidatorClient:
             start_new_session=True,
             limit=PROTOCOL_LINE_LIMIT,
         )
-        self._stderr_task = asyncio.create_task(self._drain_stderr(self._proc))
-        log.debug("validator started", pid=self._proc.pid)
-        return self._proc
+        self._worker = _Worker(proc, asyncio.create_task(self._drain_stderr(proc)))
+        log.debug("validator started", pid=proc.pid)
+        return self._worker
 
     async def _drain_stderr(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stderr is not None
         while True:
             try:
                 raw = await proc.stderr.readline()
-            except ValueError:  # an endless line: keep its start
+            except ValueError:  # an endless line
                 raw = b"(line too long)\n"
             if not raw:
                 return
@@ -289,11 +305,11 @@ class ValidatorClient:
                 self._stderr_tail.append(text)
                 log.debug("validator stderr", pid=proc.pid, line=text)
 
-    async def _kill(self) -> None:
+    async def _kill(self, worker: _Worker) -> None:
         """SIGKILL the worker's process group (if it still runs) and reap it."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
+        if self._worker is worker:
+            self._worker = None
+        proc = worker.proc
         if proc.returncode is None:
             # Its own session: the group id is its pid, and nothing else shares it.
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -302,20 +318,24 @@ class ValidatorClient:
                 await asyncio.wait_for(proc.wait(), KILL_WAIT_S)
             except TimeoutError:
                 log.error("validator survived SIGKILL (uninterruptible I/O?)", pid=proc.pid)
-        task, self._stderr_task = self._stderr_task, None
-        if task is not None:
-            try:
-                await asyncio.wait_for(task, CLOSE_GRACE_S)
-            except TimeoutError:
-                task.cancel()
+        try:
+            await asyncio.wait_for(worker.stderr_reader, CLOSE_GRACE_S)
+        except TimeoutError:
+            worker.stderr_reader.cancel()
         if proc.stdin is not None:
             proc.stdin.close()
 
+    # --- idling ---------------------------------------------------------------------
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+
     def _arm_idle_timer(self) -> None:
-        if self.idle_timeout_s is None or self._proc is None:
-            return
-        loop = asyncio.get_running_loop()
-        self._idle_handle = loop.call_later(self.idle_timeout_s, self._idle)
+        if self.idle_timeout_s is not None and self._worker is not None:
+            loop = asyncio.get_running_loop()
+            self._idle_handle = loop.call_later(self.idle_timeout_s, self._idle)
 
     def _idle(self) -> None:
         self._idle_handle = None

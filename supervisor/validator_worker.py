@@ -184,7 +184,6 @@ def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
 # --- memory -------------------------------------------------------------------------
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 
 
 class MemoryLimit:
@@ -291,7 +290,7 @@ def _run(job: Job, memory: MemoryLimit | None) -> None:
         raise Rejected("not a regular file")
     if job.size == 0:
         raise Rejected("empty file")
-    job.format = _detect(os.pread(job.fd, 16, 0), job.size)
+    job.format = _detect(os.pread(job.fd, 16, 0))
     check = {FORMAT_ZIP: _check_torch_zip, FORMAT_LEGACY: _check_torch_legacy}.get(
         job.format, _check_safetensors
     )
@@ -305,7 +304,7 @@ def _run(job: Job, memory: MemoryLimit | None) -> None:
         _check_unchanged(job)
 
 
-def _detect(head: bytes, size: int) -> str:
+def _detect(head: bytes) -> str:
     if head.startswith(ZIP_MAGIC):
         return FORMAT_ZIP
     if head.startswith(LEGACY_MAGIC):
@@ -341,9 +340,10 @@ def _shorten(text: str) -> str:
 
 @dataclass
 class Owner:
-    """A storage's floating-point values and the tensors (by name) that view them."""
+    """A storage of floating-point values and the tensors (by name) that view them."""
 
-    values: torch.Tensor  # the whole storage as a 1-d tensor of its dtype
+    dtype: torch.dtype
+    values: torch.Tensor  # the whole storage, 1-d, as `dtype` (as bytes if misaligned)
     tensors: list[tuple[str, torch.Tensor]]
 
 
@@ -355,8 +355,6 @@ class Region:
 
     file_offset: int
     length: int
-    crc: int | None = None  # expected, or None when not compared
-    name: str = ""
     owner: Owner | None = None
     read: bool = True
 
@@ -420,7 +418,7 @@ def _scan(fd: int, region: Region, unit: Unit) -> tuple[int, float]:
             data, raw = _read(fd, region.file_offset + start, end - start)
             crc = crc32(data, crc)
             if owner is not None:
-                total += fast_sum(raw.view(owner.values.dtype))
+                total += fast_sum(raw.view(owner.dtype))
         elif owner is not None:
             size = owner.values.element_size()
             total += fast_sum(owner.values[start // size : end // size])
@@ -478,7 +476,12 @@ def nonfinite_kind(values: torch.Tensor) -> str | None:
 
 
 def nonfinite_reason(flagged: list[Owner]) -> str | None:
-    bad = [(name, kind) for owner in flagged for name, t in owner.tensors if (kind := nonfinite_kind(t))]
+    bad = [
+        (name, kind)
+        for owner in flagged
+        for name, t in owner.tensors
+        if (kind := nonfinite_kind(_typed(t, owner.dtype)))
+    ]
     if not bad:  # the sum overflowed, or the values lie outside every tensor
         return None
     name, kind = bad[0]
@@ -490,18 +493,20 @@ def nonfinite_reason(flagged: list[Owner]) -> str | None:
 # --- walking the loaded object ------------------------------------------------------
 
 
-def _children(name: str, obj: object) -> list[tuple[str, object]]:
-    def child(key: object) -> str:
-        return f"{name}.{key}" if name else str(key)
+_LEAVES = (int, float, complex, str, bytes, type(None), torch.dtype, torch.device)
 
+
+def _children(name: str, obj: object) -> list[tuple[str, object]]:
+    """What may hold tensors inside `obj` (a loss history of a million floats does not)."""
     if isinstance(obj, Mapping):
-        return [(child(k), v) for k, v in obj.items()]
-    if isinstance(obj, list | tuple | set | frozenset):
-        return [(child(i), v) for i, v in enumerate(obj)]
-    attributes = getattr(obj, "__dict__", None)
-    if isinstance(attributes, dict):  # an allowed global's instance
-        return [(child(k), v) for k, v in attributes.items()]
-    return []
+        items = list(obj.items())
+    elif isinstance(obj, list | tuple | set | frozenset):
+        items = list(enumerate(obj))
+    elif isinstance(getattr(obj, "__dict__", None), dict):  # an allowed global's instance
+        items = list(vars(obj).items())
+    else:
+        return []
+    return [(f"{name}.{key}" if name else str(key), v) for key, v in items if not isinstance(v, _LEAVES)]
 
 
 def named_values(root: object) -> Iterator[tuple[str, torch.Tensor]]:
@@ -513,7 +518,10 @@ def named_values(root: object) -> Iterator[tuple[str, torch.Tensor]]:
         name, obj = stack.pop()
         if isinstance(obj, torch.Tensor):
             if obj.layout != torch.strided:  # sparse: only the values can be non-finite
-                obj = obj.values() if obj.layout != torch.sparse_coo else obj._values()
+                try:
+                    obj = obj._values() if obj.layout == torch.sparse_coo else obj.values()
+                except RuntimeError:
+                    continue
             yield name or "<root>", obj
         elif isinstance(obj, torch.storage.TypedStorage):
             yield name or "<root>", _storage_values(obj._untyped_storage, obj.dtype)
@@ -545,7 +553,7 @@ def collect_owners(root: object) -> list[Owner]:
             continue
         owner = owners.get(storage.data_ptr())
         if owner is None:
-            owner = owners[storage.data_ptr()] = Owner(_storage_values(storage, t.dtype), [])
+            owner = owners[storage.data_ptr()] = Owner(t.dtype, _storage_values(storage, t.dtype), [])
         owner.tensors.append((name, t))
     return list(owners.values())
 
@@ -659,9 +667,8 @@ def torch_load(job: Job, *, mmap: bool) -> object:
             raise
         text = _ANSI.sub("", str(exc)).strip().splitlines()
         message = text[0] if text else type(exc).__name__
-        if message.startswith(
-            "unexpected EOF"
-        ):  # "..., expected 77 more bytes. The file might be corrupted."
+        # Legacy files: "unexpected EOF, expected 77 more bytes. The file might be corrupted."
+        if message.startswith("unexpected EOF"):
             raise Rejected(f"truncated: {message.partition('. ')[0]}") from None
         raise Rejected(f"torch.load failed: {message}") from None
 
@@ -710,7 +717,8 @@ def _local_record(fd: int, info: zipfile.ZipInfo, directory_at: int) -> Record:
         raise Rejected(f"corrupt zip: bad local header of record {info.filename}")
     *_, name_length, extra_length = LOCAL_HEADER.unpack(header)
     name_at = info.header_offset + LOCAL_HEADER.size
-    if os.pread(fd, name_length, name_at) != info.orig_filename.encode("utf-8", "surrogateescape"):
+    encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"  # as zipfile decoded it
+    if os.pread(fd, name_length, name_at) != info.orig_filename.encode(encoding, "surrogateescape"):
         raise Rejected(f"corrupt zip: local header of record {info.filename} names another file")
     if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
         raise Rejected(f"record {info.filename} is compressed: not written by torch.save")
@@ -733,21 +741,20 @@ def _check_torch_zip(job: Job) -> None:
     if not crc_enabled:
         job.notes.append("CRC-32 disabled by the writer: record data not verified")
     is_data = re.compile(re.escape(prefix) + r"/data/\d+").fullmatch
-    # The small records first: damage to data.pkl is reported as damage, not as a pickle error.
+    data = [r for r in records if is_data(r.name)]
     small = [r for r in records if not is_data(r.name)]
-    small_crcs = data_pass(job.fd, [Region(r.offset, r.size, r.crc, r.name) for r in small])
+    # The small records first: damage to data.pkl is reported as damage, not as a pickle error.
+    small_crcs = data_pass(job.fd, [Region(r.offset, r.size) for r in small]).crcs
     if crc_enabled:
-        _compare_crcs(small, small_crcs.crcs)
+        _compare_crcs(small, small_crcs)
     root = torch_load(job, mmap=True)
     check_content(job, root)
     owners = collect_owners(root) if job.request.check_finite else []
-    regions = _regions_for_records(job, [r for r in records if is_data(r.name)], owners)
-    result = data_pass(job.fd, regions)
-    computed = dict(zip((r.name for r in small), small_crcs.crcs, strict=True))
-    computed.update((r.name, crc) for r, crc in zip(regions, result.crcs, strict=True) if r.read)
+    result = data_pass(job.fd, _regions_for_records(job, data, owners))
+    data_crcs = result.crcs[: len(data)]  # the regions of the records come first
     if crc_enabled:
-        data_records = [r for r in records if is_data(r.name)]
-        _compare_crcs(data_records, [computed[r.name] for r in data_records])
+        _compare_crcs(data, data_crcs)
+    computed = dict(zip([r.name for r in small + data], small_crcs + data_crcs, strict=True))
     job.checksum = f"{crc32(b''.join(struct.pack('<I', computed[r.name]) for r in records), 0):08x}"
     reason = nonfinite_reason(result.flagged)
     if reason is not None:
@@ -761,10 +768,10 @@ def _compare_crcs(records: list[Record], crcs: list[int]) -> None:
 
 
 def _regions_for_records(job: Job, records: list[Record], owners: list[Owner]) -> list[Region]:
-    """One region per data record. Where torch's mapping of the file holds a storage at a
-    record's data offset, the region reads that memory and checks its values on the way
-    (every byte read once); other records are read from the file, and other owners get
-    a values-only region."""
+    """One region per data record, in order. Where torch's mapping of the file holds a
+    storage at the record's data offset, the region's bytes are also checked as that
+    storage's values (they are the same bytes: read once). Owners found nowhere (torch
+    did not map the file after all?) get a values-only region each, after the records."""
     assert job.stat is not None
     mappings = _file_mappings(job.stat)
     by_offset = {r.offset: r for r in records}
@@ -782,7 +789,7 @@ def _regions_for_records(job: Job, records: list[Record], owners: list[Owner]) -
                 f"corrupt: record {record.name} holds {record.size} bytes, its tensor needs {nbytes}"
             )
         owner_at[record.name] = owner
-    regions = [Region(r.offset, r.size, r.crc, r.name, owner_at.get(r.name)) for r in records]
+    regions = [Region(r.offset, r.size, owner_at.get(r.name)) for r in records]
     return regions + [_in_memory(owner) for owner in loose]
 
 
@@ -920,10 +927,12 @@ def _check_safetensors(job: Job) -> None:
         begin, end = 8 + length + entry.begin, 8 + length + entry.end
         owner = None
         if job.request.check_finite and _is_floating(entry.dtype) and end > begin:
-            # The pass reads the file; this view is only touched to name a bad tensor.
-            values = _typed(raw[begin:end], entry.dtype)
-            owner = Owner(values, [(entry.name, values)])
-        regions.append(Region(begin, end - begin, name=entry.name, owner=owner))
+            # The pass reads the file; the mapping is only touched to name a bad tensor.
+            values = raw[begin:end]
+            with contextlib.suppress(RuntimeError):  # misaligned in the file: stays bytes
+                values = values.view(entry.dtype)
+            owner = Owner(entry.dtype, values, [(entry.name, values)])
+        regions.append(Region(begin, end - begin, owner))
     result = data_pass(job.fd, regions)
     crc = 0
     for region, part in zip(regions, result.crcs, strict=True):
@@ -934,12 +943,14 @@ def _check_safetensors(job: Job) -> None:
         raise Rejected(reason)
 
 
-def _typed(raw: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Bytes as values of `dtype`; a copy only if the file misaligns them."""
+def _typed(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`values` as `dtype`: as they are, or bytes viewed as `dtype`, or copied if misaligned."""
+    if values.dtype == dtype:
+        return values
     try:
-        return raw.view(dtype)
+        return values.view(dtype)
     except RuntimeError:
-        return raw.clone().view(dtype)
+        return values.clone().view(dtype)
 
 
 def _library_agrees(job: Job) -> None:

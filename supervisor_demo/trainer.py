@@ -24,6 +24,8 @@ import torch
 
 
 def newest_checkpoint(directory: Path) -> Path | None:
+    if (directory / "last.pt").exists():  # like F5-TTS: the in-place "latest" file wins
+        return directory / "last.pt"
     found = [
         (int(m.group(1)), p)
         for p in directory.glob("ckpt_*.pt")
@@ -72,6 +74,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--save-every", type=int, default=10)
     parser.add_argument("--step-time", type=float, default=0.04)
+    parser.add_argument("--latest", action="store_true", help="save only last.pt, rewritten in place")
     args = parser.parse_args()
     checkpoints = args.run_dir / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -107,7 +110,8 @@ def main() -> int:
         fault = due_fault(faults, step)
         if step % args.save_every == 0:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
-            save(state, checkpoints / f"ckpt_{step}.pt", torn=fault == "torn")
+            name = "last.pt" if args.latest else f"ckpt_{step}.pt"
+            save(state, checkpoints / name, torn=fault == "torn")
         if fault in ("exception", "sigkill"):
             die(fault, step)
     print(f"training finished at step {step}", flush=True)

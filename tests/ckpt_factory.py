@@ -10,6 +10,7 @@ a hostile one) and return what a test needs to assert on (a record name, an offs
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
@@ -87,6 +88,36 @@ def write_safetensors(
         model = checkpoint()["model"]
         tensors = {name: t for name, t in model.items() if t.is_floating_point()}
     save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+SAFETENSORS_DTYPE_NAMES = {
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+}
+
+
+def write_safetensors_raw(
+    path: Path, tensors: list[tuple[str, torch.Tensor]], *, header_edit: dict[str, Any] | None = None
+) -> Path:
+    """A safetensors file laid out by hand: tensors back to back in the given order, with
+    no alignment (the library aligns; other writers may not). `header_edit` replaces
+    entries of the header after it is built, to make it lie."""
+    header: dict[str, Any] = {}
+    data = b""
+    for name, tensor in tensors:
+        raw = tensor.contiguous().view(torch.uint8).numpy().tobytes()
+        header[name] = {
+            "dtype": SAFETENSORS_DTYPE_NAMES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [len(data), len(data) + len(raw)],
+        }
+        data += raw
+    header.update(header_edit or {})
+    encoded = json.dumps(header).encode()
+    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + data)
     return path
 
 

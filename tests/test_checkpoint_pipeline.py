@@ -16,22 +16,23 @@ CLI = [sys.executable, "-m", "supervisor.cli"]
 TWIN = [sys.executable, "-m", "supervisor_demo.trainer"]
 
 
-def twin_config(tmp_path: Path, faults: list[dict[str, Any]], steps: int = 40, **restart: Any) -> Path:
+def twin_config(
+    tmp_path: Path,
+    faults: list[dict[str, Any]],
+    steps: int = 40,
+    *,
+    step_time: float = 0.01,
+    latest: bool = False,
+    checkpoints: dict[str, Any] | None = None,
+    **restart: Any,
+) -> Path:
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     (run / "faults.json").write_text(json.dumps(faults))
-    command = [
-        *TWIN,
-        "--run-dir",
-        str(run),
-        "--steps",
-        str(steps),
-        "--save-every",
-        "10",
-        "--step-time",
-        "0.01",
-    ]
+    command = [*TWIN, "--run-dir", str(run), "--steps", str(steps), "--save-every", "10"]
+    command += ["--step-time", str(step_time), *(["--latest"] if latest else [])]
     restart = {"backoff_initial_s": 0.1, "backoff_max_s": 0.2, "stable_after_s": 600, **restart}
+    checkpoints = {"quiet_s": 0.2, "verify_wait_s": 60, **(checkpoints or {})}
     lines = [
         "[run]",
         f"command = {json.dumps(command)}",
@@ -40,13 +41,13 @@ def twin_config(tmp_path: Path, faults: list[dict[str, Any]], steps: int = 40, *
         'name = "generic"',
         'checkpoint_dir = "run/checkpoints"',
         'pattern = "ckpt_{step}.pt"',
+        'latest = "last.pt"',
         'required_keys = ["model", "optimizer", "step"]',
         'step_key = "step"',
         "[restart]",
         *[f"{key} = {json.dumps(value)}" for key, value in restart.items()],
         "[checkpoints]",
-        "quiet_s = 0.2",
-        "verify_wait_s = 60",
+        *[f"{key} = {json.dumps(value)}" for key, value in checkpoints.items()],
     ]
     path = tmp_path / "twin.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -81,7 +82,7 @@ def test_left_alone_the_twin_starts_over_on_a_torn_newest_checkpoint(tmp_path: P
 def test_a_torn_checkpoint_is_quarantined_and_the_trainer_resumes_from_the_verified_one(
     tmp_path: Path,
 ) -> None:
-    config = twin_config(tmp_path, [{"at_step": 30, "kind": "torn"}])
+    config = twin_config(tmp_path, [{"at_step": 30, "kind": "torn"}], checkpoints={"min_free_gb": 10**9})
     result = run_cli("run", "-c", str(config))
     assert result.returncode == 0, result.stdout[-3000:]
     assert trainer_said(tmp_path) == [
@@ -107,6 +108,26 @@ def test_a_torn_checkpoint_is_quarantined_and_the_trainer_resumes_from_the_verif
     # Both versions of ckpt_30: the torn one, and the good one saved after the resume.
     assert [v for name, v in verdicts if name == "ckpt_30.pt"] == ["rejected", "ok"]
     assert ("ckpt_40.pt", "ok") in verdicts
+    copies = sorted(p.name for p in (tmp_path / "state" / "verified").glob("step-*"))
+    assert copies == ["step-30", "step-40"], "verified copies: the newest keep_verified (2) steps"
+    kinds = {e["kind"] for e in data["events"]}
+    assert "disk_space" in kinds, "a relaunch with less than min_free_gb free warns"
+
+
+def test_a_torn_in_place_latest_file_is_restored_from_its_verified_copy(tmp_path: Path) -> None:
+    # Like F5-TTS's model_last.pt: one name, rewritten in place, always preferred on resume.
+    config = twin_config(tmp_path, [{"at_step": 30, "kind": "torn"}], latest=True, step_time=0.05)
+    result = run_cli("run", "-c", str(config))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert trainer_said(tmp_path) == [
+        "no checkpoint found: starting from step 0",
+        "resumed from last.pt at step 20",
+        "training finished at step 40",
+    ]
+    (torn,) = (tmp_path / "state" / "quarantine").glob("*/last.pt")
+    assert torn.stat().st_size < (tmp_path / "run" / "checkpoints" / "last.pt").stat().st_size
+    plan = status(config)["last_plan"]["summary"]
+    assert plan == "resume from step 20 (last.pt); move aside 1: last.pt; restore 1: last.pt"
 
 
 def test_checkpoint_progress_keeps_a_crashing_run_going(tmp_path: Path) -> None:
