@@ -35,6 +35,8 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/relaunch_gap.py
 	$(BIN)/python bench/idle_footprint.py
+	$(BIN)/python bench/validate_big.py
+	$(BIN)/python bench/verdict_latency.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

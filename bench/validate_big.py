@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import platform
 import shutil
@@ -44,6 +45,7 @@ from pathlib import Path
 
 import torch
 
+from supervisor import logs
 from supervisor import validator_worker as worker
 from supervisor.validation import ValidationRequest, ValidatorClient, Verdict
 
@@ -199,6 +201,7 @@ def ms(seconds: float) -> str:
 
 
 def main() -> int:
+    logs.configure(level=logging.WARNING, stream=sys.stderr)  # keep the report clean
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=7)

@@ -349,28 +349,43 @@ class CheckpointWatcher:
 
     async def _apply_hints(self, hints: Iterable[tuple[Path, bool]]) -> None:
         assert self._loop is not None
+        touched: set[Path] = set()
         for n, (path, deleted) in enumerate(hints, 1):
-            self._note(path, self._loop.time(), deleted)
+            if self._note(path, self._loop.time(), deleted):
+                touched.add(path)
+            if n % BATCH == 0:
+                await asyncio.sleep(0)
+        # One stat per path per batch, taken after its latest event: a file unchanged at
+        # its deadline has then been quiet for quiet_s, so it lands after 1x quiet_s
+        # rather than needing a second round.
+        for n, path in enumerate(touched, 1):
+            entry = self._pending.get(path)
+            identity = _identity(path) if entry is not None else None
+            if entry is not None and identity is not None:
+                entry.seen = identity
             if n % BATCH == 0:
                 await asyncio.sleep(0)
 
-    def _note(self, path: Path, now: float, deleted: bool) -> None:
-        """`path` may have changed (or gone, if `deleted`)."""
+    def _note(self, path: Path, now: float, deleted: bool) -> bool:
+        """`path` may have changed (or gone, if `deleted`). True when it was already
+        pending and its reference stat should be refreshed at the end of the batch."""
         entry = self._pending.get(path)
         if entry is None and not self._accepts(path):
-            return
+            return False
         if entry is not None and not deleted:
             entry.due = now + self._quiet_s  # the flood path: no stat, no heap operation
-            return
+            return True
         identity = _identity(path)
         if identity is None:
             self._pending.pop(path, None)
             self._reported.pop(path, None)
         elif entry is not None:
             entry.due = now + self._quiet_s
+            entry.seen = identity
         else:
             entry = self._pending[path] = _Pending(now + self._quiet_s, identity)
             heapq.heappush(self._heap, (entry.due, next(self._seq), path, entry))
+        return False
 
     async def _check_due(self) -> None:
         assert self._loop is not None
