@@ -202,9 +202,12 @@ class Ledger:
             return None
         try:
             conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
-            conn.execute("SELECT 1 FROM run LIMIT 1")
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot read ledger {path}: {exc}") from None
+        if not {"run", "attempts", "events", "checkpoints"} <= tables:
+            conn.close()  # a supervisor is creating it right now: nothing to read yet
+            return None
         return cls(conn, path)
 
     def close(self) -> None:

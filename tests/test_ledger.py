@@ -79,3 +79,9 @@ def test_attempts_limit_keeps_the_newest(tmp_path: Path) -> None:
     for n in range(1, 6):
         ledger.begin_attempt(n, float(n), f"m{n}")
     assert [a.n for a in ledger.attempts(limit=2)] == [4, 5]
+
+
+def test_a_ledger_still_being_created_reads_as_not_started(tmp_path: Path) -> None:
+    # The file exists before its tables do (a supervisor is opening it right now).
+    sqlite3.connect(tmp_path / LEDGER_FILE).execute("PRAGMA journal_mode=WAL").close()
+    assert Ledger.open_readonly(tmp_path) is None
