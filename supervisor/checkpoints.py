@@ -175,10 +175,16 @@ class CheckpointBook:
         return store.snapshots(self.state_dir) if self.keep_verified > 0 else []
 
     async def keep_copy(self, f: OnDisk, row: VerdictRow) -> None:
-        """Keep a verified copy of a good checkpoint, then apply retention."""
-        step = f.ckpt.step if f.ckpt.step is not None else row.step
+        """Keep a copy of a good checkpoint as it was verified, then apply retention."""
+        step = with_content_step(f.ckpt, row.step).step
         if self.keep_verified <= 0 or not row.ok or step is None:
             return
+        kept = self.snapshots()
+        if any(s.original == f.ckpt.path and s.step == step for s in kept):
+            return  # this state is kept already (e.g. seen again by a restarted supervisor)
+        newest_steps = sorted({s.step for s in kept}, reverse=True)[: self.keep_verified]
+        if len(newest_steps) >= self.keep_verified and step < newest_steps[-1]:
+            return  # older than every copy kept: retention would drop it at once
         verdict = {"checksum": row.checksum, "step": row.step, "epoch": row.epoch, "format": row.format}
         snap = await asyncio.to_thread(
             store.snapshot,
@@ -188,10 +194,11 @@ class CheckpointBook:
             step,
             in_place=f.ckpt.in_place,
             verdict=verdict,
+            identity=(row.size, row.mtime_ns, row.inode),
         )
         if snap is None:
             log.info(
-                "checkpoint changed while being copied; a newer version will be verified",
+                "checkpoint changed since it was verified; its newer version is verified next",
                 path=str(f.ckpt.path),
             )
             return

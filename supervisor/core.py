@@ -112,6 +112,7 @@ class State:
     started_at: float | None = None  # when the current attempt was confirmed running
     stable: bool = False  # the current attempt has passed stable_after_s
     progressed: bool = False  # the current attempt made progress (see the module docstring)
+    give_up_pending: bool = False  # preparing only to verify the last checkpoints before giving up
     best_step: int | None = None  # the newest verified checkpoint step ever seen
     relaunch_at: float | None = None  # in BACKOFF: when the next attempt starts
     last_cause: Cause | None = None
@@ -290,7 +291,7 @@ def decide(state: State, event: Event, now: float, policy: Policy) -> Decision:
         case Boot():
             return _boot(state, event, policy) if state.phase is Phase.IDLE else (state, [])
         case Prepared() | PrepareFailed():
-            return _prepared(state, event)
+            return _prepared(state, event, policy)
         case CheckpointVerified():
             return _checkpoint_verified(state, event, policy)
         case Launched():
@@ -338,10 +339,14 @@ def _reclaimed(state: State, event: Reclaimed, policy: Policy) -> Decision:
         return _final(state, Phase.STOPPED, [], Note("stopped", "stop requested while reclaiming; exiting"))
     if state.phase is not Phase.RECLAIMING:
         return state, []
-    if state.without_progress >= policy.max_attempts_without_progress:
+    if state.without_progress < policy.max_attempts_without_progress:
+        # RECLAIMING -> PREPARING
+        return _next_attempt(state, [])
+    if not policy.progress_from_checkpoints:
         return _give_up(state, [], policy)
-    # RECLAIMING -> PREPARING
-    return _next_attempt(state, [])
+    # RECLAIMING -> PREPARING, then the give-up is decided once its checkpoints are verified
+    state, actions = _next_attempt(state, [])
+    return replace(state, give_up_pending=True), actions
 
 
 def _next_attempt(state: State, actions: list[Action]) -> Decision:
@@ -359,7 +364,7 @@ def _next_attempt(state: State, actions: list[Action]) -> Decision:
     return state, [*actions, Prepare(attempt)]
 
 
-def _prepared(state: State, event: Prepared | PrepareFailed) -> Decision:
+def _prepared(state: State, event: Prepared | PrepareFailed, policy: Policy) -> Decision:
     if event.attempt != state.attempt:
         return state, []
     if state.phase is Phase.STOPPING:
@@ -371,6 +376,11 @@ def _prepared(state: State, event: Prepared | PrepareFailed) -> Decision:
         # PREPARING -> GAVE_UP: relaunching could not resume from verified state
         message = f"giving up: cannot prepare attempt {state.attempt}: {event.reason}"
         return _final(state, Phase.GAVE_UP, [], Note("gave_up", message, "error"))
+    if state.give_up_pending and state.without_progress >= policy.max_attempts_without_progress:
+        # PREPARING -> GAVE_UP: even with every checkpoint verified, no progress
+        last = state.last_exit.describe() if state.last_exit else ""
+        return _give_up(replace(state, attempt=state.attempt - 1), [], policy, last)
+    state = replace(state, give_up_pending=False)
     # PREPARING -> STARTING
     notes: list[Action] = [Note("plan", event.summary)] if event.summary else []
     return replace(state, phase=Phase.STARTING), [*notes, Launch(state.attempt)]
@@ -482,7 +492,13 @@ def _failed(
     actions: list[Action] = [RecordAttemptEnd(state.attempt, Cause.CRASH, status, stable, detail)]
     why = "; ".join(part for part in (status.describe() if status else "", detail) if part)
     if without >= policy.max_attempts_without_progress:
-        return _give_up(state, actions, policy, why)
+        if not policy.progress_from_checkpoints:
+            return _give_up(state, actions, policy, why)
+        # A checkpoint saved just before the crash may still be landing: the preparation
+        # verifies it first, and the give-up is decided when that is done.
+        message = f"attempt {state.attempt} failed ({why}); checking its last checkpoints before giving up"
+        state, actions = _next_attempt(state, [*actions, Note("crashed", message, "warning")])
+        return replace(state, give_up_pending=True), actions
     delay = policy.backoff.delay_s(level, uniform(state.seed, state.attempt))
     if delay == 0:
         actions.append(Note("crashed", f"attempt {state.attempt} failed ({why}); relaunching now", "warning"))

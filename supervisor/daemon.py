@@ -352,16 +352,21 @@ class Daemon:
         assert self.book is not None
         assert self.watcher is not None
         try:
-            wait_s = self.config.checkpoints.verify_wait_s
-            if not await self.watcher.wait_quiet(wait_s):
-                log.warning(
-                    "checkpoints still being written after verify_wait_s", pending=len(self.watcher.pending())
-                )
-            await asyncio.wait_for(self._to_verify.join(), wait_s)
+            await self._let_checkpoints_settle()
             await self.book.verify_all()  # anything the watcher has not reported yet
             the_plan = self.book.plan()
             if not the_plan.ok:
                 self._queue.put_nowait(PrepareFailed(attempt, the_plan.problem or "no plan"))
+                return
+            best = self.state.best_step
+            if the_plan.target_step is None and the_plan.moves and best is not None:
+                # Everything would be moved aside although a verified state existed: never
+                # hand the trainer a fresh start on our own judgement.
+                reason = (
+                    f"a checkpoint of step {best} was verified, but no verified state is left to resume "
+                    "from (see 'train-supervisor plan'); refusing to let the trainer start from scratch"
+                )
+                self._queue.put_nowait(PrepareFailed(attempt, reason))
                 return
             await self.book.apply(the_plan, attempt)
             for move in the_plan.moves:
@@ -370,7 +375,22 @@ class Daemon:
             self._queue.put_nowait(Prepared(attempt, the_plan.summary()))
         except Exception as exc:
             log.exception("error while preparing the run directory")
-            self._queue.put_nowait(PrepareFailed(attempt, f"error while preparing the run directory: {exc}"))
+            reason = f"error while preparing the run directory: {type(exc).__name__}: {exc}"
+            self._queue.put_nowait(PrepareFailed(attempt, reason))
+
+    async def _let_checkpoints_settle(self) -> None:
+        """Wait (up to verify_wait_s) for files still landing and verifications queued.
+        Past that, plan anyway: what is still unjudged is treated as unverified."""
+        assert self.watcher is not None
+        wait_s = self.config.checkpoints.verify_wait_s
+        if not await self.watcher.wait_quiet(wait_s):
+            log.warning(
+                "checkpoints still being written after verify_wait_s", pending=len(self.watcher.pending())
+            )
+        try:
+            await asyncio.wait_for(self._to_verify.join(), wait_s)
+        except TimeoutError:
+            log.warning("checkpoints still being verified after verify_wait_s: planning without them")
 
     def _check_free_space(self) -> None:
         directory = self.config.adapter.checkpoint_dir

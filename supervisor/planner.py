@@ -185,8 +185,10 @@ def _why_not(candidate: Candidate, below_step: int | None, below_reason: str) ->
 
 
 def with_content_step(ckpt: NamedCheckpoint, step: int | None) -> NamedCheckpoint:
-    """A fixed-name file (step None in its name) gets the step its content reported."""
-    return replace(ckpt, step=step) if ckpt.step is None and step is not None else ckpt
+    """An in-place file (a fixed name such as last.pt) gets the step its content
+    reported. Other files without a step in their name stay without one: the trainer's
+    rule orders by name, so their content step must not make them a resume target."""
+    return replace(ckpt, step=step) if ckpt.in_place and ckpt.step is None and step is not None else ckpt
 
 
 def retention(snapshots: Sequence[Snapshot], keep: int) -> list[Snapshot]:

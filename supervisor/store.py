@@ -91,10 +91,20 @@ def _move(src: Path, dst: Path) -> None:
 
 
 def snapshot(
-    src: Path, state_dir: Path, role: str, step: int, *, in_place: bool, verdict: dict[str, Any]
+    src: Path,
+    state_dir: Path,
+    role: str,
+    step: int,
+    *,
+    in_place: bool,
+    verdict: dict[str, Any],
+    identity: tuple[int, int, int],
 ) -> Snapshot | None:
-    """Keep a verified copy of `src`. None if `src` changed while it was being copied."""
+    """Keep a copy of `src` as it was verified (`identity` = size, mtime_ns, inode).
+    None if it is no longer that version, or changed while it was being copied."""
     before = os.stat(src)
+    if (before.st_size, before.st_mtime_ns, before.st_ino) != identity:
+        return None
     copy = state_dir / VERIFIED_DIR / f"step-{step}" / role / src.name
     copy_file(src, copy)
     after = os.stat(src)

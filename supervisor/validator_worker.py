@@ -210,8 +210,10 @@ def _trim_heap() -> None:
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
-    text = str(exc)
-    return isinstance(exc, MemoryError) or "can't allocate memory" in text or "bad_alloc" in text
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or any(
+        sign in text for sign in ("can't allocate memory", "cannot allocate memory", "bad_alloc")
+    )
 
 
 # --- the job ------------------------------------------------------------------------
@@ -248,8 +250,10 @@ def validate(request: ValidationRequest, memory: MemoryLimit | None = None) -> V
         reason = exc.reason
     except Exception as exc:
         if _is_out_of_memory(exc):
+            # Says nothing about the file: the validator could not finish. Never a
+            # rejection, or a big good checkpoint would be moved aside.
             limit = f" (limit {memory.limit_mb} MB)" if memory and memory.limit_mb else ""
-            reason = f"out of memory{limit}"
+            reason, validator_error = f"validator ran out of memory{limit}", True
         else:
             traceback.print_exc()
             reason, validator_error = f"validator error: {type(exc).__name__}: {exc}", True

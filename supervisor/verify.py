@@ -64,6 +64,11 @@ async def plan_run(config: Config, *, apply: bool) -> dict[str, Any]:
     )
     try:
         await book.verify_all()
+        if apply:
+            for on_disk in book.scan():  # what a running supervisor keeps, plan --apply keeps too
+                row = book.known(on_disk)
+                if row is not None and row.ok:
+                    await book.keep_copy(on_disk, row)
         the_plan = book.plan()
         if apply and the_plan.ok:
             run = ledger.run() if ledger is not None else None

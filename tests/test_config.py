@@ -174,6 +174,7 @@ BAD_CONFIGS = {
     "top-level-path": ('path = "/etc"\n' + MINIMAL, "path: unknown key"),
     "cwd-is-a-file": (MINIMAL + 'cwd = "run.toml"\n', "run.cwd: not a directory"),
     "typo-suggestion": (MINIMAL + "[restart]\nbackof_max_s = 3\n", "(did you mean backoff_max_s?)"),
+    "latest-without-step-key": (MINIMAL + '[adapter]\nlatest = "last.pt"\n', "latest needs step_key"),
     "unknown-key-lists-keys": (MINIMAL + "[stop]\nwhatever = 3\n", "(expected one of: grace_s, signal)"),
 }
 

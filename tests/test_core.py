@@ -440,8 +440,26 @@ def test_with_checkpoints_attempts_that_verify_nothing_new_end_in_a_give_up() ->
         replay.send(CheckpointVerified(step=5000))  # re-saved, same step: not progress
         replay.run_attempt(lasting=1)
         replay.fire_relaunch()
-    replay.run_attempt(lasting=1)
+    actions = replay.run_attempt(lasting=1)
+    # The give-up waits until its last checkpoints are verified: the preparation does that.
+    assert replay.state.phase is Phase.PREPARING
+    assert "checking its last checkpoints before giving up" in of_type(actions, Note)[-1].message
+    actions = replay.send(Prepared(replay.state.attempt))
     assert replay.state.phase is Phase.GAVE_UP
+    assert replay.state.attempt == 4, "the attempt that was never launched is not counted"
+    assert actions[-1] == Finish(EXIT_GAVE_UP)
+
+
+def test_with_checkpoints_a_save_just_before_the_last_allowed_crash_keeps_the_run_going() -> None:
+    replay = booted(CHECKPOINTS)
+    for _ in range(3):
+        replay.run_attempt(lasting=1)
+        replay.fire_relaunch()
+    replay.run_attempt(lasting=1)  # it saved step 800 just before it died
+    replay.send(CheckpointVerified(step=800))  # verified while the next attempt is prepared
+    actions = replay.send(Prepared(replay.state.attempt))
+    assert of_type(actions, Launch) == [Launch(5)]
+    assert replay.state.without_progress == 0
 
 
 def test_next_delay_for_status() -> None:

@@ -8,6 +8,12 @@ from pathlib import Path
 
 from supervisor import store
 
+
+def identity(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 
 
@@ -41,7 +47,9 @@ def test_quarantining_the_same_name_twice_keeps_both(tmp_path: Path) -> None:
 def test_a_verified_copy_survives_an_in_place_rewrite_of_the_original(tmp_path: Path) -> None:
     original = make(tmp_path / "ckpt" / "last.pt", b"good state")
     state = tmp_path / "state"
-    snap = store.snapshot(original, state, "model", 450, in_place=True, verdict={"ok": True})
+    snap = store.snapshot(
+        original, state, "model", 450, in_place=True, verdict={"ok": True}, identity=identity(original)
+    )
     assert snap is not None
     # torch.save truncates and rewrites the same inode: a hard link would not have helped.
     with original.open("r+b") as fh:
@@ -56,7 +64,8 @@ def test_a_verified_copy_survives_an_in_place_rewrite_of_the_original(tmp_path: 
 
 def test_a_copy_without_its_manifest_does_not_count(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    snap = store.snapshot(make(tmp_path / "ckpt_1.pt"), state, "model", 1, in_place=False, verdict={})
+    src = make(tmp_path / "ckpt_1.pt")
+    snap = store.snapshot(src, state, "model", 1, in_place=False, verdict={}, identity=identity(src))
     assert snap is not None
     snap.copy.with_name(f"{snap.copy.name}.json").unlink()  # as if power failed before it was written
     assert store.snapshots(state) == []
@@ -65,7 +74,9 @@ def test_a_copy_without_its_manifest_does_not_count(tmp_path: Path) -> None:
 def test_dropping_a_copy_removes_only_our_files(tmp_path: Path) -> None:
     original = make(tmp_path / "ckpt" / "ckpt_5.pt")
     state = tmp_path / "state"
-    snap = store.snapshot(original, state, "model", 5, in_place=False, verdict={})
+    snap = store.snapshot(
+        original, state, "model", 5, in_place=False, verdict={}, identity=identity(original)
+    )
     assert snap is not None
     store.drop_snapshot(snap)
     assert store.snapshots(state) == []
@@ -78,3 +89,12 @@ def test_copies_leave_no_partial_files(tmp_path: Path) -> None:
     store.copy_file(big, tmp_path / "out" / "big.pt")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["big.pt"]
     assert (tmp_path / "out" / "big.pt").read_bytes() == big.read_bytes()
+
+
+def test_a_copy_is_only_made_of_the_version_that_was_verified(tmp_path: Path) -> None:
+    original = make(tmp_path / "ckpt" / "last.pt", b"verified version")
+    verified = identity(original)
+    original.write_bytes(b"torn newer version")  # rewritten before the copy was made
+    state = tmp_path / "state"
+    assert store.snapshot(original, state, "model", 7, in_place=True, verdict={}, identity=verified) is None
+    assert store.snapshots(state) == []

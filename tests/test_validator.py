@@ -408,7 +408,9 @@ def test_memory_limit_allows_a_mapped_file_bigger_than_it_and_stops_a_load_that_
 
     mapped, loaded = asyncio.run(body())
     assert mapped.ok, mapped
-    assert rejected(loaded, f"out of memory (limit {limit_mb} MB)")
+    assert not loaded.ok
+    assert loaded.reason == f"validator ran out of memory (limit {limit_mb} MB)"
+    assert loaded.validator_error, "running out of memory says nothing about the file: not a rejection"
 
 
 def test_one_shot_command_prints_a_verdict(tmp_path: Path) -> None:

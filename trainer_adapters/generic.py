@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from trainer_adapters.base import AdapterOptions, Expectations, NamedCheckpoint, TrainerAdapter
 
@@ -32,6 +32,16 @@ class GenericOptions(AdapterOptions):
     # Extra globals a checkpoint may contain beyond tensors and plain containers, e.g.
     # ["pathlib.PosixPath"]. Anything else is a rejection: checkpoints are untrusted input.
     allowed_globals: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _latest_needs_a_step_key(self) -> GenericOptions:
+        # A fixed name says nothing of its step: without the content's step it could never
+        # be chosen to resume from, and the planner would move it aside.
+        if self.latest is not None and self.step_key is None:
+            raise ValueError(
+                "latest needs step_key: the step of a fixed-name checkpoint comes from its content"
+            )
+        return self
 
     @field_validator("pattern")
     @classmethod
