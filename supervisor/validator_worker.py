@@ -17,7 +17,7 @@ Checks, cheapest first; the first failure is the verdict:
      range, the ranges tiling the data area exactly (what the safetensors library
      demands too, and it is asked as well);
   4. torch.load(weights_only=True, mmap=True for zips, map_location="cpu") inside
-     safe_globals(allowed_globals). Never weights_only=False, no fallback: a global
+     safe_globals(allowed_globals). Never an unrestricted unpickle, no fallback: a global
      that is not allowed is a rejection naming it;
   5. content: required keys, step and epoch (int or 0-dim tensor) equal to the name's;
   6. data, in one pass over every tensor byte: each record's CRC-32 against the central
