@@ -32,10 +32,11 @@ class OnDisk:
     size: int
     mtime_ns: int
     inode: int
+    ctime_ns: int
 
     @property
-    def key(self) -> tuple[str, int, int, int]:
-        return (str(self.ckpt.path), self.size, self.mtime_ns, self.inode)
+    def key(self) -> tuple[str, int, int, int, int]:
+        return (str(self.ckpt.path), self.size, self.mtime_ns, self.inode, self.ctime_ns)
 
 
 def stat_checkpoint(layout: Layout, path: Path) -> OnDisk | None:
@@ -47,7 +48,7 @@ def stat_checkpoint(layout: Layout, path: Path) -> OnDisk | None:
         st = os.stat(path)
     except OSError:
         return None
-    return OnDisk(ckpt, st.st_size, st.st_mtime_ns, st.st_ino)
+    return OnDisk(ckpt, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 def request_for(layout: Layout, ckpt: NamedCheckpoint) -> ValidationRequest:
@@ -78,6 +79,7 @@ def row_from(verdict: Verdict, role: str | None) -> VerdictRow:
         format=verdict.format,
         seconds=verdict.seconds,
         verified_at=time.time(),
+        ctime_ns=verdict.ctime_ns,
     )
 
 
@@ -102,9 +104,9 @@ class CheckpointBook:
         self.validator = validator
         self.keep_verified = keep_verified
         self.record = record and ledger is not None
-        self._memory: dict[tuple[str, int, int, int], VerdictRow] = {}
+        self._memory: dict[tuple[str, int, int, int, int], VerdictRow] = {}
         # Files the validator failed on (crash, timeout): not verdicts, retried next time.
-        self.errors: dict[tuple[str, int, int, int], str] = {}
+        self.errors: dict[tuple[str, int, int, int, int], str] = {}
 
     # --- what is on disk, and what we know of it -----------------------------------
 
@@ -150,7 +152,7 @@ class CheckpointBook:
         return [await self.verify(f) for f in self.scan()]
 
     def _remember(self, row: VerdictRow) -> None:
-        self._memory[(row.path, row.size, row.mtime_ns, row.inode)] = row
+        self._memory[(row.path, row.size, row.mtime_ns, row.inode, row.ctime_ns)] = row
         if self.record and self.ledger is not None:
             self.ledger.add_verdict(row)
             self.ledger.commit()
@@ -277,6 +279,7 @@ class CheckpointBook:
                     format=None,
                     seconds=0.0,
                     verified_at=time.time(),
+                    ctime_ns=st.st_ctime_ns,
                 )
             )
         return rows

@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     format TEXT,
     seconds REAL NOT NULL,
     verified_at REAL NOT NULL,
+    ctime_ns INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (path, size, mtime_ns, inode)
 ) STRICT;
 CREATE TABLE IF NOT EXISTS plans (
@@ -107,6 +108,9 @@ def _migrate(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE run ADD COLUMN best_step INTEGER")
     if "progressed" not in columns:
         conn.execute("ALTER TABLE run ADD COLUMN progressed INTEGER NOT NULL DEFAULT 0")
+    checkpoint_columns = {row[1] for row in conn.execute("PRAGMA table_info(checkpoints)")}
+    if "ctime_ns" not in checkpoint_columns:
+        conn.execute("ALTER TABLE checkpoints ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0")
     conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 
@@ -125,6 +129,7 @@ class VerdictRow:
     format: str | None
     seconds: float
     verified_at: float
+    ctime_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -335,7 +340,7 @@ class Ledger:
 
     def add_verdict(self, row: VerdictRow) -> None:
         self._conn.execute(
-            "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _INSERT_VERDICT,
             (
                 row.path,
                 row.size,
@@ -350,19 +355,20 @@ class Ledger:
                 row.format,
                 row.seconds,
                 row.verified_at,
+                row.ctime_ns,
             ),
         )
 
-    def verdict(self, path: str, size: int, mtime_ns: int, inode: int) -> VerdictRow | None:
+    def verdict(self, path: str, size: int, mtime_ns: int, inode: int, ctime_ns: int) -> VerdictRow | None:
         """The verdict for exactly this file version; a file changed since has none."""
         row = self._conn.execute(
-            "SELECT * FROM checkpoints WHERE path = ? AND size = ? AND mtime_ns = ? AND inode = ?",
-            (path, size, mtime_ns, inode),
+            _SELECT_VERDICTS + " WHERE path = ? AND size = ? AND mtime_ns = ? AND inode = ? AND ctime_ns = ?",
+            (path, size, mtime_ns, inode, ctime_ns),
         ).fetchone()
         return _verdict(row) if row else None
 
     def verdicts(self, limit: int = 200) -> list[VerdictRow]:
-        rows = self._conn.execute("SELECT * FROM checkpoints ORDER BY verified_at DESC LIMIT ?", (limit,))
+        rows = self._conn.execute(_SELECT_VERDICTS + " ORDER BY verified_at DESC LIMIT ?", (limit,))
         return [_verdict(r) for r in reversed(rows.fetchall())]
 
     def add_plan(
@@ -419,6 +425,16 @@ def _attempt(row: tuple[Any, ...]) -> AttemptRow:
     )
 
 
+_SELECT_VERDICTS = (
+    "SELECT path, size, mtime_ns, inode, ok, reason, step, epoch, role, checksum, format, seconds, verified_at,"
+    " ctime_ns FROM checkpoints"
+)
+_INSERT_VERDICT = (
+    "INSERT OR REPLACE INTO checkpoints (path, size, mtime_ns, inode, ok, reason, step, epoch, role, checksum,"
+    " format, seconds, verified_at, ctime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def _verdict(row: tuple[Any, ...]) -> VerdictRow:
     return VerdictRow(
         path=row[0],
@@ -434,6 +450,7 @@ def _verdict(row: tuple[Any, ...]) -> VerdictRow:
         format=row[10],
         seconds=row[11],
         verified_at=row[12],
+        ctime_ns=row[13],
     )
 
 

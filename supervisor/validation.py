@@ -78,6 +78,9 @@ class Verdict:
     # True when the worker failed (timeout, crash, could not start) instead of judging
     # the file: the verdict says nothing certain about the file and may be retried later.
     validator_error: bool = False
+    # Part of the identity too: unlike mtime, no utime (cp -p, rsync -t) can set it back,
+    # so a same-size rewrite with its mtime restored is still a new version.
+    ctime_ns: int = 0
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -96,9 +99,9 @@ def failed_verdict(path: str, reason: str, seconds: float, *, validator_error: b
     """A rejection made without the worker's help (identity from a fresh stat, if any)."""
     try:
         st = os.stat(path)
-        size, mtime_ns, inode = st.st_size, st.st_mtime_ns, st.st_ino
+        size, mtime_ns, inode, ctime_ns = st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
     except OSError:
-        size = mtime_ns = inode = 0
+        size = mtime_ns = inode = ctime_ns = 0
     return Verdict(
         path=path,
         ok=False,
@@ -112,6 +115,7 @@ def failed_verdict(path: str, reason: str, seconds: float, *, validator_error: b
         format=None,
         seconds=seconds,
         validator_error=validator_error,
+        ctime_ns=ctime_ns,
     )
 
 

@@ -274,6 +274,7 @@ def validate(request: ValidationRequest, memory: MemoryLimit | None = None) -> V
         size=st.st_size if st else 0,
         mtime_ns=st.st_mtime_ns if st else 0,
         inode=st.st_ino if st else 0,
+        ctime_ns=st.st_ctime_ns if st else 0,
         checksum=job.checksum,
         format=job.format,
         seconds=round(time.monotonic() - started, 6),
@@ -321,15 +322,16 @@ def _detect(head: bytes) -> str:
 def _check_unchanged(job: Job) -> None:
     """The verdict must be about one version of the file: the one at the path now."""
     assert job.stat is not None
-    before = (job.stat.st_ino, job.stat.st_size, job.stat.st_mtime_ns)
+    before = (job.stat.st_ino, job.stat.st_size, job.stat.st_mtime_ns, job.stat.st_ctime_ns)
     try:
         now = os.stat(job.request.path)
         after_fd = os.fstat(job.fd)
     except OSError:
         raise Rejected("file changed during validation (removed)") from None
-    if (now.st_ino, now.st_size, now.st_mtime_ns) != before or (
+    if (now.st_ino, now.st_size, now.st_mtime_ns, now.st_ctime_ns) != before or (
         after_fd.st_size,
         after_fd.st_mtime_ns,
+        after_fd.st_ctime_ns,
     ) != before[1:]:
         raise Rejected("file changed during validation")
 

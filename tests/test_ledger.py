@@ -85,3 +85,16 @@ def test_a_ledger_still_being_created_reads_as_not_started(tmp_path: Path) -> No
     # The file exists before its tables do (a supervisor is opening it right now).
     sqlite3.connect(tmp_path / LEDGER_FILE).execute("PRAGMA journal_mode=WAL").close()
     assert Ledger.open_readonly(tmp_path) is None
+
+
+def test_older_ledgers_gain_the_new_columns(tmp_path: Path) -> None:
+    Ledger.open(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / LEDGER_FILE)
+    for table, column in (("run", "best_step"), ("run", "progressed"), ("checkpoints", "ctime_ns")):
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    conn.commit()
+    conn.close()
+    Ledger.open(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / LEDGER_FILE)
+    assert {"best_step", "progressed"} <= {row[1] for row in conn.execute("PRAGMA table_info(run)")}
+    assert "ctime_ns" in {row[1] for row in conn.execute("PRAGMA table_info(checkpoints)")}
