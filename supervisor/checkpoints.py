@@ -228,18 +228,21 @@ class CheckpointBook:
             )
         for row in restored:
             self._remember(row)
+        self.record_plan(the_plan, attempt)
+
+    def record_plan(self, the_plan: Plan, attempt: int) -> None:
+        """Keep the plan (carried out or refused) in the ledger."""
+        if self.ledger is None:
+            return
         detail = {
             "target": {role: str(p) for role, p in the_plan.target.items()},
             "moves": [{"path": str(m.path), "reason": m.reason} for m in the_plan.moves],
             "restores": [{"from": str(r.copy), "to": str(r.path), "step": r.step} for r in the_plan.restores],
+            "problem": the_plan.problem,
         }
+        summary, target_step = the_plan.summary(), the_plan.target_step
         self.ledger.add_plan(
-            now,
-            attempt,
-            the_plan.target_step,
-            the_plan.ok,
-            the_plan.summary(),
-            json.dumps(detail, sort_keys=True),
+            time.time(), attempt, target_step, the_plan.ok, summary, json.dumps(detail, sort_keys=True)
         )
         self.ledger.commit()
 

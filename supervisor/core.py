@@ -375,7 +375,8 @@ def _prepared(state: State, event: Prepared | PrepareFailed, policy: Policy) -> 
     if isinstance(event, PrepareFailed):
         # PREPARING -> GAVE_UP: relaunching could not resume from verified state
         message = f"giving up: cannot prepare attempt {state.attempt}: {event.reason}"
-        return _final(state, Phase.GAVE_UP, [], Note("gave_up", message, "error"))
+        unlaunched = replace(state, attempt=state.attempt - 1)  # only launched attempts count
+        return _final(unlaunched, Phase.GAVE_UP, [], Note("gave_up", message, "error"))
     if state.give_up_pending and state.without_progress >= policy.max_attempts_without_progress:
         # PREPARING -> GAVE_UP: even with every checkpoint verified, no progress
         last = state.last_exit.describe() if state.last_exit else ""

@@ -356,6 +356,7 @@ class Daemon:
             await self.book.verify_all()  # anything the watcher has not reported yet
             the_plan = self.book.plan()
             if not the_plan.ok:
+                self.book.record_plan(the_plan, attempt)  # a refusal is part of the account too
                 self._queue.put_nowait(PrepareFailed(attempt, the_plan.problem or "no plan"))
                 return
             best = self.state.best_step

@@ -161,9 +161,16 @@ def _newest_complete_state(
     for snap in snapshots:
         source = _Source(snap.role, snap.step, snap.original, snap.copy, snap.in_place)
         sources.setdefault(snap.step, {})[snap.role] = source
-    for c in candidates:  # a verified file still on disk beats its copy: nothing to restore
+    on_disk: dict[tuple[int, str], list[NamedCheckpoint]] = {}
+    for c in candidates:
         if c.status is Status.OK and c.ckpt.step is not None:
-            sources.setdefault(c.ckpt.step, {})[c.ckpt.role] = _Source(c.ckpt.role, c.ckpt.step, c.ckpt.path)
+            on_disk.setdefault((c.ckpt.step, c.ckpt.role), []).append(c.ckpt)
+    for (step, role), files in on_disk.items():
+        # A verified file still on disk beats its copy (nothing to restore). Of several at
+        # one step (last.pt and ckpt_30.pt), the one the trainer's own rule prefers.
+        chosen = layout.pick(files).get(role) if len(files) > 1 else None
+        ckpt = chosen if chosen is not None and chosen in files else files[0]
+        sources.setdefault(step, {})[role] = _Source(role, step, ckpt.path)
     for step in sorted(sources, reverse=True):
         if below_step is not None and step >= below_step:
             continue

@@ -5,12 +5,15 @@ trainer (the demo trainer, which saves and resumes like VITS) and real files."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from supervisor.validator_worker import TEST_STALL_ENV
 
 CLI = [sys.executable, "-m", "supervisor.cli"]
 TWIN = [sys.executable, "-m", "supervisor_demo.trainer"]
@@ -215,3 +218,24 @@ def test_plan_shows_then_applies_without_launching(checkpoint_dir: Path, tmp_pat
     assert list((tmp_path / "state" / "quarantine").glob("*/ckpt_30.pt"))
     again = json.loads(run_cli("plan", "-c", str(config), "--json").stdout)
     assert (again["moves"], again["target_step"]) == ([], 20)
+
+
+def test_a_validator_that_cannot_judge_the_newest_file_never_causes_a_move_or_a_fresh_start(
+    checkpoint_dir: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "twin.toml"
+    (checkpoint_dir / "ckpt_30.pt").unlink()  # keep ckpt_10 and ckpt_20, both good
+    text = config.read_text().replace("[checkpoints]", "[checkpoints]\nvalidation_timeout_s = 3")
+    config.write_text(text)
+    stalled = checkpoint_dir / "ckpt_20.pt"
+    env = {**os.environ, TEST_STALL_ENV: str(stalled)}  # the worker hangs on exactly this file
+    result = subprocess.run(
+        [*CLI, "run", "-c", str(config)], capture_output=True, text=True, timeout=120, env=env, check=False
+    )
+    assert result.returncode == 3, result.stdout[-3000:]
+    assert stalled.exists(), "a file the validator could not judge stays where it is"
+    assert not (tmp_path / "state" / "quarantine").exists()
+    data = status(config)
+    assert data["attempt"] == 0, "nothing was launched"
+    assert "REFUSED: cannot verify" in data["last_plan"]["summary"]
+    assert "cannot verify" in data["events"][-1]["message"]

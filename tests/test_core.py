@@ -381,6 +381,7 @@ def test_a_failed_preparation_gives_up_without_launching() -> None:
     assert actions[-1] == Finish(EXIT_GAVE_UP)
     assert "cannot prepare attempt 1" in of_type(actions, Note)[0].message
     assert not of_type(replay.actions, Launch)
+    assert replay.state.attempt == 0, "only launched attempts count"
 
 
 def test_a_stop_while_preparing_exits_once_the_preparation_is_done() -> None:

@@ -218,3 +218,13 @@ def test_only_files_it_could_not_judge_can_block_a_plan(files: dict[tuple[str, i
     if not unknown:
         assert result.ok, result.summary()
     assert result.ok == (not result.blocked)
+
+
+def test_of_two_verified_files_at_one_step_the_one_the_trainer_prefers_is_the_target() -> None:
+    latest = generic(30, name="last.pt")  # its content says step 30 too
+    numbered = generic(30)
+    for order in ([latest, numbered], [numbered, latest]):
+        result = plan(GENERIC, order)
+        assert result.ok
+        assert result.target == {"model": D / "last.pt"}, "the trainer resumes from last.pt first"
+        assert result.moves == []
