@@ -7,11 +7,9 @@ state and a list of actions; `_execute` carries them out. Signal handlers only e
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import secrets
-import shutil
 import signal
 import time
 from collections.abc import Callable, Coroutine
@@ -24,12 +22,10 @@ import structlog
 import trainer_adapters
 from supervisor import core
 from supervisor.backoff import Backoff
-from supervisor.checkpoints import CheckpointBook, stat_checkpoint
 from supervisor.config import Config
 from supervisor.core import (
     Action,
     Boot,
-    CheckpointVerified,
     Event,
     Exited,
     ExitStatus,
@@ -42,7 +38,6 @@ from supervisor.core import (
     Policy,
     Prepare,
     Prepared,
-    PrepareFailed,
     Reclaim,
     Reclaimed,
     RecordAttemptEnd,
@@ -52,6 +47,7 @@ from supervisor.core import (
     StopTrainer,
     TimerFired,
 )
+from supervisor.guard import CheckpointGuard
 from supervisor.ledger import AttemptRow, Ledger
 from supervisor.logs import bind
 from supervisor.output import OutputSink, RotatingLog
@@ -66,8 +62,6 @@ from supervisor.process import (
     split_identity,
     trainer_env,
 )
-from supervisor.validation import ValidatorClient
-from supervisor.watcher import CheckpointWatcher
 
 log = structlog.get_logger("supervisor")
 
@@ -113,34 +107,16 @@ class Daemon:
         self._reclaim_kill: Callable[[], None] | None = None  # set while a reclaim runs
         self._unfinished: AttemptRow | None = None
         self.layout = trainer_adapters.get(config.adapter.name).layout(config.adapter.options)
-        self.book: CheckpointBook | None = None
-        self.watcher: CheckpointWatcher | None = None
-        self._to_verify: asyncio.Queue[Path] = asyncio.Queue()
-        self._verifying: asyncio.Task[None] | None = None
+        self.guard: CheckpointGuard | None = None
         if config.adapter.checkpoint_dir is not None:
-            self._setup_checkpoints(config.adapter.checkpoint_dir)
-
-    def _setup_checkpoints(self, directory: Path) -> None:
-        c = self.config.checkpoints
-        validator = ValidatorClient(
-            job_timeout_s=c.validation_timeout_s, memory_limit_mb=c.validator_memory_mb or None
-        )
-        self.book = CheckpointBook(
-            layout=self.layout,
-            directories=[directory],
-            state_dir=self.config.state_dir,
-            ledger=self.ledger,
-            validator=validator,
-            keep_verified=c.keep_verified,
-        )
-        self.watcher = CheckpointWatcher(
-            [directory],
-            lambda landed: self._to_verify.put_nowait(landed.path),
-            accept=lambda path: self.layout.parse(path) is not None,
-            quiet_s=c.quiet_s,
-            rescan_s=c.rescan_s,
-            force_polling=c.force_polling,
-        )
+            self.guard = CheckpointGuard(
+                config,
+                self.layout,
+                ledger,
+                self._queue.put_nowait,
+                attempt=lambda: self.state.attempt,
+                best_step=lambda: self.state.best_step,
+            )
 
     # --- main loop ------------------------------------------------------------------
 
@@ -152,7 +128,8 @@ class Daemon:
             )
         try:
             self.state, boot = self._restore()
-            await self._start_checkpoints()
+            if self.guard is not None:
+                await self.guard.start()
             self._queue.put_nowait(boot)
             while True:
                 event = await self._queue.get()
@@ -168,7 +145,8 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             for handle in self._timers:
                 handle.cancel()
-            await self._stop_checkpoints()
+            if self.guard is not None:
+                await self.guard.stop()
             self.trainer_log.close()
 
     def _step(self, event: Event) -> int | None:
@@ -222,10 +200,13 @@ class Daemon:
             self._reclaim_kill()
 
     def _start_prepare(self, attempt: int) -> None:
-        if self.book is None:  # nothing to plan: keep a zero-backoff relaunch fast
+        if self.guard is None:  # nothing to plan: keep a zero-backoff relaunch fast
             self._queue.put_nowait(Prepared(attempt))
         else:
-            self._spawn_task(self._prepare(attempt))
+            self._spawn_task(self._prepare(self.guard, attempt))
+
+    async def _prepare(self, guard: CheckpointGuard, attempt: int) -> None:
+        self._queue.put_nowait(await guard.prepare(attempt))
 
     def _save(self, now: float) -> None:
         state = self.state
@@ -291,117 +272,6 @@ class Daemon:
             detail = f"last output: {last[:200]}" if last else ""
         ended = Exited(attempt, status, detail, at=trainer.exited_at, before_stop=trainer.exited_before_stop)
         self._queue.put_nowait(ended)
-
-    # --- checkpoints --------------------------------------------------------------------
-
-    async def _start_checkpoints(self) -> None:
-        if self.watcher is None:
-            return
-        assert self.book is not None
-        await self.book.validator.start()
-        await self.watcher.start()
-        self._verifying = asyncio.create_task(self._verify_landed())
-
-    async def _stop_checkpoints(self) -> None:
-        if self._verifying is not None:
-            self._verifying.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._verifying
-        if self.watcher is not None:
-            await self.watcher.stop()
-        if self.book is not None:
-            await self.book.validator.close()
-
-    async def _verify_landed(self) -> None:
-        """Verify each checkpoint as it lands; keep a copy of good ones; report progress."""
-        assert self.book is not None
-        while True:
-            path = await self._to_verify.get()
-            try:
-                await self._verify_one(path)
-            except Exception:
-                log.exception("error while verifying a checkpoint", path=str(path))
-            finally:
-                self._to_verify.task_done()
-
-    async def _verify_one(self, path: Path) -> None:
-        assert self.book is not None
-        on_disk = stat_checkpoint(self.layout, path)
-        if on_disk is None:
-            return
-        row = await self.book.verify(on_disk)
-        if row is None:
-            reason = self.book.errors.get(on_disk.key, "validator error")
-            message = f"could not verify {path}: {reason}; it is tried again before the next launch"
-            self.ledger.add_event(time.time(), self.state.attempt, "unverifiable", "error", message)
-            self.ledger.commit()
-            return
-        if not row.ok:
-            message = f"checkpoint rejected: {path}: {row.reason}; it is moved aside before the next launch"
-            self.ledger.add_event(time.time(), self.state.attempt, "rejected", "warning", message)
-            self.ledger.commit()
-            return
-        await self.book.keep_copy(on_disk, row)
-        step = on_disk.ckpt.step if on_disk.ckpt.step is not None else row.step
-        if step is not None:
-            self._queue.put_nowait(CheckpointVerified(step))
-
-    async def _prepare(self, attempt: int) -> None:
-        """Before a launch: let pending checkpoints land and be verified, then plan the
-        resume and prepare the run directory so the trainer's own rule lands on it."""
-        assert self.book is not None
-        assert self.watcher is not None
-        try:
-            await self._let_checkpoints_settle()
-            await self.book.verify_all()  # anything the watcher has not reported yet
-            the_plan = self.book.plan()
-            if not the_plan.ok:
-                self.book.record_plan(the_plan, attempt)  # a refusal is part of the account too
-                self._queue.put_nowait(PrepareFailed(attempt, the_plan.problem or "no plan"))
-                return
-            best = self.state.best_step
-            if the_plan.target_step is None and the_plan.moves and best is not None:
-                # Everything would be moved aside although a verified state existed: never
-                # hand the trainer a fresh start on our own judgement.
-                reason = (
-                    f"a checkpoint of step {best} was verified, but no verified state is left to resume "
-                    "from (see 'train-supervisor plan'); refusing to let the trainer start from scratch"
-                )
-                self._queue.put_nowait(PrepareFailed(attempt, reason))
-                return
-            await self.book.apply(the_plan, attempt)
-            for move in the_plan.moves:
-                self.watcher.forget(move.path)
-            self._check_free_space()
-            self._queue.put_nowait(Prepared(attempt, the_plan.summary()))
-        except Exception as exc:
-            log.exception("error while preparing the run directory")
-            reason = f"error while preparing the run directory: {type(exc).__name__}: {exc}"
-            self._queue.put_nowait(PrepareFailed(attempt, reason))
-
-    async def _let_checkpoints_settle(self) -> None:
-        """Wait (up to verify_wait_s) for files still landing and verifications queued.
-        Past that, plan anyway: what is still unjudged is treated as unverified."""
-        assert self.watcher is not None
-        wait_s = self.config.checkpoints.verify_wait_s
-        if not await self.watcher.wait_quiet(wait_s):
-            log.warning(
-                "checkpoints still being written after verify_wait_s", pending=len(self.watcher.pending())
-            )
-        try:
-            await asyncio.wait_for(self._to_verify.join(), wait_s)
-        except TimeoutError:
-            log.warning("checkpoints still being verified after verify_wait_s: planning without them")
-
-    def _check_free_space(self) -> None:
-        directory = self.config.adapter.checkpoint_dir
-        if directory is None or not directory.exists():
-            return
-        free_gb = shutil.disk_usage(directory).free / 1e9
-        if free_gb < self.config.checkpoints.min_free_gb:
-            message = f"only {free_gb:.1f} GB free on the checkpoint filesystem ({directory})"
-            log.warning(message, kind="disk_space")
-            self.ledger.add_event(time.time(), self.state.attempt, "disk_space", "warning", message)
 
     # --- boot -------------------------------------------------------------------------
 

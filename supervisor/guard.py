@@ -1,0 +1,180 @@
+"""The daemon's checkpoint edge: watch the checkpoint directory, verify each file as it
+lands, keep verified copies, and prepare the run directory before every launch.
+
+It reports to the core only through `emit` (CheckpointVerified), and `prepare` answers
+the core's Prepare action with Prepared or PrepareFailed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from supervisor.checkpoints import CheckpointBook, stat_checkpoint
+from supervisor.config import Config
+from supervisor.core import CheckpointVerified, Event, Prepared, PrepareFailed
+from supervisor.ledger import Ledger
+from supervisor.validation import ValidatorClient
+from supervisor.watcher import CheckpointWatcher
+from trainer_adapters.base import Layout
+
+log = structlog.get_logger("supervisor")
+
+
+class CheckpointGuard:
+    def __init__(
+        self,
+        config: Config,
+        layout: Layout,
+        ledger: Ledger,
+        emit: Callable[[Event], None],
+        *,
+        attempt: Callable[[], int],
+        best_step: Callable[[], int | None],
+    ) -> None:
+        directory = config.adapter.checkpoint_dir
+        assert directory is not None
+        c = config.checkpoints
+        self.config = config
+        self.directory = directory
+        self.layout = layout
+        self.ledger = ledger
+        self._emit = emit
+        self._attempt = attempt
+        self._best_step = best_step
+        validator = ValidatorClient(
+            job_timeout_s=c.validation_timeout_s, memory_limit_mb=c.validator_memory_mb or None
+        )
+        self.book = CheckpointBook(
+            layout=layout,
+            directories=[directory],
+            state_dir=config.state_dir,
+            ledger=ledger,
+            validator=validator,
+            keep_verified=c.keep_verified,
+        )
+        self._to_verify: asyncio.Queue[Path] = asyncio.Queue()
+        self.watcher = CheckpointWatcher(
+            [directory],
+            lambda landed: self._to_verify.put_nowait(landed.path),
+            accept=lambda path: layout.parse(path) is not None,
+            quiet_s=c.quiet_s,
+            rescan_s=c.rescan_s,
+            force_polling=c.force_polling,
+        )
+        self._verifying: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.book.validator.start()  # importing torch takes seconds: start it now
+        await self.watcher.start()
+        self._verifying = asyncio.create_task(self._verify_landed())
+
+    async def stop(self) -> None:
+        if self._verifying is not None:
+            self._verifying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._verifying
+        await self.watcher.stop()
+        await self.book.validator.close()
+
+    # --- as files land ----------------------------------------------------------------
+
+    async def _verify_landed(self) -> None:
+        """Verify each checkpoint as it lands; keep a copy of good ones; report progress."""
+        while True:
+            path = await self._to_verify.get()
+            try:
+                await self._verify_one(path)
+            except Exception:
+                log.exception("error while verifying a checkpoint", path=str(path))
+            finally:
+                self._to_verify.task_done()
+
+    async def _verify_one(self, path: Path) -> None:
+        on_disk = stat_checkpoint(self.layout, path)
+        if on_disk is None:
+            return
+        row = await self.book.verify(on_disk)
+        if row is None:
+            reason = self.book.errors.get(on_disk.key, "validator error")
+            self._event(
+                "unverifiable",
+                "error",
+                f"could not verify {path}: {reason}; tried again before the next launch",
+            )
+            return
+        if not row.ok:
+            self._event(
+                "rejected",
+                "warning",
+                f"checkpoint rejected: {path}: {row.reason}; moved aside before the next launch",
+            )
+            return
+        await self.book.keep_copy(on_disk, row)
+        step = on_disk.ckpt.step if on_disk.ckpt.step is not None else row.step
+        if step is not None:
+            self._emit(CheckpointVerified(step))
+
+    # --- before a launch ----------------------------------------------------------------
+
+    async def prepare(self, attempt: int) -> Prepared | PrepareFailed:
+        """Let pending checkpoints land and be verified, then plan the resume and prepare
+        the run directory so that the trainer's own rule lands on the verified state."""
+        try:
+            await self._settle()
+            await self.book.verify_all()  # anything the watcher has not reported yet
+            the_plan = self.book.plan()
+            if not the_plan.ok:
+                self.book.record_plan(the_plan, attempt)  # a refusal is part of the account too
+                return PrepareFailed(attempt, the_plan.problem or "no plan")
+            best = self._best_step()
+            if the_plan.target_step is None and the_plan.moves and best is not None:
+                # Everything would be moved aside although a verified state existed: never
+                # hand the trainer a fresh start on our own judgement.
+                return PrepareFailed(
+                    attempt,
+                    f"a checkpoint of step {best} was verified, but no verified state is left to resume "
+                    "from (see 'train-supervisor plan'); refusing to let the trainer start from scratch",
+                )
+            await self.book.apply(the_plan, attempt)
+            for move in the_plan.moves:
+                self.watcher.forget(move.path)
+            self._check_free_space()
+            return Prepared(attempt, the_plan.summary())
+        except Exception as exc:
+            log.exception("error while preparing the run directory")
+            return PrepareFailed(
+                attempt, f"error while preparing the run directory: {type(exc).__name__}: {exc}"
+            )
+
+    async def _settle(self) -> None:
+        """Wait (up to verify_wait_s) for files still landing and verifications queued.
+        Past that, plan anyway: what is still unjudged is treated as unverified."""
+        wait_s = self.config.checkpoints.verify_wait_s
+        if not await self.watcher.wait_quiet(wait_s):
+            log.warning(
+                "checkpoints still being written after verify_wait_s", pending=len(self.watcher.pending())
+            )
+        try:
+            await asyncio.wait_for(self._to_verify.join(), wait_s)
+        except TimeoutError:
+            log.warning("checkpoints still being verified after verify_wait_s: planning without them")
+
+    def _check_free_space(self) -> None:
+        if not self.directory.exists():
+            return
+        free_gb = shutil.disk_usage(self.directory).free / 1e9
+        if free_gb < self.config.checkpoints.min_free_gb:
+            message = f"only {free_gb:.1f} GB free on the checkpoint filesystem ({self.directory})"
+            log.warning(message, kind="disk_space")
+            self._event("disk_space", "warning", message)
+
+    def _event(self, kind: str, level: str, message: str) -> None:
+        self.ledger.add_event(time.time(), self._attempt(), kind, level, message)
+        self.ledger.commit()
