@@ -73,7 +73,7 @@ def run(config_path: Path, reset_counters: bool) -> None:
     SIGINT, SIGTERM or SIGHUP stop the trainer with grace and exit 0; a second
     signal kills it at once.
     """
-    from supervisor.daemon import Daemon, trainer_log_path
+    from supervisor.daemon import Daemon
     from supervisor.ledger import Ledger
     from supervisor.lock import AlreadyRunning, RunLock
 
@@ -104,7 +104,7 @@ def run(config_path: Path, reset_counters: bool) -> None:
         command=" ".join(config.run.command),
         cwd=str(config.cwd),
         state_dir=str(config.state_dir),
-        trainer_log=str(trainer_log_path(config)),
+        trainer_log=str(config.trainer_log),
     )
     try:
         code = asyncio.run(Daemon(config, ledger, reset_counters=reset_counters).run())

@@ -172,6 +172,11 @@ class Config(Section):
         assert self.run.state_dir is not None
         return self.run.state_dir
 
+    @property
+    def trainer_log(self) -> Path:
+        """Where the trainer's stdout and stderr go (rotated beside it)."""
+        return self.state_dir / "logs" / "trainer.log"
+
 
 def signal_name(name: str) -> str:
     """Normalise 'TERM', 'sigterm' or '15' to 'SIGTERM'; ValueError if unknown."""

@@ -454,7 +454,7 @@ def _exited_while_stopping(state: State, event: Exited, end: float, policy: Poli
     cause = Cause.STOPPED
     if event.before_stop:
         cause = Cause.COMPLETED if status.code == 0 and policy.exit_codes_trusted else Cause.CRASH
-    progressed = state.progressed if policy.progress_from_checkpoints else stable
+    progressed = _made_progress(state, stable, policy)
     if cause is Cause.CRASH and not progressed:
         state = replace(
             state, backoff_level=state.backoff_level + 1, without_progress=state.without_progress + 1
@@ -478,7 +478,7 @@ def _failed(
     """An attempt ended badly: count it, then relaunch (after backoff) or give up.
     `detail` is what is known beside the exit status (e.g. the last line printed)."""
     stable = _ran_stably(state, ended_at if ended_at is not None else now, policy)
-    progressed = state.progressed if policy.progress_from_checkpoints else stable
+    progressed = _made_progress(state, stable, policy)
     # A stable run restarts the backoff; progress restarts the count towards giving up.
     level = 1 if stable else state.backoff_level + 1
     without = 0 if progressed else state.without_progress + 1
@@ -527,6 +527,11 @@ def _final(state: State, phase: Phase, actions: list[Action], note: Note) -> Dec
     code = EXIT_GAVE_UP if phase is Phase.GAVE_UP else EXIT_OK
     state = replace(state, phase=phase, exit_code=code, relaunch_at=None)
     return state, [*actions, note, Finish(code)]
+
+
+def _made_progress(state: State, stable: bool, policy: Policy) -> bool:
+    """A newer verified checkpoint when there are checkpoints, else a stable run."""
+    return state.progressed if policy.progress_from_checkpoints else stable
 
 
 def _ran_stably(state: State, now: float, policy: Policy) -> bool:

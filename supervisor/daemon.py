@@ -14,7 +14,6 @@ import signal
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -65,7 +64,6 @@ from supervisor.process import (
 
 log = structlog.get_logger("supervisor")
 
-TRAINER_LOG = "logs/trainer.log"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -96,9 +94,7 @@ class Daemon:
         self.state = State()
         self.trainer: Trainer | None = None
         self.tail = OutputTail()
-        self.trainer_log = RotatingLog(
-            config.state_dir / TRAINER_LOG, config.logs.max_bytes, config.logs.backups
-        )
+        self.trainer_log = RotatingLog(config.trainer_log, config.logs.max_bytes, config.logs.backups)
         self.sink = OutputSink(self.trainer_log, [self.tail])
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._timers: list[asyncio.TimerHandle] = []
@@ -347,7 +343,3 @@ class Daemon:
                 "warning",
                 f"stopped {found} process(es) of attempt {attempt.n} left running by a previous supervisor",
             )
-
-
-def trainer_log_path(config: Config) -> Path:
-    return config.state_dir / TRAINER_LOG

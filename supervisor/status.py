@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 
 from supervisor.config import Config
-from supervisor.daemon import trainer_log_path
 from supervisor.ledger import AttemptRow, Ledger
 from supervisor.lock import LOCK_FILE, holder_pid
 
@@ -21,7 +20,7 @@ def report(config: Config) -> dict[str, Any]:
         "run": config.name,
         "config": str(config.path),
         "state_dir": str(config.state_dir),
-        "trainer_log": str(trainer_log_path(config)),
+        "trainer_log": str(config.trainer_log),
         "supervisor_running": pid is not None,
         "supervisor_pid": pid or None,
     }

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 from supervisor import config as config_module
-from supervisor.daemon import trainer_log_path
 from supervisor.status import render, report
 
 MARKER = ".train-supervisor-demo"
@@ -66,7 +65,7 @@ def run_demo(directory: Path) -> int:
     render(report(config))
     resumes = [
         line.strip()
-        for line in trainer_log_path(config).read_text(errors="replace").splitlines()
+        for line in config.trainer_log.read_text(errors="replace").splitlines()
         if re.match(r"(resumed from|no checkpoint found|failed to load|training finished)", line)
     ]
     print("\nwhat the trainer said at each start and at the end:")
