@@ -20,6 +20,7 @@ from supervisor.checkpoints import CheckpointBook, stat_checkpoint
 from supervisor.config import Config
 from supervisor.core import CheckpointVerified, Event, Prepared, PrepareFailed
 from supervisor.ledger import Ledger
+from supervisor.planner import with_content_step
 from supervisor.validation import ValidatorClient
 from supervisor.watcher import CheckpointWatcher
 from trainer_adapters.base import Layout
@@ -117,7 +118,8 @@ class CheckpointGuard:
             )
             return
         await self.book.keep_copy(on_disk, row)
-        step = on_disk.ckpt.step if on_disk.ckpt.step is not None else row.step
+        # The same rule the planner resumes by: only in-place files take their content's step.
+        step = with_content_step(on_disk.ckpt, row.step).step
         if step is not None:
             self._emit(CheckpointVerified(step))
 
