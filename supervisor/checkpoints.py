@@ -114,6 +114,8 @@ class CheckpointBook:
         found = []
         for directory in self.directories:
             for root, dirs, files in os.walk(directory):
+                if not self.layout.recursive:
+                    dirs.clear()  # the trainer looks at this directory only
                 dirs.sort()
                 for name in sorted(files):
                     on_disk = stat_checkpoint(self.layout, Path(root) / name)

@@ -64,12 +64,17 @@ class CheckpointGuard:
         self.watcher = CheckpointWatcher(
             [directory],
             lambda landed: self._to_verify.put_nowait(landed.path),
-            accept=lambda path: layout.parse(path) is not None,
+            accept=lambda path: self._watched(path),
             quiet_s=c.quiet_s,
             rescan_s=c.rescan_s,
             force_polling=c.force_polling,
         )
         self._verifying: asyncio.Task[None] | None = None
+
+    def _watched(self, path: Path) -> bool:
+        if not self.layout.recursive and path.parent != self.directory:
+            return False
+        return self.layout.parse(path) is not None
 
     async def start(self) -> None:
         await self.book.validator.start()  # importing torch takes seconds: start it now

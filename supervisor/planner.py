@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
-from trainer_adapters.base import Layout, NamedCheckpoint
+from trainer_adapters.base import Layout, NamedCheckpoint, RuleFails
 
 
 class Status(StrEnum):
@@ -134,7 +134,18 @@ def plan(
     while True:
         moved = {m.path for m in moves}
         files = [c.ckpt for c in candidates if c.ckpt.path not in moved] + restored
-        picked = layout.pick(files)
+        try:
+            picked = layout.pick(files)
+        except RuleFails as failure:
+            # A name the trainer's own sort cannot handle: it would crash or start over.
+            culprits = [f.path for f in failure.culprits if f.path in by_path and f.path not in moved]
+            moves += [
+                Move(path, f"the trainer's resume rule fails on it: {failure.why}") for path in culprits
+            ]
+            picked = {}
+            if culprits:
+                continue
+            break
         wrong = [ckpt for role, ckpt in picked.items() if target_paths.get(role) != ckpt.path]
         wrong = [ckpt for ckpt in wrong if ckpt.path in by_path and ckpt.path not in moved]
         if not wrong:
@@ -168,7 +179,7 @@ def _newest_complete_state(
     for (step, role), files in on_disk.items():
         # A verified file still on disk beats its copy (nothing to restore). Of several at
         # one step (last.pt and ckpt_30.pt), the one the trainer's own rule prefers.
-        chosen = layout.pick(files).get(role) if len(files) > 1 else None
+        chosen = _pick_quietly(layout, files).get(role) if len(files) > 1 else None
         ckpt = chosen if chosen is not None and chosen in files else files[0]
         sources.setdefault(step, {})[role] = _Source(role, step, ckpt.path)
     for step in sorted(sources, reverse=True):
@@ -178,6 +189,13 @@ def _newest_complete_state(
         if all(role in state for role in layout.roles):
             return [state[role] for role in layout.roles]
     return []
+
+
+def _pick_quietly(layout: Layout, files: Sequence[NamedCheckpoint]) -> dict[str, NamedCheckpoint]:
+    try:
+        return layout.pick(files)
+    except RuleFails:
+        return {}
 
 
 def _why_not(candidate: Candidate, below_step: int | None, below_reason: str) -> str:
@@ -192,10 +210,12 @@ def _why_not(candidate: Candidate, below_step: int | None, below_reason: str) ->
 
 
 def with_content_step(ckpt: NamedCheckpoint, step: int | None) -> NamedCheckpoint:
-    """An in-place file (a fixed name such as last.pt) gets the step its content
-    reported. Other files without a step in their name stay without one: the trainer's
-    rule orders by name, so their content step must not make them a resume target."""
-    return replace(ckpt, step=step) if ckpt.in_place and ckpt.step is None and step is not None else ckpt
+    """An in-place file (a fixed name such as last.pt), or one of a layout whose names do
+    not count progress, gets the step its content reported. Other files without a step
+    in their name stay without one: the trainer's rule orders them by name, so their
+    content step must not make them a resume target."""
+    takes_it = ckpt.in_place or ckpt.content_step
+    return replace(ckpt, step=step) if takes_it and ckpt.step is None and step is not None else ckpt
 
 
 def retention(snapshots: Sequence[Snapshot], keep: int) -> list[Snapshot]:

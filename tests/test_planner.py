@@ -10,9 +10,10 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisor.planner import Candidate, Move, Restore, Snapshot, Status, plan, retention
+from supervisor.planner import Candidate, Move, Restore, Snapshot, Status, plan, retention, with_content_step
 from trainer_adapters.base import Expectations, NamedCheckpoint
 from trainer_adapters.generic import GenericLayout, GenericOptions
+from trainer_adapters.vits_family import GlobLayout
 
 D = Path("/run/ckpt")
 STORE = Path("/state/verified")
@@ -228,3 +229,69 @@ def test_of_two_verified_files_at_one_step_the_one_the_trainer_prefers_is_the_ta
         assert result.ok
         assert result.target == {"model": D / "last.pt"}, "the trainer resumes from last.pt first"
         assert result.moves == []
+
+
+# --- the VITS family layout: digit sort over the full path, sentinels, epochs -----------
+
+VITS_LIKE = GlobLayout(roles=("G", "D"), required_keys=("model",))
+SENTINEL_LIKE = GlobLayout(
+    roles=("G", "D"), required_keys=("model",), sentinel=2333333, steps_from_epochs=True
+)
+
+
+def glob_file(layout: GlobLayout, path: Path, content_step: int | None = None) -> Candidate:
+    ckpt = layout.parse(path)
+    assert ckpt is not None
+    return Candidate(with_content_step(ckpt, content_step), Status.OK)
+
+
+def test_a_name_the_trainers_sort_chokes_on_is_moved_aside() -> None:
+    digitless = Path("/run/logs/voice")
+    files = [glob_file(VITS_LIKE, digitless / n) for n in ("G_100.pth", "D_100.pth", "G_best.pth")]
+    result = plan(VITS_LIKE, files)
+    assert result.ok, result.problem
+    assert [(m.path.name, m.reason.split(":")[0]) for m in result.moves] == [
+        ("G_best.pth", "the trainer's resume rule fails on it")
+    ]
+    assert {r: p.name for r, p in result.lands_on.items()} == {"G": "G_100.pth", "D": "D_100.pth"}
+
+
+def test_with_digits_in_the_directory_the_same_name_just_sorts_lowest() -> None:
+    digits = Path("/run/logs/voice2")
+    files = [glob_file(VITS_LIKE, digits / n) for n in ("G_100.pth", "D_100.pth", "G_best.pth")]
+    result = plan(VITS_LIKE, files)
+    assert result.ok
+    assert result.moves == []
+
+
+def test_layouts_counting_epochs_take_the_step_from_the_content() -> None:
+    d = Path("/run/logs/voice")
+    # A sentinel pair left from an older "save only latest" setting (epoch 3), and the
+    # numbered pair saved since (epoch 8): the trainer would load the sentinel.
+    files = [
+        glob_file(SENTINEL_LIKE, d / "G_2333333.pth", 3),
+        glob_file(SENTINEL_LIKE, d / "D_2333333.pth", 3),
+        glob_file(SENTINEL_LIKE, d / "G_880.pth", 8),
+        glob_file(SENTINEL_LIKE, d / "D_880.pth", 8),
+    ]
+    result = plan(SENTINEL_LIKE, files)
+    assert result.ok
+    assert result.target_step == 8
+    assert sorted(m.path.name for m in result.moves) == ["D_2333333.pth", "G_2333333.pth"]
+    # The other way round, the newer sentinel wins on its own.
+    newer = [
+        glob_file(SENTINEL_LIKE, d / "G_2333333.pth", 9),
+        glob_file(SENTINEL_LIKE, d / "D_2333333.pth", 9),
+        *files[2:],
+    ]
+    assert plan(SENTINEL_LIKE, newer).moves == []
+
+
+def test_an_unverified_content_step_file_is_never_a_target() -> None:
+    d = Path("/run/logs/voice")
+    ckpt = SENTINEL_LIKE.parse(d / "G_880.pth")
+    assert ckpt is not None
+    assert ckpt.step is None
+    assert ckpt.content_step
+    result = plan(SENTINEL_LIKE, [Candidate(ckpt, Status.UNVERIFIED)])
+    assert result.target_step is None

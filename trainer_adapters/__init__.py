@@ -1,15 +1,29 @@
-"""Trainer adapters: what the supervisor knows about each training program."""
+"""Trainer adapters: what the supervisor knows about each training program.
+
+Every module of this package that defines `ADAPTER` is registered under its name.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
 
-from trainer_adapters import generic
 from trainer_adapters.base import AdapterOptions, TrainerAdapter
 
 __all__ = ["AdapterOptions", "TrainerAdapter", "detect", "get", "names"]
 
-_REGISTRY: dict[str, TrainerAdapter] = {a.name: a for a in (generic.ADAPTER,)}
+
+def _discover() -> dict[str, TrainerAdapter]:
+    found: dict[str, TrainerAdapter] = {}
+    for module in pkgutil.iter_modules(__path__):
+        adapter = getattr(importlib.import_module(f"{__name__}.{module.name}"), "ADAPTER", None)
+        if isinstance(adapter, TrainerAdapter):
+            found[adapter.name] = adapter
+    return found
+
+
+_REGISTRY = _discover()
 
 
 def names() -> list[str]:
@@ -24,8 +38,13 @@ def get(name: str) -> TrainerAdapter:
         raise KeyError(f"unknown adapter {name!r}; known: {', '.join(names())}") from None
 
 
+def recognising(path: Path) -> list[TrainerAdapter]:
+    """The adapters whose trainer writes files like `path` (by name and directory)."""
+    return [a for a in _REGISTRY.values() if a.recognise is not None and a.recognise(path)]
+
+
 def detect(path: Path) -> TrainerAdapter | None:
-    """The adapter whose trainer writes files like `path` (by name and directory), if
-    exactly one recognises it. `generic` matches anything and so recognises nothing."""
-    found = [a for a in _REGISTRY.values() if a.recognise is not None and a.recognise(path)]
+    """The adapter whose trainer writes files like `path`, if exactly one recognises it.
+    `generic` matches anything and so recognises nothing."""
+    found = recognising(path)
     return found[0] if len(found) == 1 else None

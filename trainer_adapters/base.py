@@ -1,20 +1,24 @@
 """The one small interface every trainer adapter shares.
 
 An adapter is mostly data: a name, the options a config may set under `[adapter]`,
-facts about the trainer, and a `Layout` built from those options that answers three
-questions about the checkpoint directory:
+facts about the trainer (log-line rules, exit codes, launch hints), and a `Layout`
+built from those options that answers three questions about the checkpoint directory:
 
-- `parse(path)`: is this file a resume checkpoint, and which role/step does its name say?
-  (Exports, pretrained weights and temp files are not: they return None.)
+- `parse(path)`: is this file one the trainer's resume logic looks at, and which
+  role/step does its name say? (Exports, pretrained weights and temp files are not:
+  they return None, and `ignored(path)` says what they are.)
 - `expect(ckpt)`: what a good file of that role must contain (keys, step key, globals).
 - `pick(files)`: which file per role the trainer's *own* resume logic would load from
   these files — a faithful model, so the planner can prove where the trainer will land.
+  Where the trainer's rule itself would fail on a file (a name its sort cannot parse),
+  `pick` raises `RuleFails` naming the files to blame.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -33,9 +37,12 @@ class NamedCheckpoint:
 
     path: Path
     role: str  # which part of a resume state: "model", or "G" and "D" for paired layouts
-    step: int | None  # from the name; None for a fixed name such as model_last.pt
+    step: int | None  # from the name; None when the name does not count progress
     epoch: int | None = None
     in_place: bool = False  # the trainer rewrites this very name (a "latest" or sentinel file)
+    # The step comes from the content (Expectations.step_key) although the name is not
+    # fixed: for trainers whose file numbers do not order their progress.
+    content_step: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,20 +55,78 @@ class Expectations:
     allowed_globals: tuple[str, ...] = ()
 
 
+class RuleFails(Exception):
+    """The trainer's own resume rule would raise on these files: it would crash, or
+    (for trainers that swallow the error) silently start from scratch."""
+
+    def __init__(self, culprits: Sequence[NamedCheckpoint], why: str) -> None:
+        super().__init__(why)
+        self.culprits = tuple(culprits)
+        self.why = why
+
+
 class Layout(Protocol):
     @property
     def roles(self) -> tuple[str, ...]:
         """The roles that together make one resume state."""
         ...
 
+    @property
+    def recursive(self) -> bool:
+        """Whether the trainer looks into subdirectories of the checkpoint directory."""
+        ...
+
     def parse(self, path: Path) -> NamedCheckpoint | None: ...
+
+    def ignored(self, path: Path) -> str | None:
+        """Why a file that `parse` refuses is not a resume point, when it is a known kind."""
+        ...
 
     def expect(self, ckpt: NamedCheckpoint) -> Expectations: ...
 
     def pick(self, files: Sequence[NamedCheckpoint]) -> dict[str, NamedCheckpoint]:
-        """The trainer's choice per role ({} = it would start from scratch). Files with
-        a fixed name carry the step their verified content reported, if known."""
+        """The trainer's choice per role ({} = it would start from scratch). Files whose
+        step comes from their content carry it here when it is known."""
         ...
+
+
+class Said(StrEnum):
+    """What a line of the trainer's output can tell."""
+
+    PROGRESS = "progress"  # groups: step and/or epoch
+    LOSS = "loss"  # group `losses` (comma separated numbers), optional step/epoch
+    LOADED = "loaded"  # the trainer says it resumed; optional group `path`
+    FRESH_START = "fresh_start"  # the trainer says it starts from scratch
+    COMPLETED = "completed"  # training finished (what marks completion when exit codes lie)
+    FATAL = "fatal"  # restarting cannot fix this: give up at once, with `explain`
+
+
+@dataclass(frozen=True)
+class LineRule:
+    said: Said
+    pattern: str  # a regular expression, searched in each line of stdout and stderr
+    explain: str = ""  # for FATAL: what is wrong and what to do
+
+
+@dataclass(frozen=True)
+class ArgRule:
+    """A command-line flag that makes supervision unsafe or useless (checked at launch)."""
+
+    flags: tuple[str, ...]
+    problem: str
+    # A flag given as `--flag False` (argparse-style booleans) is not set.
+    boolean: bool = True
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to run the trainer under the supervisor (written by `init`, shown in docs)."""
+
+    example: str  # a typical command, as the trainer's README gives it
+    cwd: str = "."  # where it must run from, relative paths being what they are
+    # The checkpoint directory as the trainer derives it from its command line, if it
+    # can be told from there: argv -> a path relative to cwd.
+    checkpoint_dir: Callable[[Sequence[str]], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,8 +136,15 @@ class TrainerAdapter:
     options: type[AdapterOptions]
     layout: Callable[[AdapterOptions], Layout]
     # False for trainers whose exit status says nothing (they exit 0 on a crash or
-    # non-zero on success); completion must then come from elsewhere.
+    # non-zero on success); completion must then come from a COMPLETED line.
     exit_codes_trusted: bool = True
     # Does this file (name and directory) look like one of this trainer's resume
-    # checkpoints? Used by `verify` without --adapter.
+    # checkpoints? Used by `verify` without --adapter and by `init --from-dir`.
     recognise: Callable[[Path], bool] | None = None
+    lines: tuple[LineRule, ...] = ()
+    args: tuple[ArgRule, ...] = ()
+    launch: Launch | None = None
+    # Whether the trainer uses fp16 loss scaling by default (one non-finite loss can
+    # be a skipped step rather than a diverged run).
+    fp16_loss_scaling: bool = False
+    docs: str = ""  # the page in docs/ about this trainer

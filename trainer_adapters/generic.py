@@ -55,6 +55,7 @@ class GenericOptions(AdapterOptions):
 class GenericLayout:
     options: GenericOptions
     roles: tuple[str, ...] = ("model",)
+    recursive: bool = True
 
     def parse(self, path: Path) -> NamedCheckpoint | None:
         name = path.name
@@ -68,6 +69,9 @@ class GenericLayout:
             return None
         number = LAST_NUMBER.search(name)
         return NamedCheckpoint(path, "model", int(number.group(1)) if number else None)
+
+    def ignored(self, path: Path) -> str | None:
+        return None
 
     def expect(self, ckpt: NamedCheckpoint) -> Expectations:
         return Expectations(

@@ -1,0 +1,183 @@
+"""Small pure helpers the adapters are built from: name patterns, the trainers' sort
+keys, log-line readings and command-line checks."""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainer_adapters.base import ArgRule, LineRule, NamedCheckpoint, RuleFails, Said
+
+
+@functools.lru_cache(maxsize=512)
+def compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+# --- file names -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NamePattern:
+    """A file name (full match) of one kind of resume checkpoint. Groups `step`,
+    `epoch` and `role` are read when present; otherwise `role` is fixed here."""
+
+    regex: str
+    role: str = "model"
+    in_place: bool = False
+    content_step: bool = False
+
+    def match(self, path: Path) -> NamedCheckpoint | None:
+        m = compiled(self.regex).fullmatch(path.name)
+        if m is None:
+            return None
+        groups = m.groupdict()
+        step = None if self.in_place or self.content_step else _int(groups.get("step"))
+        return NamedCheckpoint(
+            path,
+            groups.get("role") or self.role,
+            step,
+            epoch=_int(groups.get("epoch")),
+            in_place=self.in_place,
+            content_step=self.content_step,
+        )
+
+
+def parse_by(patterns: Sequence[NamePattern], path: Path) -> NamedCheckpoint | None:
+    for pattern in patterns:
+        if (found := pattern.match(path)) is not None:
+            return found
+    return None
+
+
+def ignored_by(kinds: Sequence[tuple[str, str]], path: Path) -> str | None:
+    """The reason of the first (name regex, reason) pair whose regex matches the name."""
+    return next((why for regex, why in kinds if compiled(regex).fullmatch(path.name)), None)
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text is not None else None
+
+
+# --- the trainers' sort keys ----------------------------------------------------------
+
+
+def all_digits(text: str) -> int | None:
+    """`int("".join(filter(str.isdigit, text)))`, the sort key VITS, GPT-SoVITS s2,
+    Applio and F5-TTS use; None where that expression raises (no digits at all)."""
+    try:
+        return int("".join(filter(str.isdigit, text)))
+    except ValueError:
+        return None
+
+
+def max_by(
+    files: Sequence[NamedCheckpoint],
+    key: Callable[[NamedCheckpoint], int | None],
+    why: str,
+) -> NamedCheckpoint | None:
+    """The trainer's `max(files, key=...)` (the last of a stable sort: ties go to the
+    later file in listing order, which we take as path order). RuleFails when `key`
+    would raise for some file."""
+    if not files:
+        return None
+    broken = [f for f in files if key(f) is None]
+    if broken:
+        raise RuleFails(broken, why)
+    ordered = sorted(files, key=lambda f: str(f.path))
+    return max(reversed(ordered), key=lambda f: key(f) or 0)
+
+
+# --- output lines -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reading:
+    said: Said
+    line: str
+    step: int | None = None
+    epoch: int | None = None
+    losses: tuple[float, ...] = ()
+    path: str | None = None
+    explain: str = ""
+
+    @property
+    def nonfinite(self) -> bool:
+        return any(not math.isfinite(v) for v in self.losses)
+
+
+def number(text: str) -> float | None:
+    """A loss as printed: Python (`nan`, `inf`, `1e-05`), tqdm/Lightning (`nan.0`,
+    `inf.0`, `-inf.`, `3.67e+3`). None for anything else."""
+    t = text.strip().strip("'\"").lower()
+    for prefix, value in (("-inf", -math.inf), ("+inf", math.inf), ("inf", math.inf), ("nan", math.nan)):
+        if t.startswith(prefix) and t[len(prefix) :] in ("", ".", ".0", "inity"):
+            return value
+    try:
+        return float(t)
+    except ValueError:
+        return None
+
+
+def read_line(rules: Sequence[LineRule], line: str) -> list[Reading]:
+    """Every rule that matches the line, in rule order."""
+    found = []
+    for rule in rules:
+        m = compiled(rule.pattern).search(line)
+        if m is None:
+            continue
+        g = m.groupdict()
+        losses = tuple(
+            v for v in (number(p) for p in (g.get("losses") or "").split(",") if p.strip()) if v is not None
+        )
+        if g.get("loss") is not None and (v := number(g["loss"])) is not None:
+            losses += (v,)
+        found.append(
+            Reading(
+                rule.said,
+                line,
+                step=_int(g.get("step")),
+                epoch=_int(g.get("epoch")),
+                losses=losses,
+                path=g.get("path"),
+                explain=rule.explain,
+            )
+        )
+    return found
+
+
+# --- command lines ----------------------------------------------------------------------
+
+
+def arg_problems(rules: Sequence[ArgRule], argv: Sequence[str]) -> list[str]:
+    """The problems of the rules whose flag the command sets."""
+    problems = []
+    for rule in rules:
+        if any(_sets(argv, flag, rule.boolean) for flag in rule.flags):
+            problems.append(rule.problem)
+    return problems
+
+
+def _sets(argv: Sequence[str], flag: str, boolean: bool) -> bool:
+    for i, arg in enumerate(argv):
+        if arg == flag:
+            following = argv[i + 1] if i + 1 < len(argv) else ""
+            return not (boolean and following.lower() in ("false", "0", "no"))
+        if arg.startswith(flag + "="):
+            return not (boolean and arg.split("=", 1)[1].lower() in ("false", "0", "no"))
+    return False
+
+
+def flag_value(argv: Sequence[str], *flags: str) -> str | None:
+    """The value given to the first of `flags` (`-m X`, `--model=X`), if any."""
+    for i, arg in enumerate(argv):
+        for flag in flags:
+            if arg == flag and i + 1 < len(argv):
+                return argv[i + 1]
+            if arg.startswith(flag + "="):
+                return arg.split("=", 1)[1]
+    return None
