@@ -29,6 +29,7 @@ from pydantic import (
 
 import trainer_adapters
 from trainer_adapters.base import AdapterOptions
+from trainer_adapters.rules import arg_problems
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -219,7 +220,7 @@ def load(path: str | os.PathLike[str], *, for_launch: bool = True) -> Config:
     except ValidationError as exc:
         raise ConfigError(config_path, _describe(exc)) from None
     config = _resolve(config)
-    problems = _check_paths(config) if for_launch else []
+    problems = _check_paths(config) + _check_command(config) if for_launch else []
     if problems:
         raise ConfigError(config_path, problems)
     return config
@@ -350,6 +351,12 @@ def default_state_dir(name: str) -> Path:
         return Path(systemd_dir) / name
     xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(xdg) / "train-supervisor" / name
+
+
+def _check_command(config: Config) -> list[str]:
+    """Flags of the trainer's command that make supervising it unsafe or useless."""
+    adapter = trainer_adapters.get(config.adapter.name)
+    return [f"run.command: {problem}" for problem in arg_problems(adapter.args, config.run.command)]
 
 
 def _check_paths(config: Config) -> list[str]:

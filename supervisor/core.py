@@ -16,7 +16,10 @@ Phases and their transitions (every move is marked where it happens below):
     STARTING   --Launched--> RUNNING
     STARTING   --LaunchFailed--> BACKOFF | PREPARING (zero backoff) | GAVE_UP
     RUNNING    --Exited(0)--> COMPLETED              (when exit codes are trusted)
+    RUNNING    --Exited, after a completion line--> COMPLETED
+    RUNNING    --Exited(failure), after a fatal line--> GAVE_UP  (restarting cannot fix it)
     RUNNING    --Exited(failure)--> BACKOFF | PREPARING (zero backoff) | GAVE_UP
+    RUNNING    --TrainerSaid--> RUNNING              (fatal and completion lines are kept for the exit)
     RUNNING    --StopRequested--> STOPPING
     STOPPING   --Exited | LaunchFailed | Reclaimed | Prepared | PrepareFailed--> STOPPED
     STOPPING   --StopRequested--> STOPPING           (second request: kill now)
@@ -66,6 +69,7 @@ class Cause(StrEnum):
     COMPLETED = "completed"
     STOPPED = "stopped"
     INTERRUPTED = "interrupted"  # the supervisor itself died while the attempt ran
+    NOT_RETRYABLE = "not-retryable"  # the trainer said why, and restarting cannot fix it
 
 
 class Timer(StrEnum):
@@ -114,6 +118,8 @@ class State:
     progressed: bool = False  # the current attempt made progress (see the module docstring)
     give_up_pending: bool = False  # preparing only to verify the last checkpoints before giving up
     best_step: int | None = None  # the newest verified checkpoint step ever seen
+    fatal: str | None = None  # the current attempt printed an error restarting cannot fix
+    completion_seen: bool = False  # the current attempt printed its trainer's completion line
     relaunch_at: float | None = None  # in BACKOFF: when the next attempt starts
     last_cause: Cause | None = None
     last_exit: ExitStatus | None = None
@@ -184,6 +190,17 @@ class CheckpointVerified:
 
 
 @dataclass(frozen=True)
+class TrainerSaid:
+    """A line of the trainer's output that matters to the decision (see
+    trainer_adapters.base.Said): `fatal`, `completed`, `loaded` or `fresh_start`."""
+
+    attempt: int
+    said: str
+    line: str
+    explain: str = ""
+
+
+@dataclass(frozen=True)
 class StopRequested:
     reason: str
 
@@ -203,6 +220,7 @@ Event = (
     | Exited
     | Reclaimed
     | CheckpointVerified
+    | TrainerSaid
     | StopRequested
     | TimerFired
 )
@@ -294,6 +312,8 @@ def decide(state: State, event: Event, now: float, policy: Policy) -> Decision:
             return _prepared(state, event, policy)
         case CheckpointVerified():
             return _checkpoint_verified(state, event, policy)
+        case TrainerSaid():
+            return _trainer_said(state, event)
         case Launched():
             return _launched(state, event, now, policy)
         case LaunchFailed():
@@ -360,6 +380,8 @@ def _next_attempt(state: State, actions: list[Action]) -> Decision:
         stable=False,
         progressed=False,
         relaunch_at=None,
+        fatal=None,
+        completion_seen=False,
     )
     return state, [*actions, Prepare(attempt)]
 
@@ -400,6 +422,26 @@ def _checkpoint_verified(state: State, event: CheckpointVerified, policy: Policy
     return state, [Note("progress", f"newest verified checkpoint: step {event.step}")]
 
 
+def _trainer_said(state: State, event: TrainerSaid) -> Decision:
+    if event.attempt != state.attempt or state.phase not in (Phase.RUNNING, Phase.STARTING, Phase.STOPPING):
+        return state, []
+    line = event.line.strip()[:300]
+    match event.said:
+        case "fatal" if state.fatal is None:
+            state = replace(state, fatal=f"{event.explain} (the trainer said: {line})")
+            return state, [Note("trainer_fatal", f"{event.explain}: {line}", "error")]
+        case "completed" if not state.completion_seen:
+            state = replace(state, completion_seen=True)
+            return state, [Note("trainer_completed", f"the trainer says it finished: {line}")]
+        case "loaded":
+            return state, [Note("trainer_loaded", f"the trainer says it resumed: {line}")]
+        case "fresh_start":
+            return state, [
+                Note("trainer_fresh_start", f"the trainer says it starts afresh: {line}", "warning")
+            ]
+    return state, []
+
+
 def _launched(state: State, event: Launched, now: float, policy: Policy) -> Decision:
     if event.attempt != state.attempt or state.phase is not Phase.STARTING:
         return state, []  # e.g. a stop arrived first: stay STOPPING
@@ -431,8 +473,9 @@ def _exited(state: State, event: Exited, now: float, policy: Policy) -> Decision
     end = event.at if event.at is not None else now
     if state.phase is Phase.STOPPING:
         return _exited_while_stopping(state, event, end, policy)
-    if status.code == 0 and policy.exit_codes_trusted:
+    if _completed(state, status, policy):
         # RUNNING -> COMPLETED
+        how = "said it finished" if state.completion_seen else "exited 0"
         return _final(
             replace(state, last_exit=status, last_cause=Cause.COMPLETED),
             Phase.COMPLETED,
@@ -441,9 +484,25 @@ def _exited(state: State, event: Exited, now: float, policy: Policy) -> Decision
                     state.attempt, Cause.COMPLETED, status, _ran_stably(state, end, policy), event.detail
                 )
             ],
-            Note("completed", f"training finished: attempt {state.attempt} exited 0"),
+            Note("completed", f"training finished: attempt {state.attempt} {how} ({status.describe()})"),
         )
+    if state.fatal is not None:
+        # RUNNING -> GAVE_UP: relaunching would fail the same way
+        stable = _ran_stably(state, end, policy)
+        end_action = RecordAttemptEnd(state.attempt, Cause.NOT_RETRYABLE, status, stable, state.fatal)
+        state = replace(state, last_exit=status, last_cause=Cause.NOT_RETRYABLE)
+        message = f"giving up: attempt {state.attempt} failed ({status.describe()}) and restarting cannot fix it: {state.fatal}"
+        return _final(state, Phase.GAVE_UP, [end_action], Note("gave_up", message, "error"))
     return _failed(state, now, policy, status, event.detail, ended_at=end)
+
+
+def _completed(state: State, status: ExitStatus, policy: Policy) -> bool:
+    """Exit 0 from a trainer whose exit codes mean something, or any exit after its
+    completion line from one whose exit codes lie."""
+    clean = status.code == 0
+    if state.completion_seen and (clean or not policy.exit_codes_trusted):
+        return True
+    return clean and policy.exit_codes_trusted
 
 
 def _exited_while_stopping(state: State, event: Exited, end: float, policy: Policy) -> Decision:
@@ -453,9 +512,11 @@ def _exited_while_stopping(state: State, event: Exited, end: float, policy: Poli
     stable = _ran_stably(state, end, policy)
     cause = Cause.STOPPED
     if event.before_stop:
-        cause = Cause.COMPLETED if status.code == 0 and policy.exit_codes_trusted else Cause.CRASH
+        cause = Cause.COMPLETED if _completed(state, status, policy) else Cause.CRASH
+        if cause is Cause.CRASH and state.fatal is not None:
+            cause = Cause.NOT_RETRYABLE
     progressed = _made_progress(state, stable, policy)
-    if cause is Cause.CRASH and not progressed:
+    if cause in (Cause.CRASH, Cause.NOT_RETRYABLE) and not progressed:
         state = replace(
             state, backoff_level=state.backoff_level + 1, without_progress=state.without_progress + 1
         )

@@ -46,6 +46,7 @@ from supervisor.core import (
     StopTrainer,
     TimerFired,
 )
+from supervisor.detectors import OutputReader
 from supervisor.guard import CheckpointGuard
 from supervisor.ledger import AttemptRow, Ledger
 from supervisor.logs import bind
@@ -95,8 +96,10 @@ class Daemon:
         self.trainer: Trainer | None = None
         self.tail = OutputTail()
         self.trainer_log = RotatingLog(config.trainer_log, config.logs.max_bytes, config.logs.backups)
-        self.sink = OutputSink(self.trainer_log, [self.tail])
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        adapter = trainer_adapters.get(config.adapter.name)
+        reader = OutputReader(adapter.lines, lambda: self.state.attempt, self._queue.put_nowait)
+        self.sink = OutputSink(self.trainer_log, [self.tail, reader])
         self._timers: list[asyncio.TimerHandle] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
