@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import sys
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
@@ -158,8 +159,10 @@ def verify(paths: tuple[Path, ...], adapter_name: str | None, as_json: bool) -> 
     for path in paths:
         adapter = trainer_adapters.get(adapter_name) if adapter_name else trainer_adapters.detect(path)
         if adapter is None:
+            candidates = [a.name for a in trainer_adapters.recognising(path)]
+            looks = f" (it looks like {' or '.join(candidates)})" if candidates else ""
             _fail(
-                f"cannot tell which trainer wrote {path}; pass --adapter NAME "
+                f"cannot tell which trainer wrote {path}{looks}; pass --adapter NAME "
                 f"(known: {', '.join(trainer_adapters.names())})"
             )
         layouts[path] = adapter.layout(adapter.options())
@@ -260,6 +263,80 @@ def config_check(config_path: Path) -> None:
     """Validate a config and print the effective config (defaults filled in, paths resolved)."""
     config = _load(config_path)
     click.echo(config_module.to_toml(config), nl=False)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option(
+    "--adapter",
+    "adapter_name",
+    type=click.Choice(trainer_adapters.names()),
+    help="Which trainer the command runs.",
+)
+@click.option(
+    "--from-dir",
+    type=click.Path(path_type=Path),
+    help="An existing run directory: its checkpoints say which trainer it is.",
+)
+@click.option(
+    "--checkpoint-dir",
+    help="Where the trainer writes checkpoints, relative to --cwd (default: from the command or --from-dir).",
+)
+@click.option(
+    "--cwd",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    help="The trainer's working directory (default: here).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("train-supervisor.toml"),
+    show_default=True,
+)
+@click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
+def init(
+    command: tuple[str, ...],
+    adapter_name: str | None,
+    from_dir: Path | None,
+    checkpoint_dir: str | None,
+    cwd: Path,
+    output: Path,
+    force: bool,
+) -> None:
+    """Write a commented config for a trainer.
+
+    \b
+      train-supervisor init --adapter vits -- python train.py -c configs/ljs_base.json -m ljs_base
+      train-supervisor init --from-dir logs/myvoice -- python core.py train --model-name myvoice ...
+    """
+    from supervisor.init import InitError, draft, render
+
+    if output.exists() and not force:
+        _fail(f"{output} exists; pass --force to overwrite it")
+    try:
+        d = draft(
+            adapter_name=adapter_name,
+            from_dir=from_dir,
+            command=command,
+            cwd=cwd.expanduser().absolute(),
+            checkpoint_dir=checkpoint_dir,
+        )
+    except InitError as exc:
+        _fail(str(exc))
+    with tempfile.TemporaryDirectory(dir=output.absolute().parent, prefix=".init-") as staging:
+        staged = Path(staging) / output.name
+        staged.write_text(render(d))
+        try:
+            config_module.load(staged, for_launch=False)  # what init writes must be a valid config
+        except ConfigError as exc:
+            _fail(f"internal error: the config drafted is not valid: {exc}", 1)
+        staged.replace(output)
+    click.echo(f"wrote {output} for {d.adapter.name}; checkpoints: {d.checkpoint_dir or '(none)'}")
+    for warning in d.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"next: train-supervisor config check -c {output} && train-supervisor run -c {output}")
 
 
 @main.command()

@@ -33,9 +33,8 @@ async def _verify_one(client: ValidatorClient, path: Path, layout: Layout) -> di
         return _rejected(path, "not a regular file")
     ckpt = layout.parse(path.absolute())
     if ckpt is None:
-        return _rejected(
-            path, "not a resume checkpoint of this trainer (an export, a pretrained or a temporary file?)"
-        )
+        what = layout.ignored(path.absolute()) or "an export, a pretrained or a temporary file?"
+        return _rejected(path, f"not a resume checkpoint of this trainer ({what})")
     verdict = await client.validate(request_for(layout, ckpt))
     return {**verdict.to_json(), "path": str(path)}
 

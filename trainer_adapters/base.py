@@ -26,9 +26,10 @@ from pydantic import BaseModel, ConfigDict
 
 
 class AdapterOptions(BaseModel):
-    """Adapter-specific keys of the `[adapter]` table. Unknown keys are errors."""
+    """Adapter-specific keys of the `[adapter]` table. Unknown keys are errors. A string
+    right after a field describes it (`init` writes it into the config)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 @dataclass(frozen=True)

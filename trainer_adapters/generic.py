@@ -21,17 +21,17 @@ LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
 
 class GenericOptions(AdapterOptions):
-    # A file-name pattern with a `{step}` placeholder, e.g. "ckpt_{step}.pt".
     pattern: str | None = None
-    # A fixed file name the trainer rewrites in place and resumes from first, e.g. "last.pt".
+    """Checkpoint file names, with {step} where the step goes, e.g. "ckpt_{step}.pt"."""
     latest: str | None = None
-    # Keys every checkpoint dict must contain, e.g. ["model", "optimizer"].
+    """A fixed name the trainer rewrites in place and resumes from first, e.g. "last.pt"."""
     required_keys: tuple[str, ...] = ()
-    # The dict key holding the global step, if the checkpoint records one.
+    """Keys every checkpoint dict must contain, e.g. ["model", "optimizer"]."""
     step_key: str | None = None
-    # Extra globals a checkpoint may contain beyond tensors and plain containers, e.g.
-    # ["pathlib.PosixPath"]. Anything else is a rejection: checkpoints are untrusted input.
+    """The dict key holding the global step, if the checkpoint records one."""
     allowed_globals: tuple[str, ...] = ()
+    """Globals a checkpoint may hold beyond tensors and plain containers, e.g.
+    ["pathlib.PosixPath"]; anything else is rejected (checkpoints are untrusted input)."""
 
     @model_validator(mode="after")
     def _latest_needs_a_step_key(self) -> GenericOptions:
