@@ -68,16 +68,26 @@ class Plan:
     lands_on: dict[str, Path] = field(default_factory=dict)  # the trainer's rule, run on the result
 
     blocked: list[Move] = field(default_factory=list)  # moves refused: files we could not judge
+    # Verified files that would be moved aside although no verified state is left to
+    # resume from: the trainer would start from scratch on the planner's word.
+    stranded: list[Move] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.lands_on == self.target and not self.blocked
+        return self.lands_on == self.target and not self.blocked and not self.stranded
 
     @property
     def problem(self) -> str | None:
         if self.blocked:
             first = self.blocked[0]
             return f"cannot verify {first.path} ({first.reason}), and the trainer would load it; not guessing"
+        if self.stranded:
+            names = ", ".join(m.path.name for m in self.stranded)
+            return (
+                f"verified checkpoints ({names}) make no complete resume state for this adapter's layout, "
+                "and moving them aside would make the trainer start from scratch: refusing (check the "
+                "adapter options, e.g. which files make one state, or move them yourself)"
+            )
         if self.ok:
             return None
         wants = ", ".join(str(p) for p in self.target.values()) or "a fresh start"
@@ -155,6 +165,7 @@ def plan(
     # A file the validator could not judge is never moved aside on a guess: a broken
     # validator must not turn into "every checkpoint is bad, start from scratch".
     blocked = [m for m in moves if by_path[m.path].status is Status.UNKNOWN]
+    stranded = [] if target else [m for m in moves if _verified_and_wanted(by_path[m.path], below_step)]
     return Plan(
         target_step=target[0].step if target else None,
         target=target_paths,
@@ -162,7 +173,15 @@ def plan(
         restores=restores,
         lands_on={role: ckpt.path for role, ckpt in picked.items()},
         blocked=blocked,
+        stranded=stranded,
     )
+
+
+def _verified_and_wanted(candidate: Candidate, below_step: int | None) -> bool:
+    if candidate.status is not Status.OK:
+        return False
+    step = candidate.ckpt.step
+    return below_step is None or step is None or step < below_step
 
 
 def _newest_complete_state(
