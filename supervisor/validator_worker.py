@@ -656,8 +656,24 @@ def resolve_globals(names: tuple[str, ...]) -> list[Any]:
     return resolved
 
 
+# Python 3.13 moved the path classes to pathlib._local and pickles them under that
+# name; a checkpoint may come from either side of that change.
+PATHLIB_MODULES = ("pathlib", "pathlib._local")
+
+
+def with_spellings(allowed: list[Any]) -> list[Any]:
+    """Each allowed path class under both of its module names (torch's (obj, name) form)."""
+    spelled: list[Any] = []
+    for obj in allowed:
+        if getattr(obj, "__module__", None) in PATHLIB_MODULES:
+            spelled += [(obj, f"{module}.{obj.__qualname__}") for module in PATHLIB_MODULES]
+        else:
+            spelled.append(obj)
+    return spelled
+
+
 def torch_load(job: Job, *, mmap: bool) -> object:
-    allowed = resolve_globals(job.request.allowed_globals)
+    allowed = with_spellings(resolve_globals(job.request.allowed_globals))
     try:
         with torch.serialization.safe_globals(allowed):
             try:

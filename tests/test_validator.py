@@ -10,6 +10,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -282,6 +283,25 @@ def test_extra_globals_only_when_allowed(tmp_path: Path, validate: Validator) ->
     path = ck.write_torch(tmp_path / "c.pt", obj)
     assert rejected(validate(path), "unsafe global not allowed: pathlib.PosixPath")
     assert validate(path, allowed_globals=("pathlib.PosixPath",)).ok
+
+
+def test_path_classes_pickled_by_python_3_13_are_the_same_allowed_global(
+    tmp_path: Path, validate: Validator
+) -> None:
+    # Python 3.13 pickles PosixPath as pathlib._local.PosixPath: rewrite a file to say so.
+    path = ck.write_torch(tmp_path / "c.pt", {"hyper_parameters": {"output_dir": Path("/logs/s1")}})
+    with zipfile.ZipFile(path) as zf:
+        records = {info.filename: zf.read(info) for info in zf.infolist()}
+    (pkl,) = [name for name in records if name.endswith("/data.pkl")]
+    assert b"pathlib\nPosixPath" in records[pkl]
+    records[pkl] = records[pkl].replace(b"pathlib\nPosixPath", b"pathlib._local\nPosixPath")
+    newer = tmp_path / "c313.pt"
+    with zipfile.ZipFile(newer, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in records.items():
+            zf.writestr(name, data)
+    assert rejected(validate(newer), "unsafe global not allowed: pathlib._local.PosixPath")
+    assert validate(newer, allowed_globals=("pathlib.PosixPath",)).ok
+    assert not validate(newer, allowed_globals=("pathlib.PurePosixPath",)).ok
 
 
 # --- identity of the file judged ------------------------------------------------------
