@@ -70,6 +70,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 def policy_for(config: Config) -> Policy:
     restart = config.restart
+    adapter = trainer_adapters.get(config.adapter.name)
     return Policy(
         backoff=Backoff(
             initial_s=restart.backoff_initial_s,
@@ -81,8 +82,8 @@ def policy_for(config: Config) -> Policy:
         max_attempts_without_progress=restart.max_attempts_without_progress,
         stop_signal=config.stop.signal,
         stop_grace_s=config.stop.grace_s,
-        exit_codes_trusted=trainer_adapters.get(config.adapter.name).exit_codes_trusted,
-        progress_from_checkpoints=config.adapter.checkpoint_dir is not None,
+        exit_codes_trusted=adapter.exit_codes_trusted,
+        progress_from_checkpoints=config.adapter.checkpoint_dir is not None and not adapter.steps_restart,
     )
 
 

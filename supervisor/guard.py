@@ -16,6 +16,7 @@ from pathlib import Path
 
 import structlog
 
+import trainer_adapters
 from supervisor.checkpoints import CheckpointBook, stat_checkpoint
 from supervisor.config import Config
 from supervisor.core import CheckpointVerified, Event, Prepared, PrepareFailed
@@ -125,7 +126,7 @@ class CheckpointGuard:
         await self.book.keep_copy(on_disk, row)
         # The same rule the planner resumes by: only in-place files take their content's step.
         step = with_content_step(on_disk.ckpt, row.step).step
-        if step is not None:
+        if step is not None and on_disk.ckpt.role in self.layout.roles:
             self._emit(CheckpointVerified(step))
 
     # --- before a launch ----------------------------------------------------------------
@@ -153,6 +154,7 @@ class CheckpointGuard:
             for move in the_plan.moves:
                 self.watcher.forget(move.path)
             self._check_free_space()
+            self._warn_before_relaunch(the_plan.target_step)
             return Prepared(attempt, the_plan.summary())
         except Exception as exc:
             log.exception("error while preparing the run directory")
@@ -172,6 +174,15 @@ class CheckpointGuard:
             await asyncio.wait_for(self._to_verify.join(), wait_s)
         except TimeoutError:
             log.warning("checkpoints still being verified after verify_wait_s: planning without them")
+
+    def _warn_before_relaunch(self, target_step: int | None) -> None:
+        adapter = trainer_adapters.get(self.config.adapter.name)
+        if adapter.relaunch_warning is None:
+            return
+        message = adapter.relaunch_warning(self.config.adapter.options, target_step)
+        if message:
+            log.warning(message, kind="relaunch_warning")
+            self._event("relaunch_warning", "warning", message)
 
     def _check_free_space(self) -> None:
         if not self.directory.exists():

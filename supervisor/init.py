@@ -7,7 +7,7 @@ import json
 import shlex
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ class Draft:
     checkpoint_dir: str | None
     found_how: str  # how checkpoint_dir was found, for the comment beside it
     command_is_example: bool = False
+    options: dict[str, Any] = field(default_factory=dict)  # read from the command
 
     @property
     def warnings(self) -> list[str]:
@@ -82,7 +83,8 @@ def draft(
             f"cannot tell where {adapter.name} writes checkpoints from this command; pass --checkpoint-dir DIR"
             + (f" (see {adapter.docs})" if adapter.docs else "")
         )
-    return Draft(adapter, argv, cwd, checkpoint_dir, how, is_example)
+    options = adapter.launch.options(argv) if adapter.launch and adapter.launch.options else {}
+    return Draft(adapter, argv, cwd, checkpoint_dir, how, is_example, options)
 
 
 def render(d: Draft, *, today: date | None = None) -> str:
@@ -114,28 +116,30 @@ def render(d: Draft, *, today: date | None = None) -> str:
             "# Without checkpoint_dir the process is supervised but no checkpoint is verified.",
             '# checkpoint_dir = "checkpoints"',
         ]
-    lines += _options(a)
+    lines += _options(a, d.options)
     lines += [
         "",
         "[restart]",
-        "# Give up (exit 3) after this many consecutive attempts without a newer verified checkpoint.",
+        "# Give up (exit 3) after this many consecutive attempts without progress (see README).",
         "max_attempts_without_progress = 5",
         "",
     ]
     return "\n".join(lines)
 
 
-def _options(adapter: TrainerAdapter) -> list[str]:
+def _options(adapter: TrainerAdapter, from_command: dict[str, Any]) -> list[str]:
     fields = adapter.options.model_fields
     if not fields:
         return []
-    lines = [f"# Options of the {adapter.name} adapter, with their defaults:"]
-    for key, field in fields.items():
-        default: Any = field.get_default(call_default_factory=True)
-        if field.description:
-            lines += [f"# {line.strip()}" for line in field.description.splitlines() if line.strip()]
-        value = "(not set)" if default is None else _toml(default)
-        lines.append(f"# {key} = {value}")
+    lines = [f"# Options of the {adapter.name} adapter (commented: the default):"]
+    for key, info in fields.items():
+        if info.description:
+            lines += [f"# {line.strip()}" for line in info.description.splitlines() if line.strip()]
+        if key in from_command:
+            lines.append(f"{key} = {_toml(from_command[key])}   # from the command")
+            continue
+        default: Any = info.get_default(call_default_factory=True)
+        lines.append(f"# {key} = {'(not set)' if default is None else _toml(default)}")
     return lines
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -128,6 +128,8 @@ class Launch:
     # The checkpoint directory as the trainer derives it from its command line, if it
     # can be told from there: argv -> a path relative to cwd.
     checkpoint_dir: Callable[[Sequence[str]], str | None] | None = None
+    # Adapter options the command says something about (argv -> {key: value}).
+    options: Callable[[Sequence[str]], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -148,4 +150,10 @@ class TrainerAdapter:
     # Whether the trainer uses fp16 loss scaling by default (one non-finite loss can
     # be a skipped step rather than a diverged run).
     fp16_loss_scaling: bool = False
+    # The trainer counts steps from 0 at every launch: a verified step then says nothing
+    # of progress across attempts, and progress is an attempt that ran stably instead.
+    steps_restart: bool = False
+    # What the user must know when a relaunch resumes from the given step (a warning in
+    # the ledger before the launch), if anything.
+    relaunch_warning: Callable[[AdapterOptions, int | None], str | None] | None = None
     docs: str = ""  # the page in docs/ about this trainer
