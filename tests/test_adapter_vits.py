@@ -1,0 +1,394 @@
+"""The `vits` adapter: its model of VITS's resume rule, its readings of VITS's output, and
+end to end with the real CLI around the layout twin (tests/trainers/vits_twin.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import trainer_adapters
+from supervisor.planner import Candidate, Status, plan
+from tests.twins import run_cli, status, trainer_output, twin_command, write_config, write_faults
+from trainer_adapters.base import NamedCheckpoint, RuleFails, Said
+from trainer_adapters.rules import read_line
+
+ADAPTER = trainer_adapters.get("vits")
+LAYOUT = ADAPTER.layout(ADAPTER.options())
+# The run directory's own path has digits (vits2); VITS sorts by those of ./logs/ljs_base/.
+EXP = Path("/srv/vits2/logs/ljs_base")
+
+
+# --- names, and the trainer's choice ---------------------------------------------------
+
+
+def named(name: str, directory: Path = EXP) -> NamedCheckpoint:
+    found = LAYOUT.parse(directory / name)
+    assert found is not None, name
+    return found
+
+
+def test_names_the_trainer_globs_and_what_they_count() -> None:
+    g = named("G_4000.pth")
+    assert (g.role, g.step, g.in_place, g.content_step) == ("G", 4000, False, False)
+    assert (named("D_0.pth").role, named("D_0.pth").step) == ("D", 0)
+    # The step is in the name only; `iteration` holds the epoch.
+    expect = LAYOUT.expect(g)
+    assert (expect.step_key, expect.epoch_key) == (None, "iteration")
+    assert expect.required_keys == ("model", "iteration", "optimizer", "learning_rate")
+    assert (LAYOUT.roles, LAYOUT.recursive) == (("G", "D"), False)
+    # glob("G_*.pth") matches any such name; only the number makes it a resume step.
+    assert named("G_best.pth").step is None
+    for other in ("G_4000.pth.bad", "config.json", "train.log", "events.out.tfevents.1.host", "g_10.pth"):
+        assert LAYOUT.parse(EXP / other) is None, other
+    assert LAYOUT.parse(EXP / "pretrained_ljs.pth") is None
+    assert "pretrained" in (LAYOUT.ignored(EXP / "pretrained_ljs.pth") or "")
+    assert LAYOUT.ignored(EXP / "config.json") is None
+
+
+def test_pick_is_the_newest_G_and_the_newest_D_each_on_its_own() -> None:
+    files = [named(n) for n in ("G_900.pth", "G_1000.pth", "D_900.pth", "G_30.pth")]
+    picked = LAYOUT.pick(files)
+    # A crash between the two saves: G and D come from different saves.
+    assert (picked["G"].path.name, picked["D"].path.name) == ("G_1000.pth", "D_900.pth")
+    assert LAYOUT.pick([]) == {}
+    assert LAYOUT.pick([named("D_0.pth")]) == {"D": named("D_0.pth")}
+
+
+def test_pick_sorts_by_the_digits_of_the_path_the_trainer_globs_not_of_where_it_lives() -> None:
+    # ./logs/ljs_base has no digit: int("04") < int("5"). ./logs/vctk2 has one: "204" > "25".
+    assert LAYOUT.pick([named("G_04.pth"), named("G_5.pth")])["G"].path.name == "G_5.pth"
+    vctk2 = Path("/srv/vits/logs/vctk2")
+    assert LAYOUT.pick([named("G_04.pth", vctk2), named("G_5.pth", vctk2)])["G"].path.name == "G_04.pth"
+    # A digit-less name in a digit-less ./logs/<model>: int("") raises, the bare except
+    # swallows it and VITS starts over. Not so under ./logs/vctk2: it just sorts lowest.
+    best = named("G_best.pth")
+    with pytest.raises(RuleFails) as failure:
+        LAYOUT.pick([named("G_1000.pth"), best, named("D_1000.pth")])
+    assert failure.value.culprits == (best,)
+    assert (
+        LAYOUT.pick([named("G_1000.pth", vctk2), named("G_best.pth", vctk2)])["G"].path.name == "G_1000.pth"
+    )
+
+
+# --- the planner on realistic directories -----------------------------------------------
+
+
+def ok(name: str, directory: Path = EXP) -> Candidate:
+    return Candidate(named(name, directory), Status.OK)
+
+
+def bad(name: str, reason: str = "torn") -> Candidate:
+    return Candidate(named(name), Status.REJECTED, reason)
+
+
+def pair(step: int) -> list[Candidate]:
+    return [ok(f"G_{step}.pth"), ok(f"D_{step}.pth")]
+
+
+@pytest.mark.parametrize("d_1000", ["torn", "missing"])
+def test_plan_a_crash_between_the_G_and_D_saves_resumes_from_the_pair_before(d_1000: str) -> None:
+    files = [*pair(800), *pair(900), ok("G_1000.pth")]
+    if d_1000 == "torn":
+        files.append(bad("D_1000.pth"))
+    the_plan = plan(LAYOUT, files)
+    assert the_plan.ok
+    assert the_plan.target_step == 900
+    assert the_plan.lands_on == {"G": EXP / "G_900.pth", "D": EXP / "D_900.pth"}
+    moved = [m.path.name for m in the_plan.moves]
+    assert moved == (["D_1000.pth", "G_1000.pth"] if d_1000 == "torn" else ["G_1000.pth"])
+    assert "not part of the newest complete verified state" in the_plan.moves[-1].reason
+
+
+def test_plan_a_nan_pair_is_moved_aside() -> None:
+    nan = "non-finite values (nan) in model.weight"
+    the_plan = plan(LAYOUT, [*pair(800), bad("G_900.pth", nan), bad("D_900.pth", nan)])
+    assert (the_plan.ok, the_plan.target_step) == (True, 800)
+    assert sorted(m.path.name for m in the_plan.moves) == ["D_900.pth", "G_900.pth"]
+
+
+def test_plan_moves_a_digitless_name_the_trainer_would_choke_on() -> None:
+    the_plan = plan(LAYOUT, [*pair(800), ok("G_latest.pth")])
+    assert (the_plan.ok, the_plan.target_step) == (True, 800)
+    (move,) = the_plan.moves
+    assert move.path.name == "G_latest.pth"
+    assert "int('') raises" in move.reason
+
+
+# --- output lines ------------------------------------------------------------------------
+
+
+def said(line: str) -> list[tuple[Said, int | None, int | None, str | None]]:
+    return [(r.said, r.step, r.epoch, r.path) for r in read_line(ADAPTER.lines, line)]
+
+
+def test_progress_and_loaded_lines() -> None:
+    assert said("INFO:ljs_base:Train Epoch: 3 [42%]") == [(Said.PROGRESS, None, 3, None)]
+    assert said("2021-06-14 10:00:00,123\tljs_base\tINFO\tTrain Epoch: 3 [42%]") == [
+        (Said.PROGRESS, None, 3, None)
+    ]
+    assert said("INFO:ljs_base:====> Epoch: 3") == [(Said.PROGRESS, None, 3, None)]
+    saving = "INFO:ljs_base:Saving model and optimizer state at iteration 3 to ./logs/ljs_base/G_4000.pth"
+    assert said(saving) == [(Said.PROGRESS, None, 3, None)]
+    path = "./logs/ljs_base/G_4000.pth"
+    assert said(f"INFO:ljs_base:Loaded checkpoint '{path}' (iteration 3)") == [(Said.LOADED, None, 3, path)]
+    assert said(f"INFO:root:Loaded checkpoint '{path}' (iteration 3)") == [(Said.LOADED, None, 3, path)]
+    # The printed path before it, the config dump, and what a fresh start looks like: no readings
+    # that claim more than they know (a resume from an epoch-1 checkpoint prints the same).
+    config = "INFO:ljs_base:{'train': {'log_interval': 200, 'betas': [0.8, 0.99], 'eps': 1e-09}, 'model_dir': './logs/ljs_base'}"
+    for line in (path, config, "INFO:ljs_base:emb_g.weight is not in the checkpoint"):
+        assert said(line) == []
+    assert [s for s, *_ in said("INFO:ljs_base:Train Epoch: 1 [0%]")] == [Said.PROGRESS]
+
+
+@pytest.mark.parametrize(
+    ("text", "finite"),
+    [
+        ("2.61, 2.13, 5.9, 21.7, 1.38, 1.52", True),
+        ("2.6134049892425537, 2.1, 5.960464477539063e-08, 21.7, 1.38, 1e+16", True),
+        ("nan, nan, nan, nan, nan, nan", False),
+        ("2.61, inf, 5.9, -inf, 1.38, 1.52", False),
+    ],
+)
+def test_the_loss_list(text: str, finite: bool) -> None:
+    (reading,) = read_line(ADAPTER.lines, f"INFO:ljs_base:[{text}, 4200, 0.00019995000624921886]")
+    assert (reading.said, reading.step) == (Said.LOSS, 4200)
+    assert len(reading.losses) == 6
+    assert reading.nonfinite is not finite
+
+
+@pytest.mark.parametrize(
+    ("line", "explains"),
+    [
+        ("ValueError: port must have value from 0 to 65535 but was 80000.", "MASTER_PORT"),
+        ("AssertionError: CPU training is not allowed.", "CUDA"),
+        ("RuntimeError: Distributed package doesn't have NCCL built in", "gloo"),
+        ("ModuleNotFoundError: No module named 'monotonic_align.monotonic_align'", "build_ext"),
+        (
+            "RuntimeError: [enforce fail at inline_container.cc:476] . PytorchStreamWriter failed writing"
+            " file data/2085: file write failed",
+            "disk",
+        ),
+    ],
+)
+def test_fatal_lines_explain_themselves(line: str, explains: str) -> None:
+    (reading,) = read_line(ADAPTER.lines, line)
+    assert reading.said is Said.FATAL
+    assert explains in reading.explain
+
+
+# --- command line, recognise -------------------------------------------------------------
+
+
+def test_the_checkpoint_directory_from_the_command() -> None:
+    assert ADAPTER.launch is not None
+    assert ADAPTER.launch.checkpoint_dir is not None
+    find = ADAPTER.launch.checkpoint_dir
+    assert find(ADAPTER.launch.example.split()) == "logs/ljs_base"
+    assert find(["python", "train_ms.py", "-c", "configs/vctk_base.json", "--model", "vctk"]) == "logs/vctk"
+    assert find(["python", "train.py", "--model=ljs2", "-c", "configs/ljs_base.json"]) == "logs/ljs2"
+    assert find(["python", "train.py", "-c", "configs/ljs_base.json"]) is None
+    assert ADAPTER.args == ()
+
+
+def test_recognises_vits_checkpoints_by_name_and_directory(tmp_path: Path) -> None:
+    assert ADAPTER.recognise is not None
+    exp = tmp_path / "vits" / "logs" / "ljs_base"
+    exp.mkdir(parents=True)
+    (exp / "train.log").write_text("")
+    assert ADAPTER.recognise(exp / "G_4000.pth")
+    assert ADAPTER.recognise(exp / "D_0.pth")
+    assert trainer_adapters.detect(exp / "G_4000.pth") is ADAPTER
+    for name in ("G_best.pth", "pretrained_ljs.pth", "config.json"):
+        assert not ADAPTER.recognise(exp / name)
+    # Applio keeps the same names in logs/<model>/, with its own files there, or its sentinel.
+    applio = tmp_path / "Applio" / "logs" / "voice"
+    (applio / "sliced_audios").mkdir(parents=True)
+    assert not ADAPTER.recognise(applio / "G_600.pth")
+    assert not ADAPTER.recognise(exp / "G_2333333.pth")
+    assert trainer_adapters.detect(applio / "G_600.pth") is trainer_adapters.get("applio")
+    sovits = tmp_path / "GPT-SoVITS" / "logs" / "exp" / "logs_s2_v2Pro"
+    for path in (sovits / "G_233333333333.pth", sovits / "G_600.pth", exp / "sub" / "G_10.pth"):
+        assert not ADAPTER.recognise(path)
+
+
+# --- end to end with the twin --------------------------------------------------------------
+
+MODEL_DIR = "./logs/ljs_base"
+
+
+def vits_root(tmp_path: Path, *, epochs: int = 3, step_s: float = 0.01) -> Path:
+    """A VITS checkout: configs/ljs_base.json (20 batches an epoch, a save every 10)."""
+    root = tmp_path / "vits"
+    (root / "configs").mkdir(parents=True)
+    train = {"log_interval": 5, "eval_interval": 10, "seed": 1234, "epochs": epochs, "learning_rate": 2e-4}
+    train |= {"betas": [0.8, 0.99], "eps": 1e-9, "batch_size": 64, "fp16_run": True, "lr_decay": 0.999875}
+    config = {
+        "train": train,
+        "data": {"training_files": "filelists/ljs_audio_text_train_filelist.txt.cleaned"},
+        "model": {"inter_channels": 192, "upsample_rates": [8, 8, 2, 2]},
+        "twin": {"batches_per_epoch": 20, "step_s": step_s},
+    }
+    (root / "configs" / "ljs_base.json").write_text(json.dumps(config))
+    return root
+
+
+ARGV = twin_command("vits_twin.py", "-c", "configs/ljs_base.json", "-m", "ljs_base")
+
+
+def supervise(tmp_path: Path, root: Path, **restart: Any) -> Path:
+    return write_config(
+        tmp_path, adapter="vits", command=ARGV, cwd=root, checkpoint_dir="logs/ljs_base", restart=restart
+    )
+
+
+def loaded(lines: list[str]) -> list[str]:
+    return [line.removeprefix("INFO:ljs_base:") for line in lines if "Loaded checkpoint" in line]
+
+
+def quarantined(tmp_path: Path) -> list[str]:
+    found = sorted((tmp_path / "state" / "quarantine").glob("*/*.pth"))
+    for path in found:
+        note = json.loads(path.with_name(path.name + ".json").read_text())
+        assert note["original_path"] == str(tmp_path / "vits" / "logs" / "ljs_base" / path.name)
+    return sorted(p.name for p in found)
+
+
+def run_alone(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(ARGV, cwd=root, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_left_alone_vits_silently_starts_over_when_D_was_torn_after_G(tmp_path: Path) -> None:
+    """The control experiment: G_30 loads, D_30 does not, and the bare except starts the
+    run over at epoch 1, step 0, without a word (keeping G_30's weights)."""
+    root = vits_root(tmp_path, step_s=0.002)
+    write_faults(root, [{"at": "D_30", "kind": "torn"}])
+    assert run_alone(root).returncode == -9
+    again = run_alone(root).stdout.splitlines()
+    assert loaded(again) == [f"Loaded checkpoint '{MODEL_DIR}/G_30.pth' (iteration 2)"]
+    assert again[again.index(f"{MODEL_DIR}/D_30.pth") + 1] == "INFO:ljs_base:Train Epoch: 1 [0%]"
+    losses = read_line(ADAPTER.lines, again[again.index(f"{MODEL_DIR}/D_30.pth") + 2])
+    assert [(r.said, r.step) for r in losses] == [(Said.LOSS, 0)]
+
+
+@pytest.mark.parametrize("fault", ["torn", "sigkill"])
+def test_a_crash_between_the_G_and_D_saves_resumes_from_the_pair_before(tmp_path: Path, fault: str) -> None:
+    root = vits_root(tmp_path)
+    write_faults(root, [{"at": "D_30", "kind": fault}])
+    config = supervise(tmp_path, root)
+    result = run_cli("run", "-c", str(config))
+    assert result.returncode == 0, result.stdout[-3000:]
+    lines = trainer_output(tmp_path)
+    assert loaded(lines) == [
+        f"Loaded checkpoint '{MODEL_DIR}/G_20.pth' (iteration 2)",
+        f"Loaded checkpoint '{MODEL_DIR}/D_20.pth' (iteration 2)",
+    ]
+    # One fresh start (the first attempt's): the relaunch repeats epoch 2 from step 20.
+    assert lines.count("INFO:ljs_base:Train Epoch: 1 [0%]") == 1
+    assert lines.count("INFO:ljs_base:Train Epoch: 2 [0%]") == 2
+    assert quarantined(tmp_path) == (["D_30.pth", "G_30.pth"] if fault == "torn" else ["G_30.pth"])
+    data = status(config)
+    assert data["state"] == "completed"
+    assert [a["cause"] for a in data["attempts"]] == ["crash", "completed"]
+    assert data["last_plan"]["summary"].startswith("resume from step 20 (G_20.pth, D_20.pth); move aside")
+
+
+def test_a_nan_pair_is_moved_aside(tmp_path: Path) -> None:
+    root = vits_root(tmp_path)
+    write_faults(root, [{"at": 35, "kind": "nan"}, {"at": 42, "kind": "exception"}])
+    config = supervise(tmp_path, root)
+    result = run_cli("run", "-c", str(config))
+    assert result.returncode == 0, result.stdout[-3000:]
+    lines = trainer_output(tmp_path)
+    assert loaded(lines) == [
+        f"Loaded checkpoint '{MODEL_DIR}/G_30.pth' (iteration 2)",
+        f"Loaded checkpoint '{MODEL_DIR}/D_30.pth' (iteration 2)",
+    ]
+    nan_losses = [
+        r for line in lines for r in read_line(ADAPTER.lines, line) if r.said is Said.LOSS and r.nonfinite
+    ]
+    assert [r.step for r in nan_losses] == [35, 40]
+    assert quarantined(tmp_path) == ["D_40.pth", "G_40.pth"]
+    note = json.loads(next((tmp_path / "state" / "quarantine").glob("*/G_40.pth.json")).read_text())
+    assert "nan" in note["reason"].lower()
+    assert status(config)["state"] == "completed"
+
+
+def test_the_hard_coded_port_ends_the_run_at_once(tmp_path: Path) -> None:
+    root = vits_root(tmp_path)
+    write_faults(
+        root, [{"at": 0, "kind": "say:ValueError: port must have value from 0 to 65535 but was 80000."}]
+    )
+    config = supervise(tmp_path, root)
+    result = run_cli("run", "-c", str(config))
+    assert result.returncode == 3, result.stdout[-3000:]
+    data = status(config)
+    assert [a["cause"] for a in data["attempts"]] == ["not-retryable"]
+    assert "hard-codes MASTER_PORT='80000'" in json.dumps(data)
+
+
+# --- verify ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def verified(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """`verify --adapter vits --json` on what the twin wrote (G/D_0 ... G/D_30), on
+    damaged files and on a pretrained model: one result per file name."""
+    root = vits_root(tmp_path_factory.mktemp("verify"), epochs=2, step_s=0.0)
+    assert run_alone(root).returncode == 0
+    exp = root / "logs" / "ljs_base"
+    good: dict[str, Any] = torch.load(exp / "G_30.pth", weights_only=True)
+    data = (exp / "D_30.pth").read_bytes()
+    (exp / "D_40.pth").write_bytes(data[: len(data) // 2])
+    nan_model = {k: torch.full_like(v, math.nan) for k, v in good["model"].items()}
+    torch.save({**good, "model": nan_model}, exp / "G_40.pth")
+    torch.save({k: v for k, v in good.items() if k != "optimizer"}, exp / "G_50.pth")
+    torch.save({**good, "iteration": "two"}, exp / "G_60.pth")
+    (exp / "G_70.pth").write_bytes(b"")
+    pretrained = {"model": good["model"], "iteration": 1000, "optimizer": None, "learning_rate": 2e-4}
+    torch.save(pretrained, exp / "pretrained_ljs.pth")
+    names = ["G_0.pth", "D_0.pth", "G_20.pth", "D_30.pth", "pretrained_ljs.pth"]
+    names += ["D_40.pth", "G_40.pth", "G_50.pth", "G_60.pth", "G_70.pth"]
+    result = run_cli("verify", "--adapter", "vits", "--json", *(str(exp / n) for n in names))
+    assert result.returncode == 1, result.stderr
+    return {Path(r["path"]).name: r for r in map(json.loads, result.stdout.splitlines())}
+
+
+def test_verify_good_files_step_from_the_name_epoch_from_the_content(
+    verified: dict[str, dict[str, Any]],
+) -> None:
+    results = [verified[n] for n in ("G_0.pth", "D_0.pth", "G_20.pth", "D_30.pth")]
+    assert [(r["ok"], r["step"], r["epoch"]) for r in results] == [
+        (True, 0, 1),
+        (True, 0, 1),
+        (True, 20, 2),
+        (True, 30, 2),
+    ]
+
+
+def test_verify_says_a_pretrained_model_is_not_a_resume_point(verified: dict[str, dict[str, Any]]) -> None:
+    result = verified["pretrained_ljs.pth"]
+    assert result["ok"] is False
+    assert "not a resume checkpoint" in result["reason"]
+    assert "released pretrained VITS model" in result["reason"]
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("D_40.pth", "zip"),
+        ("G_40.pth", "nan"),
+        ("G_50.pth", "missing key: optimizer"),
+        ("G_60.pth", "not a whole number"),
+        ("G_70.pth", "empty"),
+    ],
+)
+def test_verify_rejects_damage(verified: dict[str, dict[str, Any]], name: str, reason: str) -> None:
+    result = verified[name]
+    assert result["ok"] is False
+    assert reason in result["reason"].lower(), result["reason"]

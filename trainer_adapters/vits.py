@@ -1,0 +1,139 @@
+"""`vits`: jaywalnut310/vits (`train.py`, `train_ms.py`), run from the repo root.
+
+`./logs/<-m model>/G_<step>.pth` and `D_<step>.pth`: the number is the global step (a
+0-based batch counter, saved every `eval_interval` steps, so several times per epoch),
+G written before D, nothing ever deleted, plain `torch.save` onto the final name. Keys
+`model`, `iteration` (the epoch, despite its name), `optimizer`, `learning_rate`.
+On start it globs G and D separately, takes for each the largest int of all the digits
+in the path, loads G then D; any error at all (a torn D, a digit-less name) is swallowed
+by a bare `except:` and it starts over at epoch 1, step 0, silently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from trainer_adapters.base import (
+    AdapterOptions,
+    Launch,
+    LineRule,
+    NamedCheckpoint,
+    RuleFails,
+    Said,
+    TrainerAdapter,
+)
+from trainer_adapters.rules import flag_value
+from trainer_adapters.vits_family import GlobLayout
+
+KEYS = ("model", "iteration", "optimizer", "learning_rate")
+# Files in an Applio (RVC) model directory, which is also `logs/<name>/` with G_/D_ files.
+APPLIO_FILES = ("sliced_audios", "filelist.txt", "model_info.json", "extracted")
+FLOAT = r"-?(?:nan|inf|\d+(?:\.\d*)?(?:e[-+]?\d+)?)"  # a Python float's repr
+MSG = r"(?:^|[:\t])"  # `INFO:<model>:<message>` on stdout, tab separated in train.log
+
+
+def as_the_trainer_globs(path: Path) -> Path:
+    """`./logs/<model>/<name>`: VITS sorts by the digits of this relative path, so the
+    digits of wherever the run directory lives must not take part."""
+    return Path(".", "logs", path.parent.name, path.name)
+
+
+@dataclass(frozen=True)
+class VitsLayout(GlobLayout):
+    def pick(self, files: Sequence[NamedCheckpoint]) -> dict[str, NamedCheckpoint]:
+        seen = {replace(f, path=as_the_trainer_globs(f.path)): f for f in files}
+        try:
+            picked = super().pick(list(seen))
+        except RuleFails as failure:
+            raise RuleFails([seen[f] for f in failure.culprits], failure.why) from None
+        return {role: seen[f] for role, f in picked.items()}
+
+
+def _layout(options: AdapterOptions) -> VitsLayout:
+    return VitsLayout(
+        roles=("G", "D"),
+        required_keys=KEYS,
+        not_resume_points=(
+            (r"pretrained_\w+\.pth", "a released pretrained VITS model (for inference), not a resume point"),
+        ),
+    )
+
+
+def _recognise(path: Path) -> bool:
+    path = path.absolute()
+    m = re.fullmatch(r"[GD]_(\d+)\.pth", path.name)
+    return (
+        m is not None
+        and int(m[1]) != 2333333  # Applio's "save only latest" number
+        and path.parent.parent.name == "logs"
+        and not path.parent.name.startswith("logs_s2")  # GPT-SoVITS
+        and not any((path.parent / name).exists() for name in APPLIO_FILES)
+    )
+
+
+def _checkpoint_dir(argv: Sequence[str]) -> str | None:
+    model = flag_value(argv, "-m", "--model")
+    return f"logs/{model}" if model else None
+
+
+ADAPTER = TrainerAdapter(
+    name="vits",
+    summary="VITS (jaywalnut310/vits train.py / train_ms.py): logs/<model>/G_<step>.pth + D_<step>.pth",
+    options=AdapterOptions,
+    layout=_layout,
+    recognise=_recognise,
+    lines=(
+        LineRule(Said.PROGRESS, MSG + r"Train Epoch: (?P<epoch>\d+) \[\d+%\]$"),
+        # [loss_disc, loss_gen, loss_fm, loss_mel, loss_dur, loss_kl, global_step, lr]
+        LineRule(Said.LOSS, MSG + rf"\[(?P<losses>{FLOAT}(?:, {FLOAT}){{5}}), (?P<step>\d+), {FLOAT}\]$"),
+        LineRule(Said.LOADED, MSG + r"Loaded checkpoint '(?P<path>.+)' \(iteration (?P<epoch>\d+)\)$"),
+        LineRule(Said.PROGRESS, MSG + r"Saving model and optimizer state at iteration (?P<epoch>\d+) to "),
+        LineRule(Said.PROGRESS, MSG + r"====> Epoch: (?P<epoch>\d+)$"),
+        # No FRESH_START rule: the fallback prints nothing, and what follows it (`Train
+        # Epoch: 1 [0%]`, a loss list at step 0) is exactly what a resume from a
+        # checkpoint of epoch 1 prints too.
+        LineRule(
+            Said.FATAL,
+            r"port must have value from 0 to 65535 but was 80000",
+            "VITS's train.py hard-codes MASTER_PORT='80000', which is not a TCP port; recent torch refuses "
+            "it, and the script overwrites any MASTER_PORT you set. Patch main() in train.py (and "
+            "train_ms.py) to use a valid port, e.g. os.environ.get('MASTER_PORT', '29500'), or use a "
+            "fork that does.",
+        ),
+        LineRule(
+            Said.FATAL,
+            r"CPU training is not allowed",
+            "VITS found no CUDA GPU (torch.cuda.is_available() is False): check the driver, the CUDA "
+            "build of torch and CUDA_VISIBLE_DEVICES.",
+        ),
+        LineRule(
+            Said.FATAL,
+            r"Distributed package doesn't have NCCL built in",
+            "VITS always uses the NCCL backend, which this torch (e.g. on Windows) lacks: run on Linux/WSL "
+            "or patch init_process_group(backend='nccl') in train.py to 'gloo'.",
+        ),
+        LineRule(
+            Said.FATAL,
+            r"No module named 'monotonic_align\.monotonic_align'",
+            "The monotonic_align extension is not built: cd monotonic_align && python setup.py "
+            "build_ext --inplace",
+        ),
+        LineRule(
+            Said.FATAL,
+            r"PytorchStreamWriter failed writing file .*file write failed",
+            "A checkpoint could not be written (the disk is full or failing): free space where "
+            "logs/<model>/ lives, then start the run again.",
+        ),
+    ),
+    launch=Launch(
+        example="python train.py -c configs/ljs_base.json -m ljs_base",
+        cwd=".",
+        checkpoint_dir=_checkpoint_dir,
+    ),
+    exit_codes_trusted=True,
+    fp16_loss_scaling=True,  # "fp16_run": true in the shipped configs
+    docs="docs/trainers/vits.md",
+)
