@@ -1,0 +1,148 @@
+"""`applio`: IAHispano/Applio (RVC), `core.py train` or `rvc/train/train.py`.
+
+`logs/<model>/G_<n>.pth` and `D_<n>.pth` (or the sentinel pair `G_2333333.pth` /
+`D_2333333.pth`, rewritten in place, with "save only latest"), written G first, then D.
+`n` is a global step the trainer recomputes on resume; the real counter is the epoch in
+`iteration`, so states are ordered by it. On resume it picks the newest `D_*.pth` and the
+newest `G_*.pth` independently (digit sort over the full path) and goes on from G's
+epoch + 1; any error there is swallowed: a silent restart from epoch 1 from the pretrained
+weights. Exit codes say nothing (the parent exits 0 whatever its child did): completion
+is the "successfully completed" line. Losses go to TensorBoard only, not to stdout.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from trainer_adapters.base import (
+    AdapterOptions,
+    ArgRule,
+    Launch,
+    LineRule,
+    Said,
+    TrainerAdapter,
+)
+from trainer_adapters.rules import flag_value
+from trainer_adapters.vits_family import GlobLayout
+
+SENTINEL = 2333333
+# What preprocessing and extraction leave next to the checkpoints (VITS's logs/<model>
+# has none of them).
+MARKERS = ("sliced_audios", "filelist.txt", "model_info.json", "extracted")
+
+
+class ApplioOptions(AdapterOptions):
+    """Nothing to set: the directory (logs/<model name>) says it all."""
+
+
+def _layout(options: AdapterOptions) -> GlobLayout:
+    return GlobLayout(
+        roles=("G", "D"),
+        # What `load_checkpoint` needs; `learning_rate` and `scaler` are written too but
+        # read with .get(), so a file without them still resumes.
+        required_keys=("model", "iteration", "optimizer"),
+        sentinel=SENTINEL,
+        steps_from_epochs=True,
+        not_resume_points=(
+            (r".+_\d+e_\d+s\.pth", "an inference export (weights only, written by extract_model)"),
+            (r".+_\d+e_\d+s_best_epoch\.pth", "a best-epoch inference export (Applio <= 3.6.3)"),
+        ),
+    )
+
+
+def _recognise(path: Path) -> bool:
+    path = path.absolute()
+    m = re.fullmatch(r"[GD]_(\d+)\.pth", path.name)
+    if m is None or path.parent.parent.name != "logs":
+        return False
+    return int(m[1]) == SENTINEL or any((path.parent / marker).exists() for marker in MARKERS)
+
+
+def _checkpoint_dir(argv: Sequence[str]) -> str | None:
+    if any(Path(arg).name == "core.py" for arg in argv):
+        name = flag_value(argv, "--model-name", "--model_name")
+    else:
+        # rvc/train/train.py <model_name> <save_every_epoch> ... (positional)
+        at = next(
+            (i for i, arg in enumerate(argv) if arg.replace("\\", "/").endswith("train/train.py")), None
+        )
+        name = argv[at + 1] if at is not None and at + 1 < len(argv) else None
+    return f"logs/{name}" if name else None
+
+
+RESTART_CANNOT_FIX = "restarting cannot fix this"
+LINES = (
+    LineRule(
+        Said.PROGRESS,
+        r"\| epoch=(?P<epoch>\d+) \| step=(?P<step>\d+) \| time=\d\d:\d\d:\d\d \| training_speed=",
+    ),
+    LineRule(Said.LOADED, r"^Loaded checkpoint '(?P<path>.+)' \(epoch (?P<epoch>\d+)\)$"),
+    LineRule(Said.FRESH_START, r"^Loaded pretrained \(G\) '(?P<path>.*)'"),
+    # The early probe of the newest G: the only trace of a G that cannot be loaded, and
+    # the resume that follows falls back to a fresh start.
+    LineRule(Said.FRESH_START, r"^Failed to load checkpoint: .*Using default number of speakers"),
+    LineRule(
+        Said.COMPLETED,
+        r"^Training has been successfully completed with (?P<epoch>\d+) epoch, (?P<step>\d+) steps",
+    ),
+    # The only loss on stdout: the last batch's generator loss, once, at the very end.
+    LineRule(
+        Said.LOSS,
+        r"^Training has been successfully completed with (?P<epoch>\d+) epoch, (?P<step>\d+) steps"
+        r" and (?P<loss>\S+) loss gen\.",
+    ),
+    LineRule(
+        Said.FATAL,
+        r"Config file not found at (?P<path>.+?)\. Did you run preprocessing and feature extraction",
+        "logs/<model>/config.json is missing: run `core.py preprocess` and `core.py extract` for this"
+        " model name first, and run from the Applio root (the directory is <cwd>/logs/<model>); "
+        + RESTART_CANNOT_FIX,
+    ),
+    LineRule(
+        Said.FATAL,
+        r"Error: Pretrained model sample rate \(.*\) does not match dataset audio sample rate",
+        "the --sample-rate of the command differs from the dataset's: pass the rate the dataset was"
+        " preprocessed at (or preprocess again); " + RESTART_CANNOT_FIX,
+    ),
+    LineRule(
+        Said.FATAL,
+        r"Not enough data (?:present )?in (?:in )?the training set",
+        "fewer than 3 batches per epoch: add audio or lower --batch-size, and preprocess again; "
+        + RESTART_CANNOT_FIX,
+    ),
+    LineRule(
+        Said.FATAL,
+        r"parameters of the pretrain(?:ed)? model .*do not match the selected model",
+        "the pretrained G/D do not fit this model (sample rate, vocoder or architecture): pick"
+        " matching pretrained files; " + RESTART_CANNOT_FIX,
+    ),
+)
+
+ARGS = (
+    ArgRule(
+        ("--cleanup",),
+        "--cleanup deletes every G_*/D_* checkpoint in logs/<model> when the trainer starts, so"
+        " each relaunch would throw the run away: leave it out (3.6.4: --cleanup False)",
+    ),
+)
+
+ADAPTER = TrainerAdapter(
+    name="applio",
+    summary="Applio (RVC): logs/<model>/G_<n>.pth + D_<n>.pth or the G_/D_2333333 pair, by epoch",
+    options=ApplioOptions,
+    layout=_layout,
+    exit_codes_trusted=False,
+    recognise=_recognise,
+    lines=LINES,
+    args=ARGS,
+    launch=Launch(
+        example="python core.py train --model-name myvoice --save-every-epoch 10 --save-only-latest"
+        " --total-epoch 300 --sample-rate 40000 --batch-size 8 --gpu 0",
+        cwd=".",
+        checkpoint_dir=_checkpoint_dir,
+    ),
+    fp16_loss_scaling=True,
+    docs="docs/trainers/applio.md",
+)
