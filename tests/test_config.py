@@ -314,3 +314,16 @@ def test_the_example_documents_every_key_in_its_table() -> None:
     for section, keys in expected.items():
         missing = set(keys) - documented.get(section, set())
         assert not missing, f"config.example.toml does not document {section}: {sorted(missing)}"
+
+
+def test_every_adapter_has_a_page_that_documents_its_options() -> None:
+    import trainer_adapters
+
+    for name in trainer_adapters.names():
+        adapter = trainer_adapters.get(name)
+        page = ROOT / adapter.docs
+        assert adapter.docs, f"{name}: no docs page"
+        assert page.is_file(), f"{name}: {page} is missing"
+        text = page.read_text()
+        for key in adapter.options.model_fields:
+            assert f"{key} =" in text or f"`{key}`" in text, f"{adapter.docs} does not document {key}"
