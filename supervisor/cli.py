@@ -68,7 +68,12 @@ def main() -> None:
     help="Forget the backoff level and the attempts-without-progress count carried over "
     "from earlier supervisors (e.g. after fixing what made it give up).",
 )
-def run(config_path: Path, reset_counters: bool) -> None:
+@click.option(
+    "--again",
+    is_flag=True,
+    help="Launch the trainer even though this run completed before (e.g. after raising its epochs).",
+)
+def run(config_path: Path, reset_counters: bool, again: bool) -> None:
     """Run the trainer in the foreground and keep it running.
 
     SIGINT, SIGTERM or SIGHUP stop the trainer with grace and exit 0; a second
@@ -108,7 +113,7 @@ def run(config_path: Path, reset_counters: bool) -> None:
         trainer_log=str(config.trainer_log),
     )
     try:
-        code = asyncio.run(Daemon(config, ledger, reset_counters=reset_counters).run())
+        code = asyncio.run(Daemon(config, ledger, reset_counters=reset_counters, again=again).run())
     except Exception:
         log.exception("internal error; the supervisor exits")
         code = 1

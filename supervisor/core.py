@@ -7,6 +7,7 @@ Phases and their transitions (every move is marked where it happens below):
 
     IDLE       --Boot--> PREPARING                   (counters come from the ledger)
     IDLE       --Boot(unfinished)--> RECLAIMING      (a trainer of a dead supervisor may live)
+    IDLE       --Boot(completed)--> COMPLETED        (the run finished before: nothing to do)
     IDLE       --StopRequested--> STOPPED
     RECLAIMING --Reclaimed--> PREPARING | GAVE_UP
     RECLAIMING --StopRequested--> STOPPING
@@ -138,6 +139,9 @@ class Boot:
 
     unfinished: bool = False
     unfinished_stable: bool = False
+    # The ledger says the run completed (and `run --again` was not given): relaunching a
+    # finished trainer would train more, or do nothing and look like a crash.
+    completed: bool = False
 
 
 @dataclass(frozen=True)
@@ -329,6 +333,15 @@ def decide(state: State, event: Event, now: float, policy: Policy) -> Decision:
 
 
 def _boot(state: State, event: Boot, policy: Policy) -> Decision:
+    if event.completed:
+        # IDLE -> COMPLETED
+        message = (
+            f"this run completed already (attempt {state.attempt}); nothing to do. "
+            "`train-supervisor run --again` launches the trainer once more (e.g. after raising its epochs)"
+        )
+        return _final(
+            replace(state, last_cause=Cause.COMPLETED), Phase.COMPLETED, [], Note("completed", message)
+        )
     if not event.unfinished:
         return _next_attempt(state, [])
     # The previous supervisor died with a trainer running: that attempt's end was never

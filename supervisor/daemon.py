@@ -88,11 +88,14 @@ def policy_for(config: Config) -> Policy:
 
 
 class Daemon:
-    def __init__(self, config: Config, ledger: Ledger, *, reset_counters: bool = False) -> None:
+    def __init__(
+        self, config: Config, ledger: Ledger, *, reset_counters: bool = False, again: bool = False
+    ) -> None:
         self.config = config
         self.ledger = ledger
         self.policy = policy_for(config)
         self.reset_counters = reset_counters
+        self.again = again
         self.state = State()
         self.trainer: Trainer | None = None
         self.tail = OutputTail()
@@ -299,7 +302,8 @@ class Daemon:
                 )
         self._unfinished = self.ledger.unfinished_attempt()
         if self._unfinished is None:
-            return state, Boot()
+            finished = saved is not None and saved.phase is core.Phase.COMPLETED and not self.again
+            return state, Boot(completed=finished)
         if self._unfinished.n != state.attempt:  # the ledger died between two writes
             state = replace(state, attempt=self._unfinished.n)
         made_progress = saved is not None and (saved.stable or saved.progressed)

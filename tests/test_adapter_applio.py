@@ -465,10 +465,14 @@ def test_completion_comes_from_the_line_since_the_exit_code_lies(tmp_path: Path)
         "a traceback in the child, yet exit 0"
     )
     assert any("Traceback" in line for line in trainer_output(tmp_path))
-    # Restarted after completion: the trainer loads the last epoch, has nothing to do and
-    # exits 0 without a word. Each such attempt is a crash without progress: it gives up.
+    # Started again after completion: nothing is launched.
     again = run_cli("run", "-c", str(config))
-    assert again.returncode == 3, again.stdout[-3000:]
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert status(config)["attempt"] == 2
+    # Forced with --again, the trainer loads the last epoch, has nothing to do and exits 0
+    # without a word: without its completion line that is a crash without progress.
+    forced = run_cli("run", "-c", str(config), "--again")
+    assert forced.returncode == 3, forced.stdout[-3000:]
     data = status(config)
     assert data["state"] == "gave_up"
     assert [a["cause"] for a in data["attempts"]][2:] == ["crash"]

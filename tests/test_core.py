@@ -570,3 +570,13 @@ def test_any_history_keeps_one_trainer_and_can_always_finish(
     finishes = of_type(replay.actions, Finish)
     assert len(finishes) == 1
     assert replay.actions[-1] == finishes[0]
+
+
+def test_a_run_that_completed_before_is_not_relaunched() -> None:
+    replay = Replay(state=State(attempt=4))
+    actions = replay.send(Boot(completed=True))
+    assert replay.state.phase is Phase.COMPLETED
+    assert replay.state.attempt == 4
+    assert not of_type(actions, Prepare)
+    assert of_type(actions, Finish) == [Finish(EXIT_OK)]
+    assert "run --again" in of_type(actions, Note)[0].message

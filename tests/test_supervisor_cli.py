@@ -112,6 +112,18 @@ def test_a_finishing_trainer_makes_the_supervisor_exit_0(tmp_path: Path, supervi
     assert any(line.get("kind") == "completed" and line["attempt"] == 1 for line in lines)
 
 
+def test_a_completed_run_is_not_relaunched_unless_asked_again(tmp_path: Path, supervisors: Any) -> None:
+    config = make_config(tmp_path, behave("exit", "0"))
+    assert supervisors(config).wait() == 0
+    again = supervisors(config)
+    assert again.wait() == 0
+    data = status(config)
+    assert (data["state"], data["attempt"]) == ("completed", 1), "nothing was launched"
+    assert "completed already" in data["events"][-1]["message"]
+    assert supervisors(config, "--again").wait() == 0
+    assert (status(config)["state"], status(config)["attempt"]) == ("completed", 2)
+
+
 def test_a_crash_loop_gives_up_with_exit_3(tmp_path: Path, supervisors: Any) -> None:
     config = make_config(tmp_path, behave("exit", "1"))
     sup = supervisors(config)
