@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import tempfile
 from datetime import datetime
@@ -320,12 +321,14 @@ def init(
 
     if output.exists() and not force:
         _fail(f"{output} exists; pass --force to overwrite it")
+    if not output.absolute().parent.is_dir():
+        _fail(f"cannot write {output}: {output.absolute().parent} is not a directory")
     try:
         d = draft(
             adapter_name=adapter_name,
             from_dir=from_dir,
             command=command,
-            cwd=cwd.expanduser().absolute(),
+            cwd=Path(os.path.abspath(cwd.expanduser())),
             checkpoint_dir=checkpoint_dir,
         )
     except InitError as exc:

@@ -270,11 +270,16 @@ def _split_adapter_table(table: dict[str, Any]) -> tuple[dict[str, Any], list[st
     except KeyError as exc:
         return base, [f"adapter.name: {exc.args[0]}"], []
     keys = ["name", "checkpoint_dir", *adapter.options.model_fields]
+    missing = []
+    if adapter.needs_checkpoint_dir and "checkpoint_dir" not in base:
+        missing = [
+            f"adapter.checkpoint_dir: required for {name} (where it writes checkpoints; see {adapter.docs})"
+        ]
     try:
         options = adapter.options.model_validate(table)
     except ValidationError as exc:
-        return base, _describe(exc, prefix=("adapter",), adapter_keys=keys), keys
-    return {**base, "options": options}, [], keys
+        return base, missing + _describe(exc, prefix=("adapter",), adapter_keys=keys), keys
+    return {**base, "options": options}, missing, keys
 
 
 def _describe(
@@ -340,8 +345,8 @@ def _resolve(config: Config) -> Config:
 
 
 def _absolute(path: Path, base: Path) -> Path:
-    path = path.expanduser()
-    return path if path.is_absolute() else base / path
+    """Absolute and without `..` (as the watcher reports paths), symlinks left as they are."""
+    return Path(os.path.abspath(base / path.expanduser()))
 
 
 def default_state_dir(name: str) -> Path:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from supervisor.backoff import Backoff, uniform
+from trainer_adapters.base import Said
 
 EXIT_OK = 0
 EXIT_GAVE_UP = 3
@@ -199,7 +200,7 @@ class TrainerSaid:
     trainer_adapters.base.Said): `fatal`, `completed`, `loaded` or `fresh_start`."""
 
     attempt: int
-    said: str
+    said: Said
     line: str
     explain: str = ""
 
@@ -440,15 +441,15 @@ def _trainer_said(state: State, event: TrainerSaid) -> Decision:
         return state, []
     line = event.line.strip()[:300]
     match event.said:
-        case "fatal" if state.fatal is None:
+        case Said.FATAL if state.fatal is None:
             state = replace(state, fatal=f"{event.explain} (the trainer said: {line})")
             return state, [Note("trainer_fatal", f"{event.explain}: {line}", "error")]
-        case "completed" if not state.completion_seen:
+        case Said.COMPLETED if not state.completion_seen:
             state = replace(state, completion_seen=True)
             return state, [Note("trainer_completed", f"the trainer says it finished: {line}")]
-        case "loaded":
+        case Said.LOADED:
             return state, [Note("trainer_loaded", f"the trainer says it resumed: {line}")]
-        case "fresh_start":
+        case Said.FRESH_START:
             return state, [
                 Note("trainer_fresh_start", f"the trainer says it starts afresh: {line}", "warning")
             ]

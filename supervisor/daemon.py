@@ -243,6 +243,7 @@ class Daemon:
         self.ledger.begin_attempt(attempt, time.time(), marker)
         self.ledger.commit()  # durable before the trainer exists
         self.tail.lines.clear()
+        self.sink.forget_partial_lines()
         self.sink.write_log(f"\n=== train-supervisor: attempt {attempt} ===\n".encode())
         env = trainer_env(os.environ, self.config.run.env, marker)
         try:

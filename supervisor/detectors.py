@@ -36,7 +36,7 @@ class OutputReader:
 def said(rules: Sequence[LineRule], line: str, attempt: int) -> list[TrainerSaid]:
     """The decisive things one line says."""
     return [
-        TrainerSaid(attempt, reading.said.value, line, reading.explain)
+        TrainerSaid(attempt, reading.said, line, reading.explain)
         for reading in read_line(rules, line)
         if reading.said in DECISIVE
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -73,7 +74,7 @@ class CheckpointGuard:
         self._verifying: asyncio.Task[None] | None = None
 
     def _watched(self, path: Path) -> bool:
-        if not self.layout.recursive and path.parent != self.directory:
+        if not self.layout.recursive and os.path.abspath(path.parent) != os.path.abspath(self.directory):
             return False
         return self.layout.parse(path) is not None
 

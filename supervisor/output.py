@@ -67,6 +67,7 @@ class OutputSink:
         self.bytes_seen = 0
         self.log_error: OSError | None = None
         self._partial: dict[str, bytes] = {}
+        self._handler_failed = False  # reported once
 
     def write(self, stream: str, data: bytes) -> None:
         self.bytes_seen += len(data)
@@ -107,7 +108,16 @@ class OutputSink:
         if rest:
             self._emit(stream, rest)
 
+    def forget_partial_lines(self) -> None:
+        """Drop unfinished lines (a new attempt must not inherit the last one's fragment)."""
+        self._partial.clear()
+
     def _emit(self, stream: str, line: bytes) -> None:
         text = line.decode("utf-8", errors="replace")
         for handler in self.handlers:
-            handler(stream, text)
+            try:
+                handler(stream, text)
+            except Exception:  # a line handler must never stop the draining
+                if not self._handler_failed:
+                    structlog.get_logger("supervisor.output").exception("a line handler failed")
+                self._handler_failed = True

@@ -327,3 +327,20 @@ def test_every_adapter_has_a_page_that_documents_its_options() -> None:
         text = page.read_text()
         for key in adapter.options.model_fields:
             assert f"{key} =" in text or f"`{key}`" in text, f"{adapter.docs} does not document {key}"
+
+
+def test_paths_are_absolute_and_without_dot_dot(tmp_path: Path) -> None:
+    (tmp_path / "repo" / "logs").mkdir(parents=True)
+    text = MINIMAL.replace("[run]\n", '[run]\ncwd = "conf/../repo"\n', 1)
+    text += '[adapter]\nname = "vits"\ncheckpoint_dir = "logs/../logs/ljs"\n'
+    config = load(write(tmp_path, text), for_launch=False)
+    assert config.cwd == tmp_path / "repo"
+    assert config.adapter.checkpoint_dir == tmp_path / "repo" / "logs" / "ljs"
+
+
+def test_a_trainer_adapter_needs_its_checkpoint_dir(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(write(tmp_path, MINIMAL + '[adapter]\nname = "applio"\n'), for_launch=False)
+    assert info.value.problems == [
+        "adapter.checkpoint_dir: required for applio (where it writes checkpoints; see docs/trainers/applio.md)"
+    ]

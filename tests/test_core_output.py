@@ -22,13 +22,14 @@ from supervisor.core import (
     TrainerSaid,
 )
 from tests.test_core import CRASH, POLICY, booted, of_type
+from trainer_adapters.base import Said
 
 UNTRUSTED = replace(POLICY, exit_codes_trusted=False)
 PORT = "port must have value from 0 to 65535 but was 80000."
 
 
 def fatal(attempt: int = 1) -> TrainerSaid:
-    return TrainerSaid(attempt, "fatal", f"ValueError: {PORT}", "VITS hard-codes MASTER_PORT=80000")
+    return TrainerSaid(attempt, Said.FATAL, f"ValueError: {PORT}", "VITS hard-codes MASTER_PORT=80000")
 
 
 def test_a_fatal_line_then_a_crash_gives_up_at_once_with_the_explanation() -> None:
@@ -77,8 +78,31 @@ def test_a_stale_line_of_an_earlier_attempt_changes_nothing() -> None:
     replay = booted()
     replay.send(Launched(1, pid=10))
     replay.send(Exited(1, CRASH))
+    replay.fire_relaunch()
+    replay.send(Launched(2, pid=11))
     assert replay.send(fatal(attempt=1)) == []
     assert replay.state.fatal is None
+    replay.send(Exited(2, CRASH))
+    assert replay.state.phase is Phase.BACKOFF, "attempt 2 is retried: its own output was fine"
+
+
+def test_an_attempt_that_died_on_its_own_after_a_fatal_line_keeps_that_cause_during_a_stop() -> None:
+    replay = booted()
+    replay.send(Launched(1, pid=10))
+    replay.send(fatal())
+    replay.send(StopRequested("operator"))
+    actions = replay.send(Exited(1, CRASH, before_stop=True))
+    assert replay.state.phase is Phase.STOPPED
+    assert of_type(actions, RecordAttemptEnd)[0].cause is Cause.NOT_RETRYABLE
+
+
+def test_an_attempt_that_finished_on_its_own_during_a_stop_completed() -> None:
+    replay = booted(UNTRUSTED)
+    replay.send(Launched(1, pid=10))
+    replay.send(TrainerSaid(1, Said.COMPLETED, "Training has been successfully completed"))
+    replay.send(StopRequested("operator"))
+    actions = replay.send(Exited(1, ExitStatus(code=0), before_stop=True))
+    assert of_type(actions, RecordAttemptEnd)[0].cause is Cause.COMPLETED
 
 
 def test_untrusted_exit_codes_complete_only_after_the_completion_line() -> None:
@@ -88,7 +112,9 @@ def test_untrusted_exit_codes_complete_only_after_the_completion_line() -> None:
     assert replay.state.phase is Phase.BACKOFF, "exit 0 alone says nothing"
     replay.fire_relaunch()
     replay.send(Launched(2, pid=11))
-    said = replay.send(TrainerSaid(2, "completed", "Training has been successfully completed with 3 epoch"))
+    said = replay.send(
+        TrainerSaid(2, Said.COMPLETED, "Training has been successfully completed with 3 epoch")
+    )
     assert [n.kind for n in of_type(said, Note)] == ["trainer_completed"]
     actions = replay.send(Exited(2, ExitStatus(code=0)))
     assert replay.state.phase is Phase.COMPLETED
@@ -99,7 +125,7 @@ def test_untrusted_exit_codes_complete_only_after_the_completion_line() -> None:
 def test_untrusted_exit_codes_after_the_completion_line_complete_whatever_the_code() -> None:
     replay = booted(UNTRUSTED)
     replay.send(Launched(1, pid=10))
-    replay.send(TrainerSaid(1, "completed", "done"))
+    replay.send(TrainerSaid(1, Said.COMPLETED, "done"))
     replay.send(Exited(1, ExitStatus(code=149)))
     assert replay.state.phase is Phase.COMPLETED
 
@@ -107,7 +133,7 @@ def test_untrusted_exit_codes_after_the_completion_line_complete_whatever_the_co
 def test_trusted_exit_codes_are_believed_over_a_completion_line() -> None:
     replay = booted()
     replay.send(Launched(1, pid=10))
-    replay.send(TrainerSaid(1, "completed", "training done"))
+    replay.send(TrainerSaid(1, Said.COMPLETED, "training done"))
     replay.send(Exited(1, CRASH))
     assert replay.state.phase is Phase.BACKOFF
     actions = replay.fire_relaunch()
@@ -118,8 +144,8 @@ def test_trusted_exit_codes_are_believed_over_a_completion_line() -> None:
 def test_loaded_and_fresh_start_lines_are_noted_only() -> None:
     replay = booted()
     replay.send(Launched(1, pid=10))
-    loaded = replay.send(TrainerSaid(1, "loaded", "Loaded checkpoint 'logs/m/G_100.pth' (iteration 3)"))
-    fresh = replay.send(TrainerSaid(1, "fresh_start", "loaded pretrained s2G.pth"))
+    loaded = replay.send(TrainerSaid(1, Said.LOADED, "Loaded checkpoint 'logs/m/G_100.pth' (iteration 3)"))
+    fresh = replay.send(TrainerSaid(1, Said.FRESH_START, "loaded pretrained s2G.pth"))
     assert [(n.kind, n.level) for n in loaded] == [("trainer_loaded", "info")]
     assert [(n.kind, n.level) for n in fresh] == [("trainer_fresh_start", "warning")]
     assert replay.state.phase is Phase.RUNNING

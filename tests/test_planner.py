@@ -316,3 +316,15 @@ def test_verified_files_that_make_no_complete_state_are_never_moved_into_a_fresh
     rolled_back = plan(PAIRED, [paired("G", 200), paired("D", 200)], below_step=150)
     assert rolled_back.ok
     assert rolled_back.target_step is None
+
+
+def test_a_rule_failure_on_a_file_that_cannot_be_moved_refuses_the_plan() -> None:
+    digitless = Path("/run/logs/voice")
+    target = [glob_file(VITS_LIKE, digitless / n) for n in ("G_100.pth", "D_100.pth")]
+    # A verified copy restored under a digit-less name would make the trainer's sort fail;
+    # the planner cannot move what it is about to restore: it must refuse, not loop.
+    snapshot = Snapshot("G", 200, digitless / "G_best.pth", STORE / "200/G_best.pth")
+    snapshot_d = Snapshot("D", 200, digitless / "D_200.pth", STORE / "200/D_200.pth")
+    result = plan(VITS_LIKE, target, [snapshot, snapshot_d])
+    assert not result.ok
+    assert result.lands_on == {}

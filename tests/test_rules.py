@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.detectors import OutputReader, said
+from supervisor.output import OutputSink, RotatingLog
 from trainer_adapters.base import ArgRule, LineRule, NamedCheckpoint, RuleFails, Said
 from trainer_adapters.rules import (
     NamePattern,
@@ -164,3 +165,19 @@ def test_flag_value() -> None:
     assert flag_value(["train.py", "-c", "x.json", "-m", "ljs"], "-m", "--model") == "ljs"
     assert flag_value(["train.py", "--model=vctk"], "-m", "--model") == "vctk"
     assert flag_value(["train.py", "-m"], "-m") is None
+
+
+def test_a_failing_line_handler_never_stops_the_others_or_the_log(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def broken(stream: str, line: str) -> None:
+        raise ValueError("bad handler")
+
+    log = RotatingLog(tmp_path / "t.log", 10_000, 1)
+    sink = OutputSink(log, [broken, lambda stream, line: seen.append(line)])
+    sink.write("stdout", b"one\ntwo\nthr")
+    sink.forget_partial_lines()  # a new attempt: the fragment "thr" is not its first line
+    sink.write("stdout", b"ee\n")
+    log.close()
+    assert seen == ["one", "two", "ee"]
+    assert (tmp_path / "t.log").read_bytes() == b"one\ntwo\nthree\n"

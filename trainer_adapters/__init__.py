@@ -19,6 +19,8 @@ def _discover() -> dict[str, TrainerAdapter]:
     for module in pkgutil.iter_modules(__path__):
         adapter = getattr(importlib.import_module(f"{__name__}.{module.name}"), "ADAPTER", None)
         if isinstance(adapter, TrainerAdapter):
+            if adapter.name in found:
+                raise RuntimeError(f"two adapters are called {adapter.name!r} (one in {module.name})")
             found[adapter.name] = adapter
     return found
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from trainer_adapters.base import (
     AdapterOptions,
     ArgRule,
-    Launch,
+    LaunchHints,
     LineRule,
     Said,
     TrainerAdapter,
@@ -137,7 +137,7 @@ ADAPTER = TrainerAdapter(
     recognise=_recognise,
     lines=LINES,
     args=ARGS,
-    launch=Launch(
+    launch=LaunchHints(
         example="python core.py train --model-name myvoice --save-every-epoch 10 --save-only-latest"
         " --total-epoch 300 --sample-rate 40000 --batch-size 8 --gpu 0",
         cwd=".",

@@ -99,7 +99,7 @@ class Said(StrEnum):
     LOADED = "loaded"  # the trainer says it resumed; optional group `path`
     FRESH_START = "fresh_start"  # the trainer says it starts from scratch
     COMPLETED = "completed"  # training finished (what marks completion when exit codes lie)
-    FATAL = "fatal"  # restarting cannot fix this: give up at once, with `explain`
+    FATAL = "fatal"  # restarting cannot fix this: when the attempt fails, give up with `explain`
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class ArgRule:
 
 
 @dataclass(frozen=True)
-class Launch:
+class LaunchHints:
     """How to run the trainer under the supervisor (written by `init`, shown in docs)."""
 
     example: str  # a typical command, as the trainer's README gives it
@@ -146,7 +146,9 @@ class TrainerAdapter:
     recognise: Callable[[Path], bool] | None = None
     lines: tuple[LineRule, ...] = ()
     args: tuple[ArgRule, ...] = ()
-    launch: Launch | None = None
+    launch: LaunchHints | None = None
+    # Without `checkpoint_dir` only the process would be supervised: allowed for generic.
+    needs_checkpoint_dir: bool = True
     # Whether the trainer uses fp16 loss scaling by default (one non-finite loss can
     # be a skipped step rather than a diverged run).
     fp16_loss_scaling: bool = False

@@ -18,7 +18,7 @@ from typing import Literal
 from trainer_adapters.base import (
     AdapterOptions,
     Expectations,
-    Launch,
+    LaunchHints,
     LineRule,
     NamedCheckpoint,
     Said,
@@ -134,7 +134,7 @@ ADAPTER = TrainerAdapter(
     layout=_layout,
     recognise=recognise,
     lines=LINES,
-    launch=Launch(
+    launch=LaunchHints(
         example="accelerate launch src/f5_tts/train/finetune_cli.py --exp_name F5TTS_v1_Base "
         "--dataset_name my_dataset --finetune",
         checkpoint_dir=checkpoint_dir,

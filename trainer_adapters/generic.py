@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import field_validator, model_validator
 
-from trainer_adapters.base import AdapterOptions, Expectations, Launch, NamedCheckpoint, TrainerAdapter
+from trainer_adapters.base import AdapterOptions, Expectations, LaunchHints, NamedCheckpoint, TrainerAdapter
 
 SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
@@ -100,6 +100,7 @@ ADAPTER = TrainerAdapter(
     summary="any PyTorch loop: supervises the process; checkpoints from an optional pattern",
     options=GenericOptions,
     layout=_layout,
-    launch=Launch(example="python train.py"),
+    launch=LaunchHints(example="python train.py"),
     docs="docs/trainers/generic.md",
+    needs_checkpoint_dir=False,
 )

@@ -18,7 +18,7 @@ from pathlib import Path
 from trainer_adapters.base import (
     AdapterOptions,
     Expectations,
-    Launch,
+    LaunchHints,
     LineRule,
     NamedCheckpoint,
     Said,
@@ -147,7 +147,7 @@ ADAPTER = TrainerAdapter(
     recognise=recognise,
     lines=LINES,
     # The script writes its config to a temp yaml; the checkpoint directory is in there.
-    launch=Launch(example="python -s GPT_SoVITS/s1_train.py --config_file TEMP/tmp_s1.yaml"),
+    launch=LaunchHints(example="python -s GPT_SoVITS/s1_train.py --config_file TEMP/tmp_s1.yaml"),
     fp16_loss_scaling=True,  # the shipped yamls train with precision 16-mixed (a GradScaler)
     docs="docs/trainers/gpt-sovits-s1.md",
 )

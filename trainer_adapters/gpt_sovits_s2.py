@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from trainer_adapters.base import AdapterOptions, Launch, LineRule, Said, TrainerAdapter
+from trainer_adapters.base import AdapterOptions, LaunchHints, LineRule, Said, TrainerAdapter
 from trainer_adapters.vits_family import GlobLayout
 
 SENTINEL = 233333333333
@@ -118,7 +118,7 @@ ADAPTER = TrainerAdapter(
             "(where the temp file is written first) and under logs/, then start the run again.",
         ),
     ),
-    launch=Launch(
+    launch=LaunchHints(
         example="python -s GPT_SoVITS/s2_train.py --config TEMP/tmp_s2.json",
         cwd=".",
         checkpoint_dir=None,  # data.exp_dir and model.version are in the JSON config, not in argv

@@ -80,8 +80,9 @@ def max_by(
     key: Callable[[NamedCheckpoint], int | None],
     why: str,
 ) -> NamedCheckpoint | None:
-    """The trainer's `max(files, key=...)` (the last of a stable sort: ties go to the
-    later file in listing order, which we take as path order). RuleFails when `key`
+    """The trainer's `sorted(files, key=...)[-1]`. Ties go to the later file in listing
+    order, which is directory order and cannot be known: taken here as path order (ties
+    need equal numbers under different names, e.g. G_010 and G_10). RuleFails when `key`
     would raise for some file."""
     if not files:
         return None

@@ -22,7 +22,7 @@ from trainer_adapters.base import (
     AdapterOptions,
     ArgRule,
     Expectations,
-    Launch,
+    LaunchHints,
     LineRule,
     NamedCheckpoint,
     RuleFails,
@@ -209,7 +209,7 @@ ADAPTER = TrainerAdapter(
         ArgRule((flag,), f"{flag}: {PRETRAINED}", boolean=False)
         for flag in ("--pretrained-ckpt", "--pretrained-cfm-ckpt", "--pretrained-ar-ckpt")
     ),
-    launch=Launch(
+    launch=LaunchHints(
         example=(
             "python train.py --config ./configs/presets/config_dit_mel_seed_uvit_xlsr_tiny.yml "
             "--dataset-dir DATA --run-name my_run --batch-size 2 --max-steps 1000 --max-epochs 1000 "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from trainer_adapters.base import (
     AdapterOptions,
-    Launch,
+    LaunchHints,
     LineRule,
     NamedCheckpoint,
     RuleFails,
@@ -128,7 +128,7 @@ ADAPTER = TrainerAdapter(
             "logs/<model>/ lives, then start the run again.",
         ),
     ),
-    launch=Launch(
+    launch=LaunchHints(
         example="python train.py -c configs/ljs_base.json -m ljs_base",
         cwd=".",
         checkpoint_dir=_checkpoint_dir,
