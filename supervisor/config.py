@@ -220,7 +220,9 @@ def load(path: str | os.PathLike[str], *, for_launch: bool = True) -> Config:
     except ValidationError as exc:
         raise ConfigError(config_path, _describe(exc)) from None
     config = _resolve(config)
-    problems = _check_paths(config) + _check_command(config) if for_launch else []
+    problems = _check_adapter(config)
+    if for_launch:
+        problems += _check_paths(config) + _check_command(config)
     if problems:
         raise ConfigError(config_path, problems)
     return config
@@ -356,6 +358,16 @@ def default_state_dir(name: str) -> Path:
         return Path(systemd_dir) / name
     xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(xdg) / "train-supervisor" / name
+
+
+def _check_adapter(config: Config) -> list[str]:
+    """What the adapter says of its options for this checkpoint directory."""
+    adapter = trainer_adapters.get(config.adapter.name)
+    directory = config.adapter.checkpoint_dir
+    if adapter.check_dir is None or directory is None:
+        return []
+    problem = adapter.check_dir(config.adapter.options, directory)
+    return [problem] if problem else []
 
 
 def _check_command(config: Config) -> list[str]:

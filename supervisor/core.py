@@ -447,6 +447,11 @@ def _trainer_said(state: State, event: TrainerSaid) -> Decision:
         case Said.COMPLETED if not state.completion_seen:
             state = replace(state, completion_seen=True)
             return state, [Note("trainer_completed", f"the trainer says it finished: {line}")]
+        case Said.PROGRESS if state.fatal is not None:
+            # It went on after the error it printed (e.g. an export that failed and was
+            # only reported): that error did not end the attempt.
+            note = Note("trainer_went_on", f"the trainer went on after an error it printed: {line}")
+            return replace(state, fatal=None), [note]
         case Said.LOADED:
             return state, [Note("trainer_loaded", f"the trainer says it resumed: {line}")]
         case Said.FRESH_START:

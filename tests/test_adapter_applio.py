@@ -146,13 +146,15 @@ def said(line: str) -> list[tuple[Said, int | None, int | None, str | None]]:
 
 def test_progress_lines() -> None:
     assert said("voice | epoch=1 | step=3 | time=15:03:11 | training_speed=0:00:00") == [
-        (Said.PROGRESS, 3, 1, None)
-    ]
+        (Said.PROGRESS, None, 1, None)
+    ], "the printed step is recomputed on resume: this adapter counts epochs"
     long = (
         "my | voice | epoch=212 | step=9540 | time=02:13:59 | training_speed=1 day, 0:00:03"
         " | lowest_value=17.524 (epoch 190 and step 8550)"
     )
-    assert said(long) == [(Said.PROGRESS, 9540, 212, None)]
+    assert said(long) == [(Said.PROGRESS, None, 212, None)]
+    stopped = said("Overtraining detected at epoch 190 with smoothed loss_g 17.524 and loss_d 3.211")
+    assert stopped == [(Said.COMPLETED, None, 190, None)], "3.6.3's early stop ends the run too"
 
 
 def test_loaded_fresh_start_and_completed_lines() -> None:
@@ -218,6 +220,43 @@ def test_cleanup_is_refused(argv: list[str], refused: bool) -> None:
     problems = arg_problems(ADAPTER.args, argv)
     assert bool(problems) is refused
     assert all("--cleanup deletes every G_*/D_*" in p for p in problems)
+
+
+# train.py's 14 positional arguments (3.6.4 and later); cleanup is the 12th.
+POSITIONAL = [
+    "voice",
+    "10",
+    "300",
+    "",
+    "",
+    "0",
+    "8",
+    "40000",
+    "True",
+    "True",
+    "False",
+    "False",
+    "HiFi-GAN",
+    "False",
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "refused"),
+    [
+        (POSITIONAL, False),
+        ([*POSITIONAL[:11], "True", *POSITIONAL[12:]], True),
+        ([*POSITIONAL[:11], "False", "25", "False", *POSITIONAL[12:]], False),  # 16 args: up to 3.6.3
+        ([*POSITIONAL[:11], "False", "25", "True", *POSITIONAL[12:]], True),
+        (POSITIONAL[:10], True),  # a count it does not know: it cannot tell where cleanup is
+    ],
+)
+def test_a_direct_train_py_launch_is_checked_for_its_positional_cleanup(
+    args: list[str], refused: bool
+) -> None:
+    problems = arg_problems(ADAPTER.args, ["python", "rvc/train/train.py", *args])
+    assert bool(problems) is refused
+    assert all("cleanup argument" in p for p in problems)
 
 
 def test_the_checkpoint_directory_from_the_command() -> None:
@@ -357,23 +396,25 @@ def test_left_alone_applio_starts_over_on_a_torn_sentinel_and_overwrites_the_goo
 
 
 def test_a_torn_sentinel_is_restored_from_its_verified_copy(tmp_path: Path) -> None:
+    # Attempt 1 saves epoch 2 and is killed in epoch 3 (so the copy of its sentinel is
+    # certainly made before the relaunch); attempt 2 resumes and tears G at epoch 4.
     root = applio_root(tmp_path)
-    write_faults(root, [{"at": 4, "kind": "torn"}])
-    config = supervise(tmp_path, root, twin_argv(only_latest=True), batch_s=0.25)
+    write_faults(root, [{"at": 3, "kind": "sigkill"}, {"at": 4, "kind": "torn"}])
+    config = supervise(tmp_path, root, twin_argv(only_latest=True))
     result = run_cli("run", "-c", str(config))
     assert result.returncode == 0, result.stdout[-3000:]
     lines = said_lines(tmp_path)
-    assert lines[:3] == [
-        f"Loaded pretrained (G) '{G_PRE}'",
+    resumed = [
         "Loaded checkpoint 'voice/D_2333333.pth' (epoch 2)",
         "Loaded checkpoint 'voice/G_2333333.pth' (epoch 2)",
     ]
-    assert lines[3].startswith("Training has been successfully completed with 6 epoch, 18 steps and ")
-    assert len(lines) == 4
+    assert lines[:5] == [f"Loaded pretrained (G) '{G_PRE}'", *resumed, *resumed]
+    assert lines[5].startswith("Training has been successfully completed with 6 epoch, 18 steps and ")
+    assert len(lines) == 6
     assert quarantined(tmp_path) == ["G_2333333.pth"]
     data = status(config)
     assert data["state"] == "completed"
-    assert [a["cause"] for a in data["attempts"]] == ["crash", "completed"]
+    assert [a["cause"] for a in data["attempts"]] == ["crash", "crash", "completed"]
     assert "restore 1: G_2333333.pth" in data["last_plan"]["summary"]
     ledger = Ledger.open_readonly(tmp_path / "state")
     assert ledger is not None
@@ -383,7 +424,9 @@ def test_a_torn_sentinel_is_restored_from_its_verified_copy(tmp_path: Path) -> N
         (1, "trainer_fresh_start"),
         (2, "trainer_loaded"),
         (2, "trainer_loaded"),
-        (2, "trainer_completed"),
+        (3, "trainer_loaded"),
+        (3, "trainer_loaded"),
+        (3, "trainer_completed"),
     ]
 
 

@@ -125,10 +125,24 @@ def test_plan_g_only_for_v3_and_v4_and_why_the_version_must_be_right() -> None:
     the_plan = plan(LORA, files)
     assert (the_plan.ok, the_plan.target_step) == (True, 2)
     assert the_plan.lands_on == {"G": LORA_DIR / "G_52.pth"}
-    # Told v2Pro (G and D), a G-only directory has no complete state: everything would go.
+    # Told v2Pro (G and D), a G-only directory has no complete state: the planner refuses
+    # rather than move every verified G aside into a fresh start.
     wrong = plan(LAYOUT, [ok("G_26.pth", 1, LORA_DIR), ok("G_52.pth", 2, LORA_DIR)])
     assert wrong.target_step is None
-    assert len(wrong.moves) == 2
+    assert not wrong.ok
+    assert [m.path.name for m in wrong.stranded] == ["G_52.pth", "G_26.pth"]
+
+
+def test_a_version_the_directory_name_contradicts_is_refused() -> None:
+    assert ADAPTER.check_dir is not None
+    v2pro = ADAPTER.options()
+    v4 = ADAPTER.options.model_validate({"version": "v4"})
+    assert ADAPTER.check_dir(v4, Path("/r/logs/exp/logs_s2_v4_lora_32")) is None
+    assert ADAPTER.check_dir(v2pro, Path("/r/logs/exp/logs_s2_v2Pro")) is None
+    problem = ADAPTER.check_dir(v2pro, Path("/r/logs/exp/logs_s2_v4_lora_32"))
+    assert problem is not None
+    assert problem.startswith("adapter.version: 'v2Pro', but logs_s2_v4_lora_32 holds a v4 run")
+    assert ADAPTER.check_dir(v4, Path("/r/logs/exp/logs_s2")) is None, "old unversioned directories"
 
 
 def test_the_version_option() -> None:

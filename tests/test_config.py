@@ -344,3 +344,12 @@ def test_a_trainer_adapter_needs_its_checkpoint_dir(tmp_path: Path) -> None:
     assert info.value.problems == [
         "adapter.checkpoint_dir: required for applio (where it writes checkpoints; see docs/trainers/applio.md)"
     ]
+
+
+def test_the_adapter_checks_its_options_against_the_directory(tmp_path: Path) -> None:
+    text = MINIMAL + '[adapter]\nname = "gpt-sovits-s2"\ncheckpoint_dir = "logs/exp/logs_s2_v4_lora_32"\n'
+    with pytest.raises(ConfigError) as info:
+        load(write(tmp_path, text), for_launch=False)
+    (problem,) = info.value.problems
+    assert problem.startswith("adapter.version: 'v2Pro', but logs_s2_v4_lora_32 holds a v4 run")
+    assert load(write(tmp_path, text + 'version = "v4"\n'), for_launch=False).adapter.options

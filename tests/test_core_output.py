@@ -151,3 +151,18 @@ def test_loaded_and_fresh_start_lines_are_noted_only() -> None:
     assert replay.state.phase is Phase.RUNNING
     assert not of_type(loaded + fresh, Prepare)
     assert not of_type(loaded + fresh, StartTimer)
+
+
+def test_a_trainer_that_goes_on_after_a_fatal_line_is_retried_when_it_later_crashes() -> None:
+    replay = booted()
+    replay.send(Launched(1, pid=10))
+    replay.send(fatal())
+    notes = replay.send(TrainerSaid(1, Said.PROGRESS, "INFO:ljs:Train Epoch: 3 [42%]"))
+    assert [n.kind for n in of_type(notes, Note)] == ["trainer_went_on"]
+    assert replay.state.fatal is None
+    replay.send(Exited(1, CRASH))
+    assert replay.state.phase is Phase.BACKOFF
+    # Progress without a fatal line before it is no event for the core.
+    replay.fire_relaunch()
+    replay.send(Launched(2, pid=11))
+    assert replay.send(TrainerSaid(2, Said.PROGRESS, "step 5")) == []

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.core import TrainerSaid
 from supervisor.detectors import OutputReader, said
 from supervisor.output import OutputSink, RotatingLog
 from trainer_adapters.base import ArgRule, LineRule, NamedCheckpoint, RuleFails, Said
@@ -181,3 +182,22 @@ def test_a_failing_line_handler_never_stops_the_others_or_the_log(tmp_path: Path
     log.close()
     assert seen == ["one", "two", "ee"]
     assert (tmp_path / "t.log").read_bytes() == b"one\ntwo\nthree\n"
+
+
+def test_progress_after_a_fatal_line_says_the_trainer_went_on() -> None:
+    rules = (
+        LineRule(Said.FATAL, r"file write failed", "the disk is full"),
+        LineRule(Said.PROGRESS, r"step (?P<step>\d+)"),
+    )
+    got: list[TrainerSaid] = []
+    attempt = [1]
+    reader = OutputReader(rules, lambda: attempt[0], got.append)
+    reader("stdout", "step 10")
+    reader("stdout", "saving ckpt exp_e3:RuntimeError: PytorchStreamWriter ... file write failed")
+    reader("stdout", "step 20")
+    reader("stdout", "step 30")
+    assert [(e.attempt, e.said) for e in got] == [(1, Said.FATAL), (1, Said.PROGRESS)]
+    reader("stdout", "file write failed")
+    attempt[0] = 2  # the next attempt's progress says nothing of attempt 1's error
+    reader("stdout", "step 10")
+    assert [(e.attempt, e.said) for e in got[2:]] == [(1, Said.FATAL)]

@@ -60,24 +60,40 @@ def _recognise(path: Path) -> bool:
     return int(m[1]) == SENTINEL or any((path.parent / marker).exists() for marker in MARKERS)
 
 
+def _positional(argv: Sequence[str]) -> list[str] | None:
+    """The arguments of `rvc/train/train.py <model_name> <save_every_epoch> ...`, if that
+    is what the command runs."""
+    at = next((i for i, arg in enumerate(argv) if arg.replace("\\", "/").endswith("train/train.py")), None)
+    return list(argv[at + 1 :]) if at is not None else None
+
+
 def _checkpoint_dir(argv: Sequence[str]) -> str | None:
     if any(Path(arg).name == "core.py" for arg in argv):
         name = flag_value(argv, "--model-name", "--model_name")
     else:
-        # rvc/train/train.py <model_name> <save_every_epoch> ... (positional)
-        at = next(
-            (i for i, arg in enumerate(argv) if arg.replace("\\", "/").endswith("train/train.py")), None
-        )
-        name = argv[at + 1] if at is not None and at + 1 < len(argv) else None
+        args = _positional(argv)
+        name = args[0] if args else None
     return f"logs/{name}" if name else None
+
+
+# Where `cleanup` is among train.py's positional arguments: 14 of them since 3.6.4, 16
+# before (overtraining_detector and overtraining_threshold came before it).
+CLEANUP_AT = {14: 11, 16: 13}
+
+
+def _positional_cleanup(argv: Sequence[str]) -> bool:
+    """A direct train.py launch whose cleanup argument is on, or cannot be found."""
+    args = _positional(argv)
+    if args is None:
+        return False
+    at = CLEANUP_AT.get(len(args))
+    return at is None or args[at].lower() != "false"
 
 
 RESTART_CANNOT_FIX = "restarting cannot fix this"
 LINES = (
-    LineRule(
-        Said.PROGRESS,
-        r"\| epoch=(?P<epoch>\d+) \| step=(?P<step>\d+) \| time=\d\d:\d\d:\d\d \| training_speed=",
-    ),
+    # The step printed is a global step recomputed on resume; this adapter counts epochs.
+    LineRule(Said.PROGRESS, r"\| epoch=(?P<epoch>\d+) \| step=\d+ \| time=\d\d:\d\d:\d\d \| training_speed="),
     LineRule(Said.LOADED, r"^Loaded checkpoint '(?P<path>.+)' \(epoch (?P<epoch>\d+)\)$"),
     LineRule(Said.FRESH_START, r"^Loaded pretrained \(G\) '(?P<path>.*)'"),
     # The early probe of the newest G: the only trace of a G that cannot be loaded, and
@@ -87,6 +103,8 @@ LINES = (
         Said.COMPLETED,
         r"^Training has been successfully completed with (?P<epoch>\d+) epoch, (?P<step>\d+) steps",
     ),
+    # Releases up to 3.6.3 stop early on their own overtraining detector (then os._exit).
+    LineRule(Said.COMPLETED, r"^Overtraining detected at epoch (?P<epoch>\d+)"),
     # The only loss on stdout: the last batch's generator loss, once, at the very end.
     LineRule(
         Said.LOSS,
@@ -125,6 +143,13 @@ ARGS = (
         ("--cleanup",),
         "--cleanup deletes every G_*/D_* checkpoint in logs/<model> when the trainer starts, so"
         " each relaunch would throw the run away: leave it out (3.6.4: --cleanup False)",
+    ),
+    ArgRule(
+        (),
+        "rvc/train/train.py run directly: its cleanup argument (12th of 14; 14th of 16 before"
+        " 3.6.4) must be False, or each relaunch deletes every checkpoint; with another number"
+        " of arguments the supervisor cannot tell where it is (use core.py train)",
+        applies=_positional_cleanup,
     ),
 )
 

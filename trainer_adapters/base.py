@@ -117,6 +117,8 @@ class ArgRule:
     problem: str
     # A flag given as `--flag False` (argparse-style booleans) is not set.
     boolean: bool = True
+    # For what flags cannot say (positional arguments): argv -> the problem applies.
+    applies: Callable[[Sequence[str]], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,9 @@ class TrainerAdapter:
     lines: tuple[LineRule, ...] = ()
     args: tuple[ArgRule, ...] = ()
     launch: LaunchHints | None = None
+    # A problem with these options for this checkpoint directory (its name may say what
+    # the options must be), checked when the config is loaded.
+    check_dir: Callable[[AdapterOptions, Path], str | None] | None = None
     # Without `checkpoint_dir` only the process would be supervised: allowed for generic.
     needs_checkpoint_dir: bool = True
     # Whether the trainer uses fp16 loss scaling by default (one non-finite loss can

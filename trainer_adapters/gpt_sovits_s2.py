@@ -52,8 +52,8 @@ class GptSovitsS2Options(AdapterOptions):
         "v2Pro",
         description=(
             "The model version trained (the WebUI's `version`). v3 and v4 have no discriminator:\n"
-            "their directory holds G files only. Set it right: with G and D expected, a G alone\n"
-            "is never a complete state, and every G would be moved aside."
+            "their directory holds G files only. It must match the directory's name\n"
+            "(logs_s2_<version>[_lora_<rank>]); a config where it does not is refused."
         ),
     )
 
@@ -66,6 +66,17 @@ def _layout(options: AdapterOptions) -> GlobLayout:
         sentinel=SENTINEL,
         steps_from_epochs=True,
         not_resume_points=NOT_RESUME_POINTS,
+    )
+
+
+def _check_dir(options: AdapterOptions, directory: Path) -> str | None:
+    assert isinstance(options, GptSovitsS2Options)
+    named = re.fullmatch(r"logs_s2_(v\d[A-Za-z]*)(?:_lora_\d+)?", directory.name)
+    if named is None or named[1] == options.version:
+        return None
+    return (
+        f"adapter.version: {options.version!r}, but {directory.name} holds a {named[1]} run: set "
+        f'version = "{named[1]}" (v3/v4 save G only; the others G and D)'
     )
 
 
@@ -82,6 +93,7 @@ ADAPTER = TrainerAdapter(
     options=GptSovitsS2Options,
     layout=_layout,
     recognise=_recognise,
+    check_dir=_check_dir,
     lines=(
         LineRule(Said.PROGRESS, MSG + r"Train Epoch: (?P<epoch>\d+) \[\d+%\]$"),
         # [loss_disc, loss_gen, loss_fm, loss_mel, kl_ssl, loss_kl, global_step, lr], or

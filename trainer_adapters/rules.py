@@ -158,7 +158,8 @@ def arg_problems(rules: Sequence[ArgRule], argv: Sequence[str]) -> list[str]:
     """The problems of the rules whose flag the command sets."""
     problems = []
     for rule in rules:
-        if any(_sets(argv, flag, rule.boolean) for flag in rule.flags):
+        flagged = any(_sets(argv, flag, rule.boolean) for flag in rule.flags)
+        if flagged or (rule.applies is not None and rule.applies(argv)):
             problems.append(rule.problem)
     return problems
 

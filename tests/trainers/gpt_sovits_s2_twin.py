@@ -104,6 +104,7 @@ def load_checkpoint(path: str, model: torch.nn.Module, optimizer: torch.optim.Op
     assert os.path.isfile(path)
     checkpoint = load(Path(path))
     iteration: int = checkpoint["iteration"]
+    checkpoint["learning_rate"]  # read (and so required) like the real load_checkpoint
     if checkpoint["optimizer"] is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
     saved = checkpoint["model"]
