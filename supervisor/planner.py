@@ -68,26 +68,24 @@ class Plan:
     lands_on: dict[str, Path] = field(default_factory=dict)  # the trainer's rule, run on the result
 
     blocked: list[Move] = field(default_factory=list)  # moves refused: files we could not judge
-    # Verified files that would be moved aside although no verified state is left to
-    # resume from: the trainer would start from scratch on the planner's word.
-    stranded: list[Move] = field(default_factory=list)
+    # With no complete verified state to resume from, files the trainer could load
+    # (verified, or intact but lacking keys a resume needs) are left where they are: the
+    # trainer starts as it would alone, never from scratch on the planner's word.
+    left_to_trainer: list[Path] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.lands_on == self.target and not self.blocked and not self.stranded
+        if self.blocked:
+            return False
+        if not self.target and self.left_to_trainer:
+            return set(self.lands_on.values()) <= set(self.left_to_trainer)
+        return self.lands_on == self.target
 
     @property
     def problem(self) -> str | None:
         if self.blocked:
             first = self.blocked[0]
             return f"cannot verify {first.path} ({first.reason}), and the trainer would load it; not guessing"
-        if self.stranded:
-            names = ", ".join(m.path.name for m in self.stranded)
-            return (
-                f"verified checkpoints ({names}) make no complete resume state for this adapter's layout, "
-                "and moving them aside would make the trainer start from scratch: refusing (check the "
-                "adapter options, e.g. which files make one state, or move them yourself)"
-            )
         if self.ok:
             return None
         wants = ", ".join(str(p) for p in self.target.values()) or "a fresh start"
@@ -95,7 +93,10 @@ class Plan:
         return f"the trainer's resume rule would load {lands}, not the verified {wants}"
 
     def summary(self) -> str:
-        if self.target_step is None:
+        if self.target_step is None and self.lands_on:
+            names = ", ".join(p.name for p in self.lands_on.values())
+            start = f"no complete verified state: the trainer starts as it would alone, from {names}"
+        elif self.target_step is None:
             start = "no verified checkpoint: the trainer starts from scratch"
         else:
             start = f"resume from step {self.target_step} ({', '.join(p.name for p in self.target.values())})"
@@ -130,11 +131,16 @@ def plan(
     after the loss went NaN); such files are moved aside if the trainer would pick them."""
     target = _newest_complete_state(layout, candidates, snapshots, below_step)
     target_paths = {s.role: s.path for s in target}
+    left = [] if target else [c.ckpt.path for c in candidates if _loadable_and_wanted(c, below_step)]
     restores = [Restore(s.copy, s.path, s.step) for s in target if s.copy is not None]
     restored = [
         NamedCheckpoint(s.path, s.role, s.step, in_place=s.in_place) for s in target if s.copy is not None
     ]
-    moves = [Move(c.ckpt.path, f"rejected: {c.reason}") for c in candidates if c.status is Status.REJECTED]
+    moves = [
+        Move(c.ckpt.path, f"rejected: {c.reason}")
+        for c in candidates
+        if c.status is Status.REJECTED and c.ckpt.path not in left
+    ]
     moves += [
         Move(c.ckpt.path, "not the verified file: replaced by its verified copy")
         for c in candidates
@@ -148,7 +154,12 @@ def plan(
             picked = layout.pick(files)
         except RuleFails as failure:
             # A name the trainer's own sort cannot handle: it would crash or start over.
-            culprits = [f.path for f in failure.culprits if f.path in by_path and f.path not in moved]
+            # (Never the target: of tied files, the others make way for it.)
+            culprits = [
+                f.path
+                for f in failure.culprits
+                if f.path in by_path and f.path not in moved and f.path not in target_paths.values()
+            ]
             moves += [
                 Move(path, f"the trainer's resume rule fails on it: {failure.why}") for path in culprits
             ]
@@ -157,7 +168,7 @@ def plan(
                 continue
             break
         wrong = [ckpt for role, ckpt in picked.items() if target_paths.get(role) != ckpt.path]
-        wrong = [ckpt for ckpt in wrong if ckpt.path in by_path and ckpt.path not in moved]
+        wrong = [ckpt for ckpt in wrong if ckpt.path in by_path and ckpt.path not in moved | set(left)]
         if not wrong:
             break
         for ckpt in wrong:
@@ -165,7 +176,6 @@ def plan(
     # A file the validator could not judge is never moved aside on a guess: a broken
     # validator must not turn into "every checkpoint is bad, start from scratch".
     blocked = [m for m in moves if by_path[m.path].status is Status.UNKNOWN]
-    stranded = [] if target else [m for m in moves if _verified_and_wanted(by_path[m.path], below_step)]
     return Plan(
         target_step=target[0].step if target else None,
         target=target_paths,
@@ -173,15 +183,19 @@ def plan(
         restores=restores,
         lands_on={role: ckpt.path for role, ckpt in picked.items()},
         blocked=blocked,
-        stranded=stranded,
+        left_to_trainer=left,
     )
 
 
-def _verified_and_wanted(candidate: Candidate, below_step: int | None) -> bool:
-    if candidate.status is not Status.OK:
-        return False
+def _loadable_and_wanted(candidate: Candidate, below_step: int | None) -> bool:
+    """Verified, or intact but without keys a resume needs (released weights, an EMA-only
+    file the trainer loads as a new start): not ours to throw out into a fresh start."""
     step = candidate.ckpt.step
-    return below_step is None or step is None or step < below_step
+    if below_step is not None and step is not None and step >= below_step:
+        return False
+    if candidate.status is Status.OK:
+        return True
+    return candidate.status is Status.REJECTED and (candidate.reason or "").startswith("missing key")
 
 
 def _newest_complete_state(

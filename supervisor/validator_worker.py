@@ -614,10 +614,15 @@ def check_content(job: Job, root: object) -> None:
 
 
 def _counter(root: object, what: str, key: str | None, expected: int | None) -> int | None:
+    """The counter under `key` ("update|step": the first of those present)."""
     if key is None:
         return expected
-    found, value = lookup(root, key)
-    if not found:
+    for alternative in key.split("|"):
+        found, value = lookup(root, alternative)
+        if found:
+            key = alternative
+            break
+    else:
         raise Rejected(f"missing key: {key}")
     number = as_int(value)
     if number is None:

@@ -125,12 +125,12 @@ def test_plan_g_only_for_v3_and_v4_and_why_the_version_must_be_right() -> None:
     the_plan = plan(LORA, files)
     assert (the_plan.ok, the_plan.target_step) == (True, 2)
     assert the_plan.lands_on == {"G": LORA_DIR / "G_52.pth"}
-    # Told v2Pro (G and D), a G-only directory has no complete state: the planner refuses
-    # rather than move every verified G aside into a fresh start.
+    # Told v2Pro (G and D), a G-only directory has no complete state: nothing is moved
+    # into a fresh start, the trainer is left to load its newest G as it would alone.
     wrong = plan(LAYOUT, [ok("G_26.pth", 1, LORA_DIR), ok("G_52.pth", 2, LORA_DIR)])
     assert wrong.target_step is None
-    assert not wrong.ok
-    assert [m.path.name for m in wrong.stranded] == ["G_52.pth", "G_26.pth"]
+    assert wrong.moves == []
+    assert wrong.lands_on == {"G": LORA_DIR / "G_52.pth"}
 
 
 def test_a_version_the_directory_name_contradicts_is_refused() -> None:

@@ -102,14 +102,24 @@ def test_pick_fails_where_the_trainers_int_raises() -> None:
     assert V1.pick([odd_ar]) == {}
 
 
-def test_a_tie_at_the_top_step_is_blamed_on_all_but_the_first_name() -> None:
+def test_a_tie_at_the_top_step_is_blamed_on_every_tied_file() -> None:
     # After a relaunch with another batch size, two files of step 30: max() keeps the first
-    # in os.listdir order, which cannot be known beforehand.
+    # in os.listdir order, which cannot be known beforehand. The planner moves aside all of
+    # them but its target.
     first, second = named("DiT_epoch_00004_step_00030.pth"), named("DiT_epoch_00007_step_00030.pth")
     with pytest.raises(RuleFails) as failure:
         V1.pick([second, first, named("DiT_epoch_00003_step_00020.pth")])
-    assert failure.value.culprits == (second,)
-    assert "ties with DiT_epoch_00004_step_00030.pth at step 30" in failure.value.why
+    assert failure.value.culprits == (first, second)
+    assert "tie at step 30" in failure.value.why
+
+
+def test_of_tied_files_the_verified_one_stays_and_the_unverified_one_makes_way() -> None:
+    verified = Candidate(named("DiT_epoch_00001_step_00500.pth"), Status.OK)
+    unverified = Candidate(named("DiT_epoch_00000_step_00500.pth"), Status.UNVERIFIED)
+    result = plan(V1, [verified, unverified])
+    assert result.ok, result.problem
+    assert [m.path.name for m in result.moves] == ["DiT_epoch_00000_step_00500.pth"]
+    assert result.lands_on == {"DiT": verified.ckpt.path}
 
 
 def test_options() -> None:

@@ -192,15 +192,12 @@ def test_any_paired_directory_gets_a_plan_that_lands_on_the_newest_complete_veri
         if status is Status.OK and files.get(("D" if role == "G" else "G", step)) is Status.OK
     ]
     assert result.target_step == (max(complete) * 100 if complete else None)
-    verified_moved = [
-        m for m in result.moves if m.path in {c.ckpt.path for c in candidates if c.status is Status.OK}
-    ]
-    if not complete and verified_moved:
-        # A verified G without its D: moving it would hand the trainer a fresh start.
-        assert not result.ok
-        assert result.stranded == verified_moved
-        return
     assert result.ok, result.summary()
+    verified = {c.ckpt.path for c in candidates if c.status is Status.OK}
+    if not complete:
+        # A verified G without its D is left to the trainer, never moved into a fresh start.
+        assert result.left_to_trainer == [c.ckpt.path for c in candidates if c.status is Status.OK]
+        assert not {m.path for m in result.moves} & verified
     moved_paths = {m.path for m in result.moves}
     assert not moved_paths & set(result.target.values()), "a target file is never moved"
     assert {c.ckpt.path for c in candidates if c.status is Status.REJECTED} <= moved_paths
@@ -224,9 +221,9 @@ def test_only_files_it_could_not_judge_can_block_a_plan(files: dict[tuple[str, i
     result = plan(PAIRED, candidates)
     unknown = {c.ckpt.path for c in candidates if c.status is Status.UNKNOWN}
     assert {m.path for m in result.blocked} <= unknown
-    if not unknown and not result.stranded:
+    if not unknown:
         assert result.ok, result.summary()
-    assert result.ok == (not result.blocked and not result.stranded)
+    assert result.ok == (not result.blocked)
 
 
 def test_of_two_verified_files_at_one_step_the_one_the_trainer_prefers_is_the_target() -> None:
@@ -305,17 +302,23 @@ def test_an_unverified_content_step_file_is_never_a_target() -> None:
     assert result.target_step is None
 
 
-def test_verified_files_that_make_no_complete_state_are_never_moved_into_a_fresh_start() -> None:
-    # A G-only directory (a LoRA run) read with a G+D layout: the plan must refuse.
-    result = plan(PAIRED, [paired("G", 100), paired("G", 200)])
-    assert not result.ok
-    assert [m.path.name for m in result.stranded] == ["G_200.pth", "G_100.pth"]
-    assert result.problem is not None
-    assert "no complete resume state" in result.problem
+def test_verified_files_that_make_no_complete_state_are_left_to_the_trainer() -> None:
+    # A G-only directory (a LoRA run) read with a G+D layout: nothing is moved into a
+    # fresh start; the trainer starts as it would alone.
+    result = plan(PAIRED, [paired("G", 100), paired("G", 200), paired("D", 50, Status.REJECTED)])
+    assert result.ok, result.problem
+    assert result.target_step is None
+    assert [m.path.name for m in result.moves] == ["D_50.pth"], "damage is still moved aside"
+    assert sorted(p.name for p in result.left_to_trainer) == ["G_100.pth", "G_200.pth"]
+    assert result.summary().startswith("no complete verified state: the trainer starts as it would alone")
+    # Intact files that lack keys a resume needs (released or EMA-only weights) too.
+    partial = Candidate(PAIRED.parse(D / "G_300.pth"), Status.REJECTED, "missing key: optimizer")  # type: ignore[arg-type]
+    assert plan(PAIRED, [partial]).moves == []
     # After the loss went NaN at step 150, moving the later files aside is the point.
     rolled_back = plan(PAIRED, [paired("G", 200), paired("D", 200)], below_step=150)
     assert rolled_back.ok
     assert rolled_back.target_step is None
+    assert len(rolled_back.moves) == 2
 
 
 def test_a_rule_failure_on_a_file_that_cannot_be_moved_refuses_the_plan() -> None:

@@ -491,3 +491,14 @@ def test_start_warms_the_worker_up_before_the_first_job(tmp_path: Path) -> None:
         wait_for(lambda: not alive(pid), what="the worker to exit")
 
     asyncio.run(body())
+
+
+def test_a_counter_may_live_under_either_of_two_keys(tmp_path: Path, validate: Validator) -> None:
+    new = ck.write_torch(tmp_path / "model_40.pt", {"w": torch.ones(2), "update": 40})
+    old = ck.write_torch(tmp_path / "model_30.pt", {"w": torch.ones(2), "step": 30})
+    for path, step in ((new, 40), (old, 30)):
+        verdict = validate(path, step_key="update|step", expected_step=step)
+        assert verdict.ok, verdict.reason
+        assert verdict.step == step
+    neither = ck.write_torch(tmp_path / "model_20.pt", {"w": torch.ones(2)})
+    assert rejected(validate(neither, step_key="update|step"), "missing key: update|step")

@@ -42,10 +42,9 @@ IGNORED = (
 
 
 class F5Options(AdapterOptions):
-    step_key: Literal["update", "step"] = "update"
-    """The key holding the update counter. F5-TTS before v0.4.0 (January 2025) saved `step`
-    instead: set "step" for checkpoints of those versions (a directory mixing both is not
-    supported)."""
+    step_key: Literal["update|step", "update", "step"] = "update|step"
+    """The key holding the update counter: `update`, or `step` in checkpoints of F5-TTS
+    before v0.4.0 (January 2025); by default either is accepted, as the trainer does."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class F5Layout:
 
     def expect(self, ckpt: NamedCheckpoint) -> Expectations:
         keys = ("model_state_dict", "optimizer_state_dict", "ema_model_state_dict", "scheduler_state_dict")
-        return Expectations(required_keys=(*keys, self.options.step_key), step_key=self.options.step_key)
+        return Expectations(required_keys=keys, step_key=self.options.step_key)
 
     def pick(self, files: Sequence[NamedCheckpoint]) -> dict[str, NamedCheckpoint]:
         last = [f for f in files if f.in_place]

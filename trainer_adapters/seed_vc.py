@@ -116,8 +116,9 @@ class SeedVcLayout:
             tied = sorted((f for f in mine if f.step == top), key=lambda f: str(f.path))
             if len(tied) > 1:
                 # max() keeps the first in os.listdir order, which cannot be known here.
-                why = f"it ties with {tied[0].path.name} at step {top}; Seed-VC takes either, by directory order"
-                raise RuleFails(tied[1:], why)
+                names = ", ".join(f.path.name for f in tied)
+                why = f"{names} tie at step {top}; Seed-VC takes one of them by directory order"
+                raise RuleFails(tied, why)
             chosen[role] = tied[0]
         return chosen
 
