@@ -29,7 +29,8 @@ Phases and their transitions (every move is marked where it happens below):
     any        --CheckpointVerified(newer step)--> same phase, progress recorded
 
 Progress (what resets the give-up count) is a newer verified checkpoint when the run
-has checkpoints to verify, else an attempt that ran `stable_after_s`.
+has checkpoints to verify (and its trainer's step counter does not restart at every
+launch), else an attempt that ran `stable_after_s`.
 
 COMPLETED, STOPPED and GAVE_UP are final: the supervisor exits with `exit_code`.
 """

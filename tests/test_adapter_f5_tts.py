@@ -343,15 +343,17 @@ def test_left_alone_f5_crash_loops_on_a_torn_model_last(tmp_path: Path) -> None:
 
 def test_a_torn_model_last_is_restored_from_its_verified_copy(tmp_path: Path) -> None:
     root = f5_root(tmp_path)
-    write_faults(root, [{"at": 8, "kind": "torn"}])
+    # Attempt 1 saves update 4 and crashes (its verified copy is made before the relaunch);
+    # attempt 2 resumes and tears model_last.pt at update 8.
+    write_faults(root, [{"at": 5, "kind": "exception"}, {"at": 8, "kind": "torn"}])
     # keep_last_n_checkpoints 0: model_last.pt is the only checkpoint there is.
-    config = supervise(tmp_path, root, argv(last=4, save=4, keep=0, update_s=0.25))
+    config = supervise(tmp_path, root, argv(last=4, save=4, keep=0, update_s=0.02))
     result = run_cli("run", "-c", str(config))
     assert result.returncode == 0, result.stdout[-3000:]
-    assert first_updates(tmp_path) == [1, 5], "the second launch resumed at update 4"
+    assert first_updates(tmp_path) == [1, 5, 5], "both relaunches resumed at update 4"
     assert quarantined(tmp_path) == ["model_last.pt"]
     data = status(config)
-    assert [a["cause"] for a in data["attempts"]] == ["crash", "completed"]
+    assert [a["cause"] for a in data["attempts"]] == ["crash", "crash", "completed"]
     assert data["last_plan"]["summary"] == (
         "resume from step 4 (model_last.pt); move aside 1: model_last.pt; restore 1: model_last.pt"
     )

@@ -330,17 +330,24 @@ def test_a_torn_newest_checkpoint_is_moved_aside_and_s1_resumes_from_the_one_bef
 
 
 def test_if_save_latest_left_only_a_nan_file_the_verified_copy_is_restored(tmp_path: Path) -> None:
-    # Epoch 2 goes NaN: its save deletes epoch 1's file, epoch 3's save deletes epoch 2's, then
-    # a crash. The one file left is NaN; the state to resume from exists only as a verified copy.
-    root = s1_root(tmp_path, epochs=5, batch_s=0.12)  # an epoch (~1 s) to copy the verified file
-    write_faults(root, [{"at": 2, "kind": "nan"}, {"at": 3, "kind": "exception"}])
+    # Attempt 1 saves epoch 1 and crashes (its verified copy is made before the relaunch).
+    # Attempt 2 resumes; epoch 2 goes NaN: its save deletes epoch 1's file, epoch 3's save
+    # deletes epoch 2's, then a crash. The one file left is NaN; the state to resume from
+    # exists only as a verified copy.
+    root = s1_root(tmp_path, epochs=5, batch_s=0.02)
+    faults = [{"at": 1, "kind": "exception"}, {"at": 2, "kind": "nan"}, {"at": 3, "kind": "exception"}]
+    write_faults(root, faults)
     config = supervise(tmp_path, root)
     result = run_cli("run", "-c", str(config))
     assert result.returncode == 0, result.stdout[-3000:]
-    assert said_lines(tmp_path) == [
-        "ckpt_path: None",
+    resumed = [
         "ckpt_path: epoch=1-step=4.ckpt",
         "Restored all states from the checkpoint at epoch=1-step=4.ckpt",
+    ]
+    assert said_lines(tmp_path) == [
+        "ckpt_path: None",
+        *resumed,
+        *resumed,
         "`Trainer.fit` stopped: `max_epochs=5` reached.",
     ]
     assert quarantined(tmp_path) == ["epoch=3-step=8.ckpt"]

@@ -25,6 +25,10 @@ class PairedLayout:
     """Like VITS: newest G_* and newest D_* are picked independently, by digits in the path."""
 
     roles: tuple[str, ...] = ("G", "D")
+    recursive: bool = False
+
+    def ignored(self, path: Path) -> str | None:
+        return None
 
     def parse(self, path: Path) -> NamedCheckpoint | None:
         match = re.fullmatch(r"([GD])_(\d+)\.pth", path.name)
