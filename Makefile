@@ -29,8 +29,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # pytest exits 5 when it collects nothing; make treats any non-zero exit as failure.
+# Two workers, one test file each at a time: most of the suite waits on child processes.
 pytest: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python bench/relaunch_gap.py
