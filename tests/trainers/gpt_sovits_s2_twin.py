@@ -34,7 +34,6 @@ torch.save writes the temp file: an orphan `<time>.pth` stays in the cwd.
 from __future__ import annotations
 
 import argparse
-import glob
 import io
 import json
 import logging
@@ -48,7 +47,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch
+import vits_utils
 from twinlib import die, due_fault, load, poison, save, tiny_model, train_step
+from vits_utils import latest_checkpoint_path
 
 logging.basicConfig(stream=sys.stdout, level=logging.INFO)
 logger: Any = logging
@@ -84,20 +85,8 @@ os.environ["CUDA_VISIBLE_DEVICES"] = hps.train.gpu_numbers.replace("-", ",")
 
 def get_logger(model_dir: str) -> logging.Logger:
     global logger
-    logger = logging.getLogger(os.path.basename(model_dir))
-    logger.setLevel(logging.INFO)
-    handler = logging.FileHandler(os.path.join(model_dir, "train.log"))
-    handler.setFormatter(logging.Formatter("%(asctime)s\t%(name)s\t%(levelname)s\t%(message)s"))
-    logger.addHandler(handler)
-    return logger  # type: ignore[no-any-return]
-
-
-def latest_checkpoint_path(dir_path: str, regex: str) -> str:
-    f_list = glob.glob(os.path.join(dir_path, regex))
-    f_list.sort(key=lambda f: int("".join(filter(str.isdigit, f))))
-    x = f_list[-1]
-    print(x, flush=True)
-    return x
+    logger = vits_utils.get_logger(model_dir, logging.INFO)
+    return logger
 
 
 def load_checkpoint(path: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:

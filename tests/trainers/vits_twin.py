@@ -29,7 +29,6 @@ and dies, "sigkill" dies before writing it).
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import logging
 import os
@@ -41,7 +40,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch
+import vits_utils
 from twinlib import die, due_fault, load, poison, save, tiny_model, train_step
+from vits_utils import latest_checkpoint_path
 
 logging.basicConfig(stream=sys.stdout, level=logging.DEBUG)
 logger: Any = logging
@@ -63,20 +64,8 @@ def get_hparams() -> dict[str, Any]:
 
 def get_logger(model_dir: str) -> logging.Logger:
     global logger
-    logger = logging.getLogger(os.path.basename(model_dir))
-    logger.setLevel(logging.DEBUG)
-    handler = logging.FileHandler(os.path.join(model_dir, "train.log"))
-    handler.setFormatter(logging.Formatter("%(asctime)s\t%(name)s\t%(levelname)s\t%(message)s"))
-    logger.addHandler(handler)
-    return logger  # type: ignore[no-any-return]
-
-
-def latest_checkpoint_path(dir_path: str, regex: str) -> str:
-    f_list = glob.glob(os.path.join(dir_path, regex))
-    f_list.sort(key=lambda f: int("".join(filter(str.isdigit, f))))
-    x = f_list[-1]
-    print(x, flush=True)
-    return x
+    logger = vits_utils.get_logger(model_dir, logging.DEBUG)
+    return logger
 
 
 def load_checkpoint(path: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
