@@ -392,3 +392,24 @@ def test_verify_rejects_damage(verified: dict[str, dict[str, Any]], name: str, r
     result = verified[name]
     assert result["ok"] is False
     assert reason in result["reason"].lower(), result["reason"]
+
+
+def test_verify_without_an_adapter_recognises_the_trainer_from_name_and_directory(tmp_path: Path) -> None:
+    state = {"model": {"w": torch.ones(2)}, "iteration": 3, "optimizer": {}, "learning_rate": 2e-4}
+    vits = tmp_path / "vits" / "logs" / "ljs"
+    applio = tmp_path / "applio" / "logs" / "voice"
+    for directory in (vits, applio):
+        directory.mkdir(parents=True)
+    torch.save(state, vits / "G_3000.pth")
+    torch.save({**state, "scaler": {}}, applio / "G_2333333.pth")  # Applio's sentinel
+    result = run_cli("verify", "--json", str(vits / "G_3000.pth"), str(applio / "G_2333333.pth"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert (first["ok"], first["step"], first["epoch"]) == (True, 3000, 3)
+    assert (second["ok"], second["step"], second["epoch"]) == (True, 3, 3), "Applio counts epochs"
+    # A G_<n>.pth beside nothing that tells VITS from Applio, outside logs/: no guess.
+    (tmp_path / "loose").mkdir()
+    torch.save(state, tmp_path / "loose" / "G_10.pth")
+    unknown = run_cli("verify", str(tmp_path / "loose" / "G_10.pth"))
+    assert unknown.returncode == 2
+    assert "cannot tell which trainer wrote" in unknown.stderr
