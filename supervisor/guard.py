@@ -148,8 +148,9 @@ class CheckpointGuard:
                 # hand the trainer a fresh start on our own judgement.
                 return PrepareFailed(
                     attempt,
-                    f"a checkpoint of step {best} was verified, but no verified state is left to resume "
-                    "from (see 'train-supervisor plan'); refusing to let the trainer start from scratch",
+                    f"a checkpoint was verified (at {best}, in the adapter's steps or epochs), but no "
+                    "verified state is left to resume from (see 'train-supervisor plan'); refusing to "
+                    "let the trainer start from scratch",
                 )
             await self.book.apply(the_plan, attempt)
             for move in the_plan.moves:
