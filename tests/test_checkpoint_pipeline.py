@@ -239,3 +239,24 @@ def test_a_validator_that_cannot_judge_the_newest_file_never_causes_a_move_or_a_
     assert data["attempt"] == 0, "nothing was launched"
     assert "REFUSED: cannot verify" in data["last_plan"]["summary"]
     assert "cannot verify" in data["events"][-1]["message"]
+
+
+def test_a_verified_state_lost_afterwards_is_never_replaced_by_a_fresh_start(tmp_path: Path) -> None:
+    # Run 1 verifies ckpt_10, then crashes at step 15 until it gives up. Then the only
+    # checkpoint is damaged on disk, and no verified copy is kept: the next supervisor
+    # refuses to launch rather than let the trainer start again from step 0.
+    faults = [{"at_step": 15, "kind": "exception", "repeat": True}]
+    config = twin_config(
+        tmp_path, faults, steps=20, max_attempts_without_progress=1, checkpoints={"keep_verified": 0}
+    )
+    assert run_cli("run", "-c", str(config)).returncode == 3
+    assert status(config)["last_verified_step"] == 10
+    ckpt = tmp_path / "run" / "checkpoints" / "ckpt_10.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    attempts_before = status(config)["attempt"]
+    again = run_cli("run", "-c", str(config), "--reset-counters")
+    assert again.returncode == 3, again.stdout[-3000:]
+    data = status(config)
+    assert data["attempt"] == attempts_before, "nothing was launched"
+    assert "refusing to let the trainer start from scratch" in data["events"][-1]["message"]
+    assert ckpt.exists(), "the damaged file stays where it is: the plan was refused"
