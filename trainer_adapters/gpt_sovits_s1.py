@@ -112,9 +112,9 @@ MISMATCH = (
 WEIGHTS_ONLY = (
     "Lightning 2.6+ leaves torch (2.6+) to load checkpoints weights-only, and s1 checkpoints hold a "
     "pathlib path in hyper_parameters, so every resume fails the same way. The checkpoint itself is fine "
-    "(the supervisor verified it allowing exactly that class). Fix one of: set "
-    "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 in [run] env (only for checkpoints you wrote yourself); pin "
-    "pytorch-lightning<2.6; or make s1_train.py pass weights_only (set to False) to trainer.fit."
+    "(the supervisor verified it allowing exactly that class). Fix one of: pin "
+    "pytorch-lightning<2.6; or make s1_train.py allow that one class for its own checkpoints "
+    "(torch.serialization.add_safe_globals([pathlib.PosixPath]) before trainer.fit)."
 )
 
 LINES = (
