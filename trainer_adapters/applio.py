@@ -25,12 +25,9 @@ from trainer_adapters.base import (
     TrainerAdapter,
 )
 from trainer_adapters.rules import flag_value
-from trainer_adapters.vits_family import GlobLayout
+from trainer_adapters.vits_family import APPLIO_MARKERS, GlobLayout
 
 SENTINEL = 2333333
-# What preprocessing and extraction leave next to the checkpoints (VITS's logs/<model>
-# has none of them).
-MARKERS = ("sliced_audios", "filelist.txt", "model_info.json", "extracted")
 
 
 class ApplioOptions(AdapterOptions):
@@ -57,7 +54,7 @@ def _recognise(path: Path) -> bool:
     m = re.fullmatch(r"[GD]_(\d+)\.pth", path.name)
     if m is None or path.parent.parent.name != "logs":
         return False
-    return int(m[1]) == SENTINEL or any((path.parent / marker).exists() for marker in MARKERS)
+    return int(m[1]) == SENTINEL or any((path.parent / marker).exists() for marker in APPLIO_MARKERS)
 
 
 def _positional(argv: Sequence[str]) -> list[str] | None:

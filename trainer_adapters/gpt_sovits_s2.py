@@ -22,12 +22,19 @@ from typing import Literal
 from pydantic import Field
 
 from trainer_adapters.base import AdapterOptions, LaunchHints, LineRule, Said, TrainerAdapter
-from trainer_adapters.vits_family import GlobLayout
+from trainer_adapters.vits_family import (
+    DISK_FULL,
+    EPOCH_END,
+    FLOAT,
+    KEYS,
+    LOADED,
+    MSG,
+    SAVING,
+    TRAIN_EPOCH,
+    GlobLayout,
+)
 
 SENTINEL = 233333333333
-KEYS = ("model", "iteration", "optimizer", "learning_rate")
-FLOAT = r"-?(?:nan|inf|\d+(?:\.\d*)?(?:e[-+]?\d+)?)"  # a Python float's repr
-MSG = r"(?:^|[:\t])"  # `INFO:<exp>:<message>` on stdout, tab separated in train.log
 DIRECTORY = re.compile(r"logs_s2(?:_v\d[A-Za-z]*)?(?:_lora_\d+)?")
 NOT_RESUME_POINTS = (
     (
@@ -95,18 +102,18 @@ ADAPTER = TrainerAdapter(
     recognise=_recognise,
     check_dir=_check_dir,
     lines=(
-        LineRule(Said.PROGRESS, MSG + r"Train Epoch: (?P<epoch>\d+) \[\d+%\]$"),
+        TRAIN_EPOCH,
         # [loss_disc, loss_gen, loss_fm, loss_mel, kl_ssl, loss_kl, global_step, lr], or
         # [cfm_loss, global_step, lr] for v3/v4. Its global step is not what this
         # adapter calls a step (the epoch), so it is not read.
         LineRule(Said.LOSS, MSG + rf"\[(?P<losses>{FLOAT}(?:, {FLOAT}){{5}}|{FLOAT}), \d+, {FLOAT}\]$"),
-        LineRule(Said.LOADED, MSG + r"Loaded checkpoint '(?P<path>.+)' \(iteration (?P<epoch>\d+)\)$"),
+        LOADED,
         # Printed on every start; epoch 1 only when nothing was loaded (a resume starts at
         # G's epoch + 1 >= 2). `loaded pretrained <path>` comes with it when pretrained
         # weights exist, several times over (logged and printed, for G and for D).
         LineRule(Said.FRESH_START, r"^start training from epoch 1$"),
-        LineRule(Said.PROGRESS, MSG + r"Saving model and optimizer state at iteration (?P<epoch>\d+) to "),
-        LineRule(Said.PROGRESS, MSG + r"====> Epoch: (?P<epoch>\d+)$"),
+        SAVING,
+        EPOCH_END,
         LineRule(Said.COMPLETED, r"^training done$"),
         LineRule(
             Said.FATAL,
@@ -125,7 +132,7 @@ ADAPTER = TrainerAdapter(
         ),
         LineRule(
             Said.FATAL,
-            r"PytorchStreamWriter failed writing file .*file write failed",
+            DISK_FULL,
             "A checkpoint could not be written (the disk is full or failing): free space in the cwd "
             "(where the temp file is written first) and under logs/, then start the run again.",
         ),

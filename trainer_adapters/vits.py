@@ -26,13 +26,18 @@ from trainer_adapters.base import (
     TrainerAdapter,
 )
 from trainer_adapters.rules import flag_value
-from trainer_adapters.vits_family import GlobLayout
-
-KEYS = ("model", "iteration", "optimizer", "learning_rate")
-# Files in an Applio (RVC) model directory, which is also `logs/<name>/` with G_/D_ files.
-APPLIO_FILES = ("sliced_audios", "filelist.txt", "model_info.json", "extracted")
-FLOAT = r"-?(?:nan|inf|\d+(?:\.\d*)?(?:e[-+]?\d+)?)"  # a Python float's repr
-MSG = r"(?:^|[:\t])"  # `INFO:<model>:<message>` on stdout, tab separated in train.log
+from trainer_adapters.vits_family import (
+    APPLIO_MARKERS,
+    DISK_FULL,
+    EPOCH_END,
+    FLOAT,
+    KEYS,
+    LOADED,
+    MSG,
+    SAVING,
+    TRAIN_EPOCH,
+    GlobLayout,
+)
 
 
 def as_the_trainer_globs(path: Path) -> Path:
@@ -70,7 +75,7 @@ def _recognise(path: Path) -> bool:
         and int(m[1]) != 2333333  # Applio's "save only latest" number
         and path.parent.parent.name == "logs"
         and not path.parent.name.startswith("logs_s2")  # GPT-SoVITS
-        and not any((path.parent / name).exists() for name in APPLIO_FILES)
+        and not any((path.parent / name).exists() for name in APPLIO_MARKERS)
     )
 
 
@@ -86,12 +91,12 @@ ADAPTER = TrainerAdapter(
     layout=_layout,
     recognise=_recognise,
     lines=(
-        LineRule(Said.PROGRESS, MSG + r"Train Epoch: (?P<epoch>\d+) \[\d+%\]$"),
+        TRAIN_EPOCH,
         # [loss_disc, loss_gen, loss_fm, loss_mel, loss_dur, loss_kl, global_step, lr]
         LineRule(Said.LOSS, MSG + rf"\[(?P<losses>{FLOAT}(?:, {FLOAT}){{5}}), (?P<step>\d+), {FLOAT}\]$"),
-        LineRule(Said.LOADED, MSG + r"Loaded checkpoint '(?P<path>.+)' \(iteration (?P<epoch>\d+)\)$"),
-        LineRule(Said.PROGRESS, MSG + r"Saving model and optimizer state at iteration (?P<epoch>\d+) to "),
-        LineRule(Said.PROGRESS, MSG + r"====> Epoch: (?P<epoch>\d+)$"),
+        LOADED,
+        SAVING,
+        EPOCH_END,
         # No FRESH_START rule: the fallback prints nothing, and what follows it (`Train
         # Epoch: 1 [0%]`, a loss list at step 0) is exactly what a resume from a
         # checkpoint of epoch 1 prints too.
@@ -123,7 +128,7 @@ ADAPTER = TrainerAdapter(
         ),
         LineRule(
             Said.FATAL,
-            r"PytorchStreamWriter failed writing file .*file write failed",
+            DISK_FULL,
             "A checkpoint could not be written (the disk is full or failing): free space where "
             "logs/<model>/ lives, then start the run again.",
         ),

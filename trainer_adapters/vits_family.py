@@ -14,12 +14,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer_adapters.base import Expectations, NamedCheckpoint
+from trainer_adapters.base import Expectations, LineRule, NamedCheckpoint, Said
 from trainer_adapters.rules import all_digits, compiled, ignored_by, max_by
 
 # What `glob("G_*.pth")` matches: any name with that prefix and suffix.
 GLOB = r"(?P<role>[GD])_(?P<rest>.*)\.pth"
 DIGITLESS = "a matching name and a directory path without any digit: int('') raises"
+
+# VITS's utils.save_checkpoint keys, kept by GPT-SoVITS s2 (`iteration` is the epoch).
+KEYS = ("model", "iteration", "optimizer", "learning_rate")
+# What Applio's preprocessing and extraction leave next to its checkpoints (a VITS
+# logs/<model> has none of them).
+APPLIO_MARKERS = ("sliced_audios", "filelist.txt", "model_info.json", "extracted")
+
+# The log lines VITS's train.py and utils.py print, kept by GPT-SoVITS s2: on stdout as
+# `INFO:<model>:<message>`, tab separated in train.log.
+FLOAT = r"-?(?:nan|inf|\d+(?:\.\d*)?(?:e[-+]?\d+)?)"  # a Python float's repr
+MSG = r"(?:^|[:\t])"
+TRAIN_EPOCH = LineRule(Said.PROGRESS, MSG + r"Train Epoch: (?P<epoch>\d+) \[\d+%\]$")
+LOADED = LineRule(Said.LOADED, MSG + r"Loaded checkpoint '(?P<path>.+)' \(iteration (?P<epoch>\d+)\)$")
+SAVING = LineRule(Said.PROGRESS, MSG + r"Saving model and optimizer state at iteration (?P<epoch>\d+) to ")
+EPOCH_END = LineRule(Said.PROGRESS, MSG + r"====> Epoch: (?P<epoch>\d+)$")
+DISK_FULL = r"PytorchStreamWriter failed writing file .*file write failed"
 
 
 @dataclass(frozen=True)
