@@ -212,7 +212,13 @@ class CheckpointBook:
     # --- the plan -------------------------------------------------------------------
 
     def plan(self, below_step: int | None = None) -> Plan:
-        return plan(self.layout, self.candidates(self.scan()), self.snapshots(), below_step=below_step)
+        return plan(
+            self.layout,
+            self.candidates(self.scan()),
+            self.snapshots(),
+            below_step=below_step,
+            below_reason=f"saved at or after step {below_step}, when the loss had gone NaN/Inf",
+        )
 
     async def apply(self, the_plan: Plan, attempt: int) -> None:
         """Move aside and restore as planned; record it all."""

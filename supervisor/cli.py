@@ -24,6 +24,7 @@ import trainer_adapters
 from supervisor import __version__, logs
 from supervisor import config as config_module
 from supervisor.config import Config, ConfigError
+from supervisor.gpu import GpuUnavailable
 from supervisor.ledger import LedgerError
 
 EXIT_USAGE = 2
@@ -74,7 +75,12 @@ def main() -> None:
     is_flag=True,
     help="Launch the trainer even though this run completed before (e.g. after raising its epochs).",
 )
-def run(config_path: Path, reset_counters: bool, again: bool) -> None:
+@click.option(
+    "--accept-config-change",
+    is_flag=True,
+    help="The trainer's config files were edited on purpose: launch even with [drift] policy = 'refuse'.",
+)
+def run(config_path: Path, reset_counters: bool, again: bool, accept_config_change: bool) -> None:
     """Run the trainer in the foreground and keep it running.
 
     SIGINT, SIGTERM or SIGHUP stop the trainer with grace and exit 0; a second
@@ -114,7 +120,18 @@ def run(config_path: Path, reset_counters: bool, again: bool) -> None:
         trainer_log=str(config.trainer_log),
     )
     try:
-        code = asyncio.run(Daemon(config, ledger, reset_counters=reset_counters, again=again).run())
+        daemon = Daemon(
+            config,
+            ledger,
+            reset_counters=reset_counters,
+            again=again,
+            accept_config_change=accept_config_change,
+        )
+    except GpuUnavailable as exc:
+        ledger.close()
+        _fail(f"[gpu] probe: {exc}")
+    try:
+        code = asyncio.run(daemon.run())
     except Exception:
         log.exception("internal error; the supervisor exits")
         code = 1

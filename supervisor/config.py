@@ -15,7 +15,7 @@ import signal
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 import trainer_adapters
+from supervisor.health import Remedy
 from trainer_adapters.base import AdapterOptions
 from trainer_adapters.rules import arg_problems
 
@@ -94,9 +95,17 @@ class RestartSection(Section):
 
 
 class HeartbeatSection(Section):
+    # "auto": watch for hangs where progress can be read (the adapter's progress lines,
+    # or heartbeats once the first arrives); "on": from launch, whatever the source
+    # (checkpoints landing count); "off": never.
+    mode: Literal["auto", "on", "off"] = "auto"
     timeout_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 1800.0
     # Unset means max(3600, timeout_s): importing and loading data can take minutes.
     startup_timeout_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] | None = None
+    # > 0: the budget becomes learn_factor x the longest interval seen between signs of
+    # progress (kept across restarts), at least learn_min_s and at most timeout_s.
+    learn_factor: Annotated[float, BeforeValidator(_number), Field(ge=0)] = 0.0
+    learn_min_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 120.0
 
     @model_validator(mode="after")
     def _startup_not_below_timeout(self) -> HeartbeatSection:
@@ -109,6 +118,54 @@ class HeartbeatSection(Section):
     @property
     def effective_startup_timeout_s(self) -> float:
         return self.startup_timeout_s if self.startup_timeout_s is not None else max(3600.0, self.timeout_s)
+
+
+class RemedySection(Section):
+    """Overrides a relaunch runs with: environment variables, and flags whose value is
+    replaced in the command (or appended with it where the command lacks the flag)."""
+
+    env: dict[str, str] = Field(default_factory=dict)
+    args: dict[Annotated[str, Field(pattern=r"^-")], str] = Field(default_factory=dict)
+
+    def remedy(self, name: str) -> Remedy:
+        return Remedy(name, tuple(self.env.items()), tuple(self.args.items()))
+
+
+EXPANDABLE_SEGMENTS = RemedySection(env={"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"})
+
+
+class NanSection(Section):
+    # Consecutive non-finite loss readings that mean the run went bad. Unset: 1, or 3
+    # where the adapter knows the trainer uses fp16 loss scaling (which skips single steps).
+    tolerance: Annotated[Count, Field(ge=1)] | None = None
+    # Rollbacks without getting past the step where it went bad, before giving up.
+    max_rollbacks: Annotated[Count, Field(ge=0)] = 3
+    remedy: RemedySection | None = None  # applied to every relaunch after a NaN
+
+
+class OomSection(Section):
+    # The remedy ladder: after the n-th out-of-memory end, rungs 1..n apply together.
+    cuda_remedies: list[RemedySection] = Field(default_factory=lambda: [EXPANDABLE_SEGMENTS])
+    host_remedies: list[RemedySection] = Field(default_factory=list)
+    # cgroup v2 memory.events to read oom_kill counts from; unset: the supervisor's own cgroup.
+    memory_events: Path | None = None
+
+
+class DriftSection(Section):
+    # What a relaunch does when the trainer's config files changed since the last launch.
+    policy: Literal["warn", "refuse"] = "warn"
+    # The files to fingerprint, relative to run.cwd; unset: what the adapter reads from the command.
+    files: list[Path] | None = None
+
+
+class GpuSection(Section):
+    # "auto": NVML (nvidia-ml-py) when it works, else nothing; "nvml": required; "off".
+    probe: Literal["auto", "nvml", "off"] = "auto"
+    # Before a relaunch: how long to wait for the last attempt's processes to leave the GPU.
+    release_timeout_s: Seconds = 60.0
+    poll_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 1.0
+    # Longest one NVML call may take (a sick GPU can hang it forever).
+    call_timeout_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 5.0
 
 
 class StopSection(Section):
@@ -154,6 +211,10 @@ class Config(Section):
     adapter: AdapterSection = Field(default_factory=AdapterSection)
     restart: RestartSection = Field(default_factory=RestartSection)
     heartbeat: HeartbeatSection = Field(default_factory=HeartbeatSection)
+    nan: NanSection = Field(default_factory=NanSection)
+    oom: OomSection = Field(default_factory=OomSection)
+    drift: DriftSection = Field(default_factory=DriftSection)
+    gpu: GpuSection = Field(default_factory=GpuSection)
     stop: StopSection = Field(default_factory=StopSection)
     checkpoints: CheckpointsSection = Field(default_factory=CheckpointsSection)
     logs: LogsSection = Field(default_factory=LogsSection)
@@ -177,6 +238,13 @@ class Config(Section):
     def trainer_log(self) -> Path:
         """Where the trainer's stdout and stderr go (rotated beside it)."""
         return self.state_dir / "logs" / "trainer.log"
+
+
+def nan_tolerance(config: Config) -> int:
+    """[nan] tolerance, or its default: 3 where the trainer uses fp16 loss scaling."""
+    if config.nan.tolerance is not None:
+        return config.nan.tolerance
+    return 3 if trainer_adapters.get(config.adapter.name).fp16_loss_scaling else 1
 
 
 def signal_name(name: str) -> str:
@@ -343,7 +411,12 @@ def _resolve(config: Config) -> Config:
         update={"checkpoint_dir": _absolute(checkpoint_dir, cwd) if checkpoint_dir is not None else None}
     )
     run = run.model_copy(update={"name": name, "cwd": cwd, "state_dir": state_dir})
-    return config.model_copy(update={"run": run, "adapter": adapter})
+    oom, drift = config.oom, config.drift
+    if oom.memory_events is not None:
+        oom = oom.model_copy(update={"memory_events": _absolute(oom.memory_events, base)})
+    if drift.files is not None:
+        drift = drift.model_copy(update={"files": [_absolute(f, cwd) for f in drift.files]})
+    return config.model_copy(update={"run": run, "adapter": adapter, "oom": oom, "drift": drift})
 
 
 def _absolute(path: Path, base: Path) -> Path:
@@ -408,6 +481,10 @@ def to_toml(config: Config) -> str:
             **config.heartbeat.model_dump(),
             "startup_timeout_s": config.heartbeat.effective_startup_timeout_s,
         },
+        "nan": {**config.nan.model_dump(), "tolerance": nan_tolerance(config)},
+        "oom": config.oom.model_dump(),
+        "drift": config.drift.model_dump(),
+        "gpu": config.gpu.model_dump(),
         "stop": config.stop.model_dump(),
         "checkpoints": config.checkpoints.model_dump(),
         "logs": config.logs.model_dump(),
@@ -434,5 +511,7 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{text}"'

@@ -20,13 +20,22 @@ Phases and their transitions (every move is marked where it happens below):
     RUNNING    --Exited, after a completion line--> COMPLETED
     RUNNING    --Exited(failure), after a fatal line--> GAVE_UP  (restarting cannot fix it)
     RUNNING    --Exited(failure)--> BACKOFF | PREPARING (zero backoff) | GAVE_UP
-    RUNNING    --TrainerSaid--> RUNNING              (fatal and completion lines are kept for the exit)
+    RUNNING    --TrainerSaid--> RUNNING              (fatal, OOM and completion lines are kept for the exit)
+    RUNNING    --Progress--> RUNNING                 (liveness, position, the streak of bad losses)
+    RUNNING    --Progress(non-finite loss x nan_tolerance)--> ENDING   (nan: roll back)
+    RUNNING    --Progress far below the resumed step | TrainerSaid(fresh_start)--> ENDING (silent-reset)
+    RUNNING    --TimerFired(liveness), no progress within the budget--> ENDING          (hang)
     RUNNING    --StopRequested--> STOPPING
+    ENDING     --Exited--> BACKOFF | PREPARING (zero backoff) | GAVE_UP
+    ENDING     --StopRequested--> STOPPING           (the stop under way goes on; then exit)
     STOPPING   --Exited | LaunchFailed | Reclaimed | Prepared | PrepareFailed--> STOPPED
     STOPPING   --StopRequested--> STOPPING           (second request: kill now)
     BACKOFF    --TimerFired(relaunch)--> PREPARING
     BACKOFF    --StopRequested--> STOPPED
     any        --CheckpointVerified(newer step)--> same phase, progress recorded
+
+Every attempt ends with one cause (see `Cause`). OOM ends escalate a remedy ladder and
+a NaN end switches on the NaN remedy: the overrides ride on every later Launch.
 
 Progress (what resets the give-up count) is a newer verified checkpoint when the run
 has checkpoints to verify (and its trainer's step counter does not restart at every
@@ -38,10 +47,11 @@ COMPLETED, STOPPED and GAVE_UP are final: the supervisor exits with `exit_code`.
 from __future__ import annotations
 
 import signal as _signal
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from supervisor.backoff import Backoff, uniform
+from supervisor.health import Carry, Remedy, Watch, far_below, hang_budget_s, nan_bound, remedies
 from trainer_adapters.base import Said
 
 EXIT_OK = 0
@@ -54,7 +64,8 @@ class Phase(StrEnum):
     PREPARING = "preparing"  # planning the resume and preparing the run directory
     STARTING = "starting"
     RUNNING = "running"
-    STOPPING = "stopping"
+    STOPPING = "stopping"  # stopping the trainer on request, then exiting
+    ENDING = "ending"  # stopping a sick trainer (hang, NaN, silent reset) to relaunch it
     BACKOFF = "backoff"
     COMPLETED = "completed"
     STOPPED = "stopped"
@@ -68,16 +79,22 @@ class Phase(StrEnum):
 class Cause(StrEnum):
     """Why an attempt ended (one per attempt, in the ledger and in `status`)."""
 
-    CRASH = "crash"
+    CRASH = "crash"  # it exited with a failure code or was killed by a signal
+    HANG = "hang"  # alive, but no sign of progress within its budget
+    NAN = "nan"  # its loss went NaN/Inf
+    OOM_HOST = "oom-host"  # the kernel's OOM killer killed it
+    OOM_CUDA = "oom-cuda"  # it printed a CUDA out-of-memory error and exited
+    SILENT_RESET = "silent-reset"  # it started over although a verified state existed
+    NOT_RETRYABLE = "not-retryable"  # the trainer said why, and restarting cannot fix it
     COMPLETED = "completed"
     STOPPED = "stopped"
     INTERRUPTED = "interrupted"  # the supervisor itself died while the attempt ran
-    NOT_RETRYABLE = "not-retryable"  # the trainer said why, and restarting cannot fix it
 
 
 class Timer(StrEnum):
     STABLE = "stable"  # the attempt has run healthy for stable_after_s
     RELAUNCH = "relaunch"  # the backoff delay is over
+    LIVENESS = "liveness"  # time to check the attempt's hang budget
 
 
 @dataclass(frozen=True)
@@ -108,6 +125,23 @@ class Policy:
     stop_grace_s: float = 30.0
     exit_codes_trusted: bool = True
     progress_from_checkpoints: bool = False
+    # Hangs: None = no hang detection. Armed at launch (with the startup budget) where
+    # progress can be read from the output, else by the first heartbeat.
+    hang_timeout_s: float | None = None
+    startup_timeout_s: float = 3600.0
+    watch_from_launch: bool = False
+    learn_factor: float = 0.0  # 0: no learned budget
+    learn_min_s: float = 60.0
+    # NaN/Inf losses
+    nan_tolerance: int = 1  # consecutive bad readings that count as the run gone bad
+    max_nan_rollbacks: int = 3
+    nan_remedy: Remedy | None = None
+    # Steps mean the same across attempts (False where the trainer counts from 0 at
+    # every launch): only then do positions order checkpoints against readings.
+    positions_comparable: bool = True
+    oom_cuda_remedies: tuple[Remedy, ...] = ()
+    oom_host_remedies: tuple[Remedy, ...] = ()
+    max_silent_resets: int = 1  # the next one gives up
 
 
 @dataclass(frozen=True)
@@ -124,6 +158,10 @@ class State:
     fatal: str | None = None  # the current attempt printed an error restarting cannot fix
     completion_seen: bool = False  # the current attempt printed its trainer's completion line
     relaunch_at: float | None = None  # in BACKOFF: when the next attempt starts
+    watch: Watch = field(default_factory=Watch)  # the detectors' view of the current attempt
+    carry: Carry = field(default_factory=Carry)  # what outlives attempts (ledger)
+    ending: Cause | None = None  # in ENDING: why the supervisor is stopping the attempt
+    ending_detail: str = ""
     last_cause: Cause | None = None
     last_exit: ExitStatus | None = None
     exit_code: int | None = None  # set in a final phase
@@ -169,6 +207,7 @@ class Exited:
     detail: str = ""
     at: float | None = None
     before_stop: bool = False
+    oom_killed: bool = False  # the kernel's OOM killer killed a process of the attempt
 
 
 @dataclass(frozen=True)
@@ -182,6 +221,7 @@ class Reclaimed:
 class Prepared:
     attempt: int
     summary: str = ""
+    resume_step: int | None = None  # the verified step the trainer's rule lands on (None: none)
 
 
 @dataclass(frozen=True)
@@ -207,6 +247,20 @@ class TrainerSaid:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """A sign that the attempt makes progress: an advancing line of output, a heartbeat,
+    a checkpoint landing. `position` is in the unit of verified checkpoint steps, where
+    known; `nonfinite` says whether the losses it carries were not all finite (None: it
+    carries no loss)."""
+
+    attempt: int
+    source: str  # "output", "heartbeat", "checkpoint", "metrics"
+    position: int | None = None
+    nonfinite: bool | None = None
+    line: str = ""
+
+
+@dataclass(frozen=True)
 class StopRequested:
     reason: str
 
@@ -227,6 +281,7 @@ Event = (
     | Reclaimed
     | CheckpointVerified
     | TrainerSaid
+    | Progress
     | StopRequested
     | TimerFired
 )
@@ -238,14 +293,16 @@ Event = (
 @dataclass(frozen=True)
 class Prepare:
     """Wait for pending verifications, plan the resume, prepare the run directory;
-    report Prepared or PrepareFailed."""
+    report Prepared or PrepareFailed. `below_step`: a NaN rollback, resume below it."""
 
     attempt: int
+    below_step: int | None = None
 
 
 @dataclass(frozen=True)
 class Launch:
     attempt: int
+    remedies: tuple[Remedy, ...] = ()  # overrides to launch with, in order
 
 
 @dataclass(frozen=True)
@@ -318,8 +375,8 @@ def decide(state: State, event: Event, now: float, policy: Policy) -> Decision:
             return _prepared(state, event, policy)
         case CheckpointVerified():
             return _checkpoint_verified(state, event, policy)
-        case TrainerSaid():
-            return _trainer_said(state, event)
+        case TrainerSaid() | Progress():
+            return _trainer_signal(state, event, now, policy)
         case Launched():
             return _launched(state, event, now, policy)
         case LaunchFailed():
@@ -397,8 +454,11 @@ def _next_attempt(state: State, actions: list[Action]) -> Decision:
         relaunch_at=None,
         fatal=None,
         completion_seen=False,
+        watch=Watch(),
+        ending=None,
+        ending_detail="",
     )
-    return state, [*actions, Prepare(attempt)]
+    return state, [*actions, Prepare(attempt, state.carry.nan_below)]
 
 
 def _prepared(state: State, event: Prepared | PrepareFailed, policy: Policy) -> Decision:
@@ -418,26 +478,44 @@ def _prepared(state: State, event: Prepared | PrepareFailed, policy: Policy) -> 
         # PREPARING -> GAVE_UP: even with every checkpoint verified, no progress
         last = state.last_exit.describe() if state.last_exit else ""
         return _give_up(replace(state, attempt=state.attempt - 1), [], policy, last)
-    state = replace(state, give_up_pending=False)
-    # PREPARING -> STARTING
+    state = replace(state, give_up_pending=False, watch=replace(state.watch, resume_step=event.resume_step))
     notes: list[Action] = [Note("plan", event.summary)] if event.summary else []
-    return replace(state, phase=Phase.STARTING), [*notes, Launch(state.attempt)]
+    if state.carry.nan_below is not None:
+        # The rollback is done: what was verified at or after the bound is gone, and
+        # progress is counted again from where the trainer resumes.
+        carry = replace(state.carry, nan_below=None)
+        state = replace(state, carry=carry, best_step=event.resume_step)
+    # PREPARING -> STARTING
+    fixes = remedies(state.carry, policy.oom_cuda_remedies, policy.oom_host_remedies, policy.nan_remedy)
+    return replace(state, phase=Phase.STARTING), [*notes, Launch(state.attempt, fixes)]
 
 
 def _checkpoint_verified(state: State, event: CheckpointVerified, policy: Policy) -> Decision:
+    carry = state.carry
+    if carry.nan_below is not None and event.step >= carry.nan_below:
+        return state, []  # saved after the loss went bad: the rollback moves it aside
+    if carry.nan_rolled_back_at is not None and event.step >= carry.nan_rolled_back_at:
+        # The run got past the step where it last went bad: rollbacks count from zero.
+        state = replace(state, carry=replace(carry, nan_rollbacks=0, nan_rolled_back_at=None))
     if state.best_step is not None and event.step <= state.best_step:
         return state, []
     state = replace(state, best_step=event.step)
     if policy.progress_from_checkpoints:
         state = replace(state, without_progress=0)
-    if state.phase in (Phase.STARTING, Phase.RUNNING, Phase.STOPPING):
+    if state.phase in (Phase.STARTING, Phase.RUNNING, Phase.STOPPING, Phase.ENDING):
         # Credit the live attempt. Otherwise the file came from the attempt that already
         # ended: its count was just cleared, and the next attempt must earn its own.
         state = replace(state, progressed=True)
     return state, [Note("progress", f"newest verified checkpoint: step {event.step}")]
 
 
-def _trainer_said(state: State, event: TrainerSaid) -> Decision:
+def _trainer_signal(state: State, event: TrainerSaid | Progress, now: float, policy: Policy) -> Decision:
+    if isinstance(event, Progress):
+        return _progress(state, event, now, policy)
+    return _trainer_said(state, event, policy)
+
+
+def _trainer_said(state: State, event: TrainerSaid, policy: Policy) -> Decision:
     if event.attempt != state.attempt or state.phase not in (Phase.RUNNING, Phase.STARTING, Phase.STOPPING):
         return state, []
     line = event.line.strip()[:300]
@@ -445,21 +523,128 @@ def _trainer_said(state: State, event: TrainerSaid) -> Decision:
         case Said.FATAL if state.fatal is None:
             state = replace(state, fatal=f"{event.explain} (the trainer said: {line})")
             return state, [Note("trainer_fatal", f"{event.explain}: {line}", "error")]
+        case Said.OOM if state.watch.oom_line is None:
+            state = replace(state, watch=replace(state.watch, oom_line=line))
+            return state, [Note("trainer_oom", f"the trainer ran out of GPU memory: {line}", "warning")]
         case Said.COMPLETED if not state.completion_seen:
             state = replace(state, completion_seen=True)
             return state, [Note("trainer_completed", f"the trainer says it finished: {line}")]
-        case Said.PROGRESS if state.fatal is not None:
-            # It went on after the error it printed (e.g. an export that failed and was
-            # only reported): that error did not end the attempt.
-            note = Note("trainer_went_on", f"the trainer went on after an error it printed: {line}")
-            return replace(state, fatal=None), [note]
         case Said.LOADED:
+            state = replace(state, carry=replace(state.carry, silent_resets=0))
             return state, [Note("trainer_loaded", f"the trainer says it resumed: {line}")]
+        case Said.FRESH_START if state.watch.resume_step is not None and state.phase is Phase.RUNNING:
+            why = f"the trainer says it starts afresh although it should resume from step {state.watch.resume_step}: {line}"
+            return _silent_reset(state, why, policy)
         case Said.FRESH_START:
             return state, [
                 Note("trainer_fresh_start", f"the trainer says it starts afresh: {line}", "warning")
             ]
     return state, []
+
+
+def _progress(state: State, event: Progress, now: float, policy: Policy) -> Decision:
+    if event.attempt != state.attempt or state.phase is not Phase.RUNNING:
+        return state, []
+    watch, carry, actions = state.watch, state.carry, list[Action]()
+    if watch.last_progress_at is not None and watch.armed:
+        gap = now - watch.last_progress_at
+        if carry.longest_gap_s is None or gap > carry.longest_gap_s:
+            carry = replace(carry, longest_gap_s=gap)
+    sign = f"{event.source}" + (f" at {event.position}" if event.position is not None else "")
+    watch = replace(watch, last_progress_at=now, last_sign=sign)
+    if not watch.armed and policy.hang_timeout_s is not None and event.source == "heartbeat":
+        watch = replace(watch, armed=True)  # the trainer sends heartbeats: watch it from now on
+    if watch.armed:
+        # The pending check may be for a later deadline (the startup budget): bring it forward.
+        deadline = now + _hang_budget(watch, carry, policy)
+        if watch.check_at is None or deadline < watch.check_at - 1e-6:
+            watch = replace(watch, check_at=deadline)
+            actions.append(StartTimer(Timer.LIVENESS, state.attempt, deadline - now))
+    state = replace(state, carry=carry)
+    if event.source == "output" and (state.fatal is not None or watch.oom_line is not None):
+        # It went on after the error it printed (e.g. an export that failed and was
+        # only reported, or a batch skipped after an OOM): that error did not end it.
+        what = state.fatal or watch.oom_line
+        actions.append(Note("trainer_went_on", f"the trainer went on after an error it printed: {what}"))
+        state, watch = replace(state, fatal=None), replace(watch, oom_line=None)
+    if event.position is not None:
+        reset = _check_reset(state, watch, event.position, policy)
+        watch = replace(watch, position=event.position, reset_checked=True)
+        if reset is not None:
+            state, more = _silent_reset(replace(state, watch=watch), reset, policy)
+            return state, [*actions, *more]
+        if not state.watch.reset_checked and watch.resume_step is not None:
+            state = replace(state, carry=replace(state.carry, silent_resets=0))
+    return _nan_streak(replace(state, watch=watch), event, actions, policy)
+
+
+def _check_reset(state: State, watch: Watch, position: int, policy: Policy) -> str | None:
+    """Why the first position of the attempt says it started over, if it does."""
+    resume = watch.resume_step
+    if watch.reset_checked or resume is None or not policy.positions_comparable:
+        return None
+    if not far_below(position, resume):
+        return None
+    return f"the trainer reports step {position} although it should resume from verified step {resume}"
+
+
+def _nan_streak(state: State, event: Progress, actions: list[Action], policy: Policy) -> Decision:
+    watch = state.watch
+    if event.nonfinite is None:
+        return state, actions
+    if not event.nonfinite:
+        return replace(state, watch=replace(watch, bad_readings=0, first_bad_position=None)), actions
+    if watch.bad_readings == 0:
+        first = event.position if event.position is not None else watch.position
+        watch = replace(watch, first_bad_position=first, first_bad_line=event.line.strip()[:200])
+    watch = replace(watch, bad_readings=watch.bad_readings + 1)
+    state = replace(state, watch=watch)
+    if watch.bad_readings < policy.nan_tolerance:
+        return state, actions
+    bound = nan_bound(watch, state.best_step, policy.positions_comparable)
+    carry = replace(
+        state.carry,
+        nan_below=bound,
+        nan_rolled_back_at=bound,
+        nan_rollbacks=state.carry.nan_rollbacks + 1,
+        nan_remedy=policy.nan_remedy is not None,
+    )
+    where = f" from step {watch.first_bad_position}" if watch.first_bad_position is not None else ""
+    rollback = (
+        f"rolling back below step {bound}"
+        if bound is not None
+        else "steps restart at every launch, so no rollback by step"
+    )
+    why = (
+        f"the loss is not finite{where} ({watch.bad_readings} bad reading(s) in a row; "
+        f"first: {watch.first_bad_line or event.source}); {rollback}"
+    )
+    state, more = _end(replace(state, carry=carry), Cause.NAN, why, policy)
+    return state, [*actions, *more]
+
+
+def _silent_reset(state: State, why: str, policy: Policy) -> Decision:
+    carry = replace(state.carry, silent_resets=state.carry.silent_resets + 1)
+    return _end(replace(state, carry=carry), Cause.SILENT_RESET, why, policy)
+
+
+def _end(state: State, cause: Cause, why: str, policy: Policy) -> Decision:
+    # RUNNING -> ENDING: stop the sick attempt (with grace), then relaunch or give up
+    state = replace(state, phase=Phase.ENDING, ending=cause, ending_detail=why)
+    note = Note(cause.value, f"attempt {state.attempt}: {why}; stopping it", "warning")
+    return state, [note, StopTrainer(policy.stop_signal, policy.stop_grace_s)]
+
+
+def _hang_budget(watch: Watch, carry: Carry, policy: Policy) -> float:
+    assert policy.hang_timeout_s is not None
+    return hang_budget_s(
+        watch,
+        carry,
+        timeout_s=policy.hang_timeout_s,
+        startup_timeout_s=policy.startup_timeout_s,
+        learn_factor=policy.learn_factor,
+        learn_min_s=policy.learn_min_s,
+    )
 
 
 def _launched(state: State, event: Launched, now: float, policy: Policy) -> Decision:
@@ -468,7 +653,12 @@ def _launched(state: State, event: Launched, now: float, policy: Policy) -> Deci
     # STARTING -> RUNNING
     state = replace(state, phase=Phase.RUNNING, started_at=now)
     note = Note("launched", f"attempt {event.attempt} running as pid {event.pid}")
-    return state, [note, StartTimer(Timer.STABLE, state.attempt, policy.stable_after_s)]
+    actions: list[Action] = [note, StartTimer(Timer.STABLE, state.attempt, policy.stable_after_s)]
+    if policy.hang_timeout_s is not None and policy.watch_from_launch:
+        watch = replace(state.watch, armed=True, check_at=now + policy.startup_timeout_s)
+        state = replace(state, watch=watch)
+        actions.append(StartTimer(Timer.LIVENESS, state.attempt, policy.startup_timeout_s))
+    return state, actions
 
 
 def _launch_failed(state: State, event: LaunchFailed, now: float, policy: Policy) -> Decision:
@@ -487,12 +677,16 @@ def _launch_failed(state: State, event: LaunchFailed, now: float, policy: Policy
 
 
 def _exited(state: State, event: Exited, now: float, policy: Policy) -> Decision:
-    if event.attempt != state.attempt or state.phase not in (Phase.RUNNING, Phase.STARTING, Phase.STOPPING):
+    live = (Phase.RUNNING, Phase.STARTING, Phase.STOPPING, Phase.ENDING)
+    if event.attempt != state.attempt or state.phase not in live:
         return state, []
     status = event.status
     end = event.at if event.at is not None else now
     if state.phase is Phase.STOPPING:
         return _exited_while_stopping(state, event, end, policy)
+    if state.phase is Phase.ENDING and state.ending is not None:
+        # ENDING -> BACKOFF | PREPARING | GAVE_UP
+        return _failed(state, now, policy, status, state.ending_detail, end, state.ending)
     if _completed(state, status, policy):
         # RUNNING -> COMPLETED
         how = "said it finished" if state.completion_seen else "exited 0"
@@ -513,7 +707,13 @@ def _exited(state: State, event: Exited, now: float, policy: Policy) -> Decision
         state = replace(state, last_exit=status, last_cause=Cause.NOT_RETRYABLE)
         message = f"giving up: attempt {state.attempt} failed ({status.describe()}) and restarting cannot fix it: {state.fatal}"
         return _final(state, Phase.GAVE_UP, [end_action], Note("gave_up", message, "error"))
-    return _failed(state, now, policy, status, event.detail, ended_at=end)
+    return _failed(state, now, policy, status, event.detail, end, _failure_cause(state, event))
+
+
+def _failure_cause(state: State, event: Exited) -> Cause:
+    if event.oom_killed:
+        return Cause.OOM_HOST
+    return Cause.OOM_CUDA if state.watch.oom_line is not None else Cause.CRASH
 
 
 def _completed(state: State, status: ExitStatus, policy: Policy) -> bool:
@@ -530,13 +730,13 @@ def _exited_while_stopping(state: State, event: Exited, end: float, policy: Poli
     # signal went out keeps its real cause, and a crash still counts.
     status = event.status
     stable = _ran_stably(state, end, policy)
-    cause = Cause.STOPPED
+    cause = state.ending or Cause.STOPPED  # a stop that came while ending a sick attempt keeps its cause
     if event.before_stop:
-        cause = Cause.COMPLETED if _completed(state, status, policy) else Cause.CRASH
-        if cause is Cause.CRASH and state.fatal is not None:
+        cause = Cause.COMPLETED if _completed(state, status, policy) else _failure_cause(state, event)
+        if cause is not Cause.COMPLETED and state.fatal is not None:
             cause = Cause.NOT_RETRYABLE
     progressed = _made_progress(state, stable, policy)
-    if cause in (Cause.CRASH, Cause.NOT_RETRYABLE) and not progressed:
+    if cause not in (Cause.COMPLETED, Cause.STOPPED) and not progressed:
         state = replace(
             state, backoff_level=state.backoff_level + 1, without_progress=state.without_progress + 1
         )
@@ -555,6 +755,7 @@ def _failed(
     status: ExitStatus | None,
     detail: str,
     ended_at: float | None = None,
+    cause: Cause = Cause.CRASH,
 ) -> Decision:
     """An attempt ended badly: count it, then relaunch (after backoff) or give up.
     `detail` is what is known beside the exit status (e.g. the last line printed)."""
@@ -567,31 +768,71 @@ def _failed(
         state,
         backoff_level=level,
         without_progress=without,
-        last_cause=Cause.CRASH,
+        last_cause=cause,
         last_exit=status,
         stable=stable,
+        ending=None,
     )
-    actions: list[Action] = [RecordAttemptEnd(state.attempt, Cause.CRASH, status, stable, detail)]
+    actions: list[Action] = [RecordAttemptEnd(state.attempt, cause, status, stable, detail)]
     why = "; ".join(part for part in (status.describe() if status else "", detail) if part)
+    verb = "failed" if cause is Cause.CRASH else f"ended ({cause.value})"
+    if (stop := _cause_gives_up(state, cause, policy)) is not None:
+        return _final(state, Phase.GAVE_UP, actions, Note("gave_up", stop, "error"))
+    state, remedy_notes = _escalate(state, cause, policy)
+    actions += remedy_notes
     if without >= policy.max_attempts_without_progress:
         if not policy.progress_from_checkpoints:
             return _give_up(state, actions, policy, why)
         # A checkpoint saved just before the crash may still be landing: the preparation
         # verifies it first, and the give-up is decided when that is done.
-        message = f"attempt {state.attempt} failed ({why}); checking its last checkpoints before giving up"
+        message = f"attempt {state.attempt} {verb} ({why}); checking its last checkpoints before giving up"
         state, actions = _next_attempt(state, [*actions, Note("crashed", message, "warning")])
         return replace(state, give_up_pending=True), actions
     delay = policy.backoff.delay_s(level, uniform(state.seed, state.attempt))
     if delay == 0:
-        actions.append(Note("crashed", f"attempt {state.attempt} failed ({why}); relaunching now", "warning"))
+        actions.append(Note("crashed", f"attempt {state.attempt} {verb} ({why}); relaunching now", "warning"))
         return _next_attempt(state, actions)
-    # RUNNING -> BACKOFF
+    # RUNNING | ENDING -> BACKOFF
     state = replace(state, phase=Phase.BACKOFF, relaunch_at=now + delay)
     actions += [
-        Note("crashed", f"attempt {state.attempt} failed ({why}); relaunching in {delay:.1f}s", "warning"),
+        Note("crashed", f"attempt {state.attempt} {verb} ({why}); relaunching in {delay:.1f}s", "warning"),
         StartTimer(Timer.RELAUNCH, state.attempt, delay),
     ]
     return state, actions
+
+
+def _cause_gives_up(state: State, cause: Cause, policy: Policy) -> str | None:
+    """Why this kind of end, repeated, is not worth another attempt."""
+    carry = state.carry
+    if cause is Cause.NAN and carry.nan_rollbacks > policy.max_nan_rollbacks:
+        return (
+            f"giving up: the loss went NaN/Inf {carry.nan_rollbacks} times without the run getting past "
+            f"where it went bad (max_rollbacks = {policy.max_nan_rollbacks}); last: {state.ending_detail}"
+        )
+    if cause is Cause.SILENT_RESET and carry.silent_resets > policy.max_silent_resets:
+        return (
+            f"giving up: the trainer started from scratch {carry.silent_resets} times in a row although a "
+            "verified checkpoint was in place for it (silent-reset: its own resume logic did not load it; "
+            "see the trainer log and 'train-supervisor plan')"
+        )
+    return None
+
+
+def _escalate(state: State, cause: Cause, policy: Policy) -> tuple[State, list[Action]]:
+    """After an OOM, the next rung of that kind's remedy ladder (cumulative)."""
+    carry = state.carry
+    if cause is Cause.OOM_CUDA and carry.oom_cuda_level < len(policy.oom_cuda_remedies):
+        rung = policy.oom_cuda_remedies[carry.oom_cuda_level]
+        carry = replace(carry, oom_cuda_level=carry.oom_cuda_level + 1)
+    elif cause is Cause.OOM_HOST and carry.oom_host_level < len(policy.oom_host_remedies):
+        rung = policy.oom_host_remedies[carry.oom_host_level]
+        carry = replace(carry, oom_host_level=carry.oom_host_level + 1)
+    elif cause is Cause.NAN and policy.nan_remedy is not None:
+        return state, [Note("remedy", f"relaunches run with the NaN remedy: {policy.nan_remedy.describe()}")]
+    else:
+        return state, []
+    note = Note("remedy", f"after {cause.value}, relaunches also run with {rung.describe()}", "warning")
+    return replace(state, carry=carry), [note]
 
 
 def _give_up(state: State, actions: list[Action], policy: Policy, detail: str = "") -> Decision:
@@ -638,6 +879,10 @@ def _stop_requested(state: State, event: StopRequested, policy: Policy) -> Decis
                 note,
                 StopTrainer(policy.stop_signal, policy.stop_grace_s),
             ]
+        case Phase.ENDING:
+            # ENDING -> STOPPING: the trainer is being stopped already; exit once it is gone
+            note = Note("stopping", f"{event.reason}: exiting once attempt {state.attempt} has stopped")
+            return replace(state, phase=Phase.STOPPING), [note]
         case Phase.RECLAIMING:
             # RECLAIMING -> STOPPING: the reclaim is a stop already; finish it, then exit
             note = Note("stopping", f"{event.reason}: exiting once the interrupted attempt is cleared")
@@ -667,7 +912,29 @@ def _timer(state: State, event: TimerFired, now: float, policy: Policy) -> Decis
     if event.timer is Timer.RELAUNCH and state.phase is Phase.BACKOFF:
         # BACKOFF -> PREPARING
         return _next_attempt(state, [])
+    if event.timer is Timer.LIVENESS and state.phase is Phase.RUNNING and state.watch.armed:
+        return _check_liveness(state, now, policy)
     return state, []
+
+
+def _check_liveness(state: State, now: float, policy: Policy) -> Decision:
+    watch = state.watch
+    since = watch.last_progress_at if watch.last_progress_at is not None else state.started_at
+    assert since is not None
+    budget = _hang_budget(watch, state.carry, policy)
+    deadline = since + budget
+    if now < deadline - 1e-6:
+        if watch.check_at is not None and now < watch.check_at - 1e-6:
+            return state, []  # an earlier check, superseded: the one at check_at is pending
+        # RUNNING -> RUNNING: progress came in time; check again at the new deadline
+        state = replace(state, watch=replace(watch, check_at=deadline))
+        return state, [StartTimer(Timer.LIVENESS, state.attempt, deadline - now)]
+    if watch.last_progress_at is None:
+        why = f"no sign of progress {now - since:.0f}s after launch (startup_timeout_s = {budget:g})"
+    else:
+        why = f"no sign of progress for {now - since:.0f}s (budget {budget:g}s; last: {watch.last_sign})"
+    # RUNNING -> ENDING
+    return _end(state, Cause.HANG, why, policy)
 
 
 def next_delay_s(state: State, policy: Policy) -> float:

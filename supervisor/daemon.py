@@ -7,21 +7,22 @@ state and a list of actions; `_execute` carries them out. Signal handlers only e
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import secrets
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import Any
 
 import structlog
 
 import trainer_adapters
-from supervisor import core
+from supervisor import core, gpu
 from supervisor.backoff import Backoff
-from supervisor.config import Config
+from supervisor.config import Config, RemedySection, nan_tolerance
 from supervisor.core import (
     Action,
     Boot,
@@ -37,6 +38,7 @@ from supervisor.core import (
     Policy,
     Prepare,
     Prepared,
+    PrepareFailed,
     Reclaim,
     Reclaimed,
     RecordAttemptEnd,
@@ -46,11 +48,14 @@ from supervisor.core import (
     StopTrainer,
     TimerFired,
 )
-from supervisor.detectors import OutputReader
+from supervisor.detectors import PROGRESSING, OutputReader
 from supervisor.guard import CheckpointGuard
+from supervisor.health import Remedy, Watch, with_remedies
 from supervisor.ledger import AttemptRow, Ledger
 from supervisor.logs import bind
+from supervisor.oom import OomCounter, kernel_oom_kills, oom_kill_rose
 from supervisor.output import OutputSink, RotatingLog
+from supervisor.preflight import Preflight
 from supervisor.process import (
     OutputTail,
     Trainer,
@@ -62,15 +67,18 @@ from supervisor.process import (
     split_identity,
     trainer_env,
 )
+from supervisor.vitals import Vitals
 
 log = structlog.get_logger("supervisor")
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+PROGRESS_SAVE_S = 5.0
 
 
 def policy_for(config: Config) -> Policy:
-    restart = config.restart
+    restart, heartbeat = config.restart, config.heartbeat
     adapter = trainer_adapters.get(config.adapter.name)
+    reads_progress = adapter.metrics is not None or any(r.said in PROGRESSING for r in adapter.lines)
     return Policy(
         backoff=Backoff(
             initial_s=restart.backoff_initial_s,
@@ -84,12 +92,34 @@ def policy_for(config: Config) -> Policy:
         stop_grace_s=config.stop.grace_s,
         exit_codes_trusted=adapter.exit_codes_trusted,
         progress_from_checkpoints=config.adapter.checkpoint_dir is not None and not adapter.steps_restart,
+        hang_timeout_s=None if heartbeat.mode == "off" else heartbeat.timeout_s,
+        startup_timeout_s=heartbeat.effective_startup_timeout_s,
+        watch_from_launch=heartbeat.mode == "on" or reads_progress,
+        learn_factor=heartbeat.learn_factor,
+        learn_min_s=heartbeat.learn_min_s,
+        nan_tolerance=nan_tolerance(config),
+        max_nan_rollbacks=config.nan.max_rollbacks,
+        nan_remedy=config.nan.remedy.remedy("nan remedy") if config.nan.remedy is not None else None,
+        positions_comparable=not adapter.steps_restart,
+        oom_cuda_remedies=_ladder(config.oom.cuda_remedies, "oom-cuda"),
+        oom_host_remedies=_ladder(config.oom.host_remedies, "oom-host"),
     )
+
+
+def _ladder(rungs: Sequence[RemedySection], kind: str) -> tuple[Remedy, ...]:
+    return tuple(rung.remedy(f"{kind} remedy {n}") for n, rung in enumerate(rungs, 1))
 
 
 class Daemon:
     def __init__(
-        self, config: Config, ledger: Ledger, *, reset_counters: bool = False, again: bool = False
+        self,
+        config: Config,
+        ledger: Ledger,
+        *,
+        reset_counters: bool = False,
+        again: bool = False,
+        accept_config_change: bool = False,
+        gpu_probe: gpu.GpuProbe | None = None,
     ) -> None:
         self.config = config
         self.ledger = ledger
@@ -101,8 +131,10 @@ class Daemon:
         self.tail = OutputTail()
         self.trainer_log = RotatingLog(config.trainer_log, config.logs.max_bytes, config.logs.backups)
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
-        adapter = trainer_adapters.get(config.adapter.name)
-        reader = OutputReader(adapter.lines, lambda: self.state.attempt, self._queue.put_nowait)
+        adapter = self.adapter = trainer_adapters.get(config.adapter.name)
+        reader = OutputReader(
+            adapter.lines, adapter.position_unit, lambda: self.state.attempt, self._queue.put_nowait
+        )
         self.sink = OutputSink(self.trainer_log, [self.tail, reader])
         self._timers: list[asyncio.TimerHandle] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -120,6 +152,25 @@ class Daemon:
                 attempt=lambda: self.state.attempt,
                 best_step=lambda: self.state.best_step,
             )
+        self._last_marker: str | None = None  # of the newest attempt launched
+        metrics_dir = None
+        if adapter.metrics is not None and config.adapter.checkpoint_dir is not None:
+            metrics_dir = adapter.metrics.directory(config.adapter.options, config.adapter.checkpoint_dir)
+        self.vitals = Vitals(
+            adapter,
+            metrics_dir,
+            config.state_dir,
+            self._queue.put_nowait,
+            attempt=lambda: self.state.attempt,
+            marker=lambda: self._last_marker,
+        )
+        timeout = config.gpu.call_timeout_s
+        probe = gpu.guard(gpu_probe or gpu.probe_from(config.gpu.probe, timeout), timeout)
+        self.preflight = Preflight(config, adapter, ledger, probe, accept_config_change=accept_config_change)
+        self.oom = OomCounter(events_path=config.oom.memory_events)
+        self._oom_before: int | None = None
+        self._saved: tuple[object, ...] | None = None  # what the ledger holds, to skip repeated writes
+        self._saved_at = -math.inf
 
     # --- main loop ------------------------------------------------------------------
 
@@ -131,6 +182,8 @@ class Daemon:
             )
         try:
             self.state, boot = self._restore()
+            await self.vitals.start()
+            await self.preflight.start()
             if self.guard is not None:
                 await self.guard.start()
             self._queue.put_nowait(boot)
@@ -150,6 +203,7 @@ class Daemon:
                 handle.cancel()
             if self.guard is not None:
                 await self.guard.stop()
+            await self.vitals.stop()
             self.trainer_log.close()
 
     def _step(self, event: Event) -> int | None:
@@ -168,9 +222,9 @@ class Daemon:
     def _execute(self, action: Action, now: float) -> None:
         match action:
             case Prepare():
-                self._start_prepare(action.attempt)
+                self._start_prepare(action.attempt, action.below_step)
             case Launch():
-                self._launch(action.attempt)
+                self._launch(action.attempt, action.remedies)
             case Reclaim():
                 self._start_reclaim(action.attempt)
             case StopTrainer():
@@ -202,17 +256,30 @@ class Daemon:
         if self._reclaim_kill is not None:
             self._reclaim_kill()
 
-    def _start_prepare(self, attempt: int) -> None:
-        if self.guard is None:  # nothing to plan: keep a zero-backoff relaunch fast
-            self._queue.put_nowait(Prepared(attempt))
-        else:
-            self._spawn_task(self._prepare(self.guard, attempt))
+    def _start_prepare(self, attempt: int, below_step: int | None) -> None:
+        self._spawn_task(self._prepare(attempt, below_step))
 
-    async def _prepare(self, guard: CheckpointGuard, attempt: int) -> None:
-        self._queue.put_nowait(await guard.prepare(attempt))
+    async def _prepare(self, attempt: int, below_step: int | None) -> None:
+        """The run directory (the resume plan), then the checks before a launch."""
+        prepared: Prepared | PrepareFailed = Prepared(attempt)
+        if self.guard is not None:
+            prepared = await self.guard.prepare(attempt, below_step)
+        if isinstance(prepared, Prepared):
+            refusal = await self.preflight.check(attempt, self._last_marker)
+            if refusal is not None:
+                prepared = PrepareFailed(attempt, refusal)
+        self._queue.put_nowait(prepared)
 
     def _save(self, now: float) -> None:
+        """Keep the state in the ledger. Signs of progress arrive many times a second:
+        they change only the detectors' view, which is written at most every
+        PROGRESS_SAVE_S (what must survive a crash is in the rest of the state)."""
         state = self.state
+        durable = (replace(state, watch=Watch(), carry=replace(state.carry, longest_gap_s=None)),)
+        if durable == self._saved and now - self._saved_at < PROGRESS_SAVE_S:
+            return
+        self._saved, self._saved_at = durable, now
+        last = state.watch.last_progress_at
         relaunch_at = time.time() + (state.relaunch_at - now) if state.relaunch_at is not None else None
         self.ledger.save_state(
             self.config.name,
@@ -222,6 +289,7 @@ class Daemon:
             next_delay_s=core.next_delay_s(state, self.policy),
             supervisor_pid=os.getpid(),
             now=time.time(),
+            last_progress_at=time.time() - (now - last) if last is not None else None,
         )
         self.ledger.commit()
 
@@ -237,17 +305,22 @@ class Daemon:
 
     # --- launching --------------------------------------------------------------------
 
-    def _launch(self, attempt: int) -> None:
+    def _launch(self, attempt: int, remedies: Sequence[Remedy]) -> None:
         bind(attempt=attempt)
         marker = f"{self.config.name}:{attempt}:{secrets.token_hex(4)}"
         self.ledger.begin_attempt(attempt, time.time(), marker)
         self.ledger.commit()  # durable before the trainer exists
+        self._last_marker = marker
         self.tail.lines.clear()
         self.sink.forget_partial_lines()
         self.sink.write_log(f"\n=== train-supervisor: attempt {attempt} ===\n".encode())
-        env = trainer_env(os.environ, self.config.run.env, marker)
+        command, overrides = with_remedies(
+            self.config.run.command, {**self.config.run.env, **self.vitals.env()}, remedies
+        )
+        env = trainer_env(os.environ, overrides, marker)
+        self._oom_before = self.oom.count()
         try:
-            trainer = Trainer.spawn(self.config.run.command, self.config.cwd, env, marker, self.sink)
+            trainer = Trainer.spawn(command, self.config.cwd, env, marker, self.sink)
         except OSError as exc:
             self.trainer = None
             self._queue.put_nowait(LaunchFailed(attempt, f"{type(exc).__name__}: {exc}"))
@@ -274,8 +347,24 @@ class Daemon:
         else:
             last = self.tail.last()
             detail = f"last output: {last[:200]}" if last else ""
-        ended = Exited(attempt, status, detail, at=trainer.exited_at, before_stop=trainer.exited_before_stop)
+        ended = Exited(
+            attempt,
+            status,
+            detail,
+            at=trainer.exited_at,
+            before_stop=trainer.exited_before_stop,
+            oom_killed=self._oom_killed(status, trainer),
+        )
         self._queue.put_nowait(ended)
+
+    def _oom_killed(self, status: ExitStatus, trainer: Trainer) -> bool:
+        """The kernel's OOM killer took a process of this attempt (its cgroup's count rose,
+        or the kernel log names the trainer)."""
+        if status.code == 0:
+            return False
+        if oom_kill_rose(self._oom_before, self.oom.count()):
+            return True
+        return bool(kernel_oom_kills([trainer.pid], trainer.started_wall))
 
     # --- boot -------------------------------------------------------------------------
 
@@ -292,6 +381,7 @@ class Daemon:
                 last_cause=saved.last_cause,
                 last_exit=saved.last_exit,
                 best_step=saved.best_step,
+                carry=saved.carry,
             )
             if self.reset_counters:
                 state = replace(state, backoff_level=0, without_progress=0)

@@ -20,7 +20,7 @@ import structlog
 import trainer_adapters
 from supervisor.checkpoints import CheckpointBook, stat_checkpoint
 from supervisor.config import Config
-from supervisor.core import CheckpointVerified, Event, Prepared, PrepareFailed
+from supervisor.core import CheckpointVerified, Event, Prepared, PrepareFailed, Progress
 from supervisor.ledger import Ledger
 from supervisor.planner import with_content_step
 from supervisor.validation import ValidatorClient
@@ -65,7 +65,7 @@ class CheckpointGuard:
         self._to_verify: asyncio.Queue[Path] = asyncio.Queue()
         self.watcher = CheckpointWatcher(
             [directory],
-            lambda landed: self._to_verify.put_nowait(landed.path),
+            lambda landed: self._landed(landed.path),
             accept=lambda path: self._watched(path),
             quiet_s=c.quiet_s,
             rescan_s=c.rescan_s,
@@ -77,6 +77,10 @@ class CheckpointGuard:
         if not self.layout.recursive and os.path.abspath(path.parent) != os.path.abspath(self.directory):
             return False
         return self.layout.parse(path) is not None
+
+    def _landed(self, path: Path) -> None:
+        self._to_verify.put_nowait(path)
+        self._emit(Progress(self._attempt(), "checkpoint", line=str(path)))
 
     async def start(self) -> None:
         await self.book.validator.start()  # importing torch takes seconds: start it now
@@ -132,18 +136,19 @@ class CheckpointGuard:
 
     # --- before a launch ----------------------------------------------------------------
 
-    async def prepare(self, attempt: int) -> Prepared | PrepareFailed:
+    async def prepare(self, attempt: int, below_step: int | None = None) -> Prepared | PrepareFailed:
         """Let pending checkpoints land and be verified, then plan the resume and prepare
-        the run directory so that the trainer's own rule lands on the verified state."""
+        the run directory so that the trainer's own rule lands on the verified state.
+        `below_step`: a NaN rollback; states at or after it are moved aside."""
         try:
             await self._settle()
             await self.book.verify_all()  # anything the watcher has not reported yet
-            the_plan = self.book.plan()
+            the_plan = self.book.plan(below_step)
             if not the_plan.ok:
                 self.book.record_plan(the_plan, attempt)  # a refusal is part of the account too
                 return PrepareFailed(attempt, the_plan.problem or "no plan")
             best = self._best_step()
-            if the_plan.target_step is None and the_plan.moves and best is not None:
+            if the_plan.target_step is None and the_plan.moves and best is not None and below_step is None:
                 # Everything would be moved aside although a verified state existed: never
                 # hand the trainer a fresh start on our own judgement.
                 return PrepareFailed(
@@ -157,7 +162,7 @@ class CheckpointGuard:
                 self.watcher.forget(move.path)
             self._check_free_space()
             self._warn_before_relaunch(the_plan.target_step)
-            return Prepared(attempt, the_plan.summary())
+            return Prepared(attempt, the_plan.summary(), the_plan.target_step)
         except Exception as exc:
             log.exception("error while preparing the run directory")
             return PrepareFailed(

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from supervisor.core import Cause, ExitStatus, Phase, State
+from supervisor.health import Carry
 
 LEDGER_FILE = "ledger.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
@@ -38,7 +39,9 @@ CREATE TABLE IF NOT EXISTS run (
     supervisor_pid INTEGER,
     updated_at REAL NOT NULL,
     best_step INTEGER,
-    progressed INTEGER NOT NULL DEFAULT 0
+    progressed INTEGER NOT NULL DEFAULT 0,
+    carry TEXT,
+    last_progress_at REAL
 ) STRICT;
 CREATE TABLE IF NOT EXISTS attempts (
     n INTEGER PRIMARY KEY,
@@ -86,6 +89,11 @@ CREATE TABLE IF NOT EXISTS quarantined (
     moved_to TEXT NOT NULL,
     reason TEXT NOT NULL
 ) STRICT;
+CREATE TABLE IF NOT EXISTS fingerprints (
+    attempt INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    data TEXT NOT NULL
+) STRICT;
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -102,12 +110,16 @@ class LedgerError(Exception):
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Ledgers from schema 1 lack the best verified step."""
+    """Ledgers from schema 1 lack the best verified step; from 2, the detectors' carry."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(run)")}
     if "best_step" not in columns:
         conn.execute("ALTER TABLE run ADD COLUMN best_step INTEGER")
     if "progressed" not in columns:
         conn.execute("ALTER TABLE run ADD COLUMN progressed INTEGER NOT NULL DEFAULT 0")
+    if "carry" not in columns:
+        conn.execute("ALTER TABLE run ADD COLUMN carry TEXT")
+    if "last_progress_at" not in columns:
+        conn.execute("ALTER TABLE run ADD COLUMN last_progress_at REAL")
     checkpoint_columns = {row[1] for row in conn.execute("PRAGMA table_info(checkpoints)")}
     if "ctime_ns" not in checkpoint_columns:
         conn.execute("ALTER TABLE checkpoints ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0")
@@ -150,6 +162,8 @@ class RunRow:
     updated_at: float
     best_step: int | None
     progressed: bool
+    carry: Carry = field(default_factory=Carry)
+    last_progress_at: float | None = None  # wall time of the newest sign of progress
 
 
 @dataclass(frozen=True)
@@ -233,13 +247,14 @@ class Ledger:
         next_delay_s: float,
         supervisor_pid: int,
         now: float,
+        last_progress_at: float | None = None,
     ) -> None:
         exit_json = json.dumps(_status_dict(state.last_exit)) if state.last_exit else None
         self._conn.execute(
             """INSERT INTO run (id, name, config_path, phase, attempt, backoff_level, without_progress, stable,
                    last_cause, last_exit, exit_code, relaunch_at, next_delay_s, supervisor_pid, updated_at,
-                best_step, progressed)
-               VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                best_step, progressed, carry, last_progress_at)
+               VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (id) DO UPDATE SET name = excluded.name, config_path = excluded.config_path,
                    phase = excluded.phase, attempt = excluded.attempt, backoff_level = excluded.backoff_level,
                    without_progress = excluded.without_progress, stable = excluded.stable,
@@ -247,7 +262,8 @@ class Ledger:
                    exit_code = excluded.exit_code, relaunch_at = excluded.relaunch_at,
                    next_delay_s = excluded.next_delay_s, supervisor_pid = excluded.supervisor_pid,
                    updated_at = excluded.updated_at, best_step = excluded.best_step,
-                   progressed = excluded.progressed""",
+                   progressed = excluded.progressed, carry = excluded.carry,
+                   last_progress_at = excluded.last_progress_at""",
             (
                 name,
                 str(config_path),
@@ -265,6 +281,8 @@ class Ledger:
                 now,
                 state.best_step,
                 int(state.progressed),
+                state.carry.to_json(),
+                last_progress_at,
             ),
         )
 
@@ -272,7 +290,7 @@ class Ledger:
         row = self._conn.execute(
             """SELECT name, config_path, phase, attempt, backoff_level, without_progress, stable, last_cause,
                       last_exit, exit_code, relaunch_at, next_delay_s, supervisor_pid, updated_at, best_step,
-                      progressed
+                      progressed, carry, last_progress_at
                FROM run WHERE id = 1"""
         ).fetchone()
         if row is None:
@@ -294,6 +312,8 @@ class Ledger:
             updated_at=row[13],
             best_step=row[14],
             progressed=bool(row[15]),
+            carry=Carry.from_json(row[16]),
+            last_progress_at=row[17],
         )
 
     # --- attempts -------------------------------------------------------------------
@@ -390,6 +410,25 @@ class Ledger:
         )
 
     # --- events ---------------------------------------------------------------------
+
+    def causes(self) -> dict[str, int]:
+        """How many attempts ended with each cause."""
+        rows = self._conn.execute(
+            "SELECT cause, COUNT(*) FROM attempts WHERE cause IS NOT NULL GROUP BY cause ORDER BY cause"
+        ).fetchall()
+        return {cause: n for cause, n in rows}
+
+    def add_fingerprint(self, attempt: int, at: float, data: str) -> None:
+        """The trainer's config files as they were at this attempt's launch."""
+        self._conn.execute(
+            "INSERT OR REPLACE INTO fingerprints (attempt, at, data) VALUES (?, ?, ?)", (attempt, at, data)
+        )
+
+    def last_fingerprint(self) -> tuple[int, str] | None:
+        row = self._conn.execute(
+            "SELECT attempt, data FROM fingerprints ORDER BY attempt DESC LIMIT 1"
+        ).fetchone()
+        return (row[0], row[1]) if row else None
 
     def add_event(self, at: float, attempt: int, kind: str, level: str, message: str) -> None:
         self._conn.execute(

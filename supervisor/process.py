@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -154,6 +155,7 @@ async def clear_session(
         return 0
     if not already_signalled:
         signal_session(sid, sig, left)
+        signal_session(sid, signal.SIGCONT, left)
     deadline = loop.time() + grace_s
     while left and loop.time() < deadline:
         await asyncio.sleep(SWEEP_POLL_S)
@@ -179,6 +181,7 @@ class Trainer:
         self.marker = marker
         self.identity = proc_identity(self.pid)
         self.started_ticks = start_ticks(self.pid) or 0
+        self.started_wall = time.time()
         self._sink = sink
         self._loop = asyncio.get_running_loop()
         self._exit: asyncio.Future[int] = self._loop.create_future()
@@ -251,6 +254,8 @@ class Trainer:
         if self._exit.done() and not session_members(self.pid):
             return
         signal_session(self.pid, sig, self._marked())
+        # A stopped (SIGSTOP/SIGTSTP) process acts on its signal only once continued.
+        signal_session(self.pid, signal.SIGCONT, self._marked())
         if self._kill_at is None:
             self._kill_at = self._loop.time() + grace_s
             self._kill_handle = self._loop.call_later(grace_s, self.kill)

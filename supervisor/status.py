@@ -46,6 +46,16 @@ def report(config: Config) -> dict[str, Any]:
             "attempts_without_progress": run.without_progress,
             "max_attempts_without_progress": config.restart.max_attempts_without_progress,
             "last_verified_step": run.best_step,
+            "last_progress_age_s": round(now - run.last_progress_at, 1) if run.last_progress_at else None,
+            "restarts_by_cause": ledger.causes(),
+            "detectors": {
+                "nan_rollbacks": run.carry.nan_rollbacks,
+                "nan_remedy_on": run.carry.nan_remedy,
+                "oom_cuda_rungs": run.carry.oom_cuda_level,
+                "oom_host_rungs": run.carry.oom_host_level,
+                "silent_resets_in_a_row": run.carry.silent_resets,
+                "longest_progress_gap_s": run.carry.longest_gap_s,
+            },
             "last_plan": _plan(ledger),
             "updated_at": _iso(run.updated_at),
             "attempts": [_attempt(a, now) for a in ledger.attempts(limit=RECENT_ATTEMPTS)],
@@ -104,6 +114,11 @@ def render(data: dict[str, Any]) -> None:
         summary.add_row("attempt", f"{data['attempt']}  ({data['restarts']} restarts)")
         if data["last_cause"]:
             summary.add_row("last exit", f"{data['last_cause']}: {data['last_exit'] or 'no exit status'}")
+        if data["restarts_by_cause"]:
+            by_cause = ", ".join(f"{cause} {n}" for cause, n in data["restarts_by_cause"].items())
+            summary.add_row("ends by cause", by_cause)
+        if data["last_progress_age_s"] is not None and data["state"] == "running":
+            summary.add_row("last progress", f"{data['last_progress_age_s']:.0f}s ago")
         summary.add_row("next backoff", _next_backoff(data))
         verified = data["last_verified_step"]
         summary.add_row(

@@ -16,6 +16,7 @@ from supervisor.core import (
     Note,
     Phase,
     Prepare,
+    Progress,
     RecordAttemptEnd,
     StartTimer,
     StopRequested,
@@ -157,12 +158,12 @@ def test_a_trainer_that_goes_on_after_a_fatal_line_is_retried_when_it_later_cras
     replay = booted()
     replay.send(Launched(1, pid=10))
     replay.send(fatal())
-    notes = replay.send(TrainerSaid(1, Said.PROGRESS, "INFO:ljs:Train Epoch: 3 [42%]"))
+    notes = replay.send(Progress(1, "output", line="INFO:ljs:Train Epoch: 3 [42%]"))
     assert [n.kind for n in of_type(notes, Note)] == ["trainer_went_on"]
     assert replay.state.fatal is None
     replay.send(Exited(1, CRASH))
     assert replay.state.phase is Phase.BACKOFF
-    # Progress without a fatal line before it is no event for the core.
+    # Progress without a fatal line before it calls for no action.
     replay.fire_relaunch()
     replay.send(Launched(2, pid=11))
-    assert replay.send(TrainerSaid(2, Said.PROGRESS, "step 5")) == []
+    assert replay.send(Progress(2, "output", line="step 5")) == []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.core import TrainerSaid
+from supervisor.core import Progress, TrainerSaid
 from supervisor.detectors import OutputReader, said
 from supervisor.output import OutputSink, RotatingLog
 from trainer_adapters.base import ArgRule, LineRule, NamedCheckpoint, RuleFails, Said
@@ -142,10 +142,11 @@ def test_only_decisive_lines_become_events() -> None:
     assert (event.attempt, event.said, event.explain) == (3, "fatal", "it needs a GPU")
     assert said(rules, "step 40", attempt=3) == []
     got: list[object] = []
-    reader = OutputReader(rules, lambda: 7, got.append)
+    reader = OutputReader(rules, "step", lambda: 7, got.append)
     reader("stdout", "Loaded checkpoint 'logs/m/G_10.pth' (iteration 1)")
     reader("stdout", "step 50")
-    assert [(e.attempt, e.said) for e in got] == [(7, "loaded")]  # type: ignore[attr-defined]
+    assert got[0] == TrainerSaid(7, Said.LOADED, "Loaded checkpoint 'logs/m/G_10.pth' (iteration 1)")
+    assert got[1] == Progress(7, "output", 50, None, "step 50")
 
 
 def test_arg_rules_see_flags_in_both_styles_and_false_booleans() -> None:
@@ -184,20 +185,20 @@ def test_a_failing_line_handler_never_stops_the_others_or_the_log(tmp_path: Path
     assert (tmp_path / "t.log").read_bytes() == b"one\ntwo\nthree\n"
 
 
-def test_progress_after_a_fatal_line_says_the_trainer_went_on() -> None:
+def test_advancing_lines_are_progress_and_redraws_are_not() -> None:
     rules = (
         LineRule(Said.FATAL, r"file write failed", "the disk is full"),
         LineRule(Said.PROGRESS, r"step (?P<step>\d+)"),
     )
-    got: list[TrainerSaid] = []
+    got: list[object] = []
     attempt = [1]
-    reader = OutputReader(rules, lambda: attempt[0], got.append)
+    reader = OutputReader(rules, "step", lambda: attempt[0], got.append)
     reader("stdout", "step 10")
     reader("stdout", "saving ckpt exp_e3:RuntimeError: PytorchStreamWriter ... file write failed")
     reader("stdout", "step 20")
-    reader("stdout", "step 30")
-    assert [(e.attempt, e.said) for e in got] == [(1, Said.FATAL), (1, Said.PROGRESS)]
-    reader("stdout", "file write failed")
-    attempt[0] = 2  # the next attempt's progress says nothing of attempt 1's error
-    reader("stdout", "step 10")
-    assert [(e.attempt, e.said) for e in got[2:]] == [(1, Said.FATAL)]
+    reader("stderr", "step 20")  # the same bar drawn again
+    assert [type(e).__name__ for e in got] == ["Progress", "TrainerSaid", "Progress"]
+    assert [e.position for e in got if isinstance(e, Progress)] == [10, 20]
+    attempt[0] = 2  # the next attempt starts its own count
+    reader("stdout", "step 20")
+    assert got[-1] == Progress(2, "output", 20, None, "step 20")

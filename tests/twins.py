@@ -35,21 +35,33 @@ def write_config(
     options: dict[str, Any] | None = None,
     restart: dict[str, Any] | None = None,
     checkpoints: dict[str, Any] | None = None,
+    more: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
-    """A config running `command` in `cwd` under `adapter`; state in tmp_path/state."""
+    """A config running `command` in `cwd` under `adapter`; state in tmp_path/state.
+    `more`: further tables, e.g. {"heartbeat": {"timeout_s": 2}}."""
     tables: dict[str, dict[str, Any]] = {
         "run": {"command": command, "cwd": str(cwd), "state_dir": str(tmp_path / "state")},
         "adapter": {"name": adapter, "checkpoint_dir": str(checkpoint_dir), **(options or {})},
         "restart": {**FAST_RESTART, **(restart or {})},
         "checkpoints": {**FAST_CHECKPOINTS, **(checkpoints or {})},
+        **(more or {}),
     }
     lines = []
     for table, values in tables.items():
         lines.append(f"[{table}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+        lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
     path = tmp_path / "supervisor.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def toml_value(value: Any) -> str:
+    """JSON is TOML for strings, numbers, booleans and lists; tables need their own form."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
 
 
 def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

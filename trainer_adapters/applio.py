@@ -21,6 +21,7 @@ from trainer_adapters.base import (
     ArgRule,
     LaunchHints,
     LineRule,
+    Metrics,
     Said,
     TrainerAdapter,
 )
@@ -166,5 +167,10 @@ ADAPTER = TrainerAdapter(
         checkpoint_dir=_checkpoint_dir,
     ),
     fp16_loss_scaling=True,
+    position_unit="epoch",
+    config_files=lambda argv, options: [f"{d}/config.json"] if (d := _checkpoint_dir(argv)) else [],
+    config_ignore_keys=("process_pids",),  # train.py writes its workers' PIDs into it
+    # Losses reach TensorBoard only (logs/<model>/eval), never stdout.
+    metrics=Metrics(directory=lambda options, checkpoint_dir: checkpoint_dir / "eval", tags=r"^loss"),
     docs="docs/trainers/applio.md",
 )

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -100,6 +100,7 @@ class Said(StrEnum):
     FRESH_START = "fresh_start"  # the trainer says it starts from scratch
     COMPLETED = "completed"  # training finished (what marks completion when exit codes lie)
     FATAL = "fatal"  # restarting cannot fix this: when the attempt fails, give up with `explain`
+    OOM = "oom"  # out of GPU memory (common to every trainer: see supervisor.detectors)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,15 @@ class LaunchHints:
 
 
 @dataclass(frozen=True)
+class Metrics:
+    """Where a trainer writes losses that its output does not show (TensorBoard)."""
+
+    # (options, checkpoint dir) -> the directory of its `events.out.tfevents.*` files
+    directory: Callable[[AdapterOptions, Path], Path]
+    tags: str  # a regex (searched) selecting the loss scalars whose values must stay finite
+
+
+@dataclass(frozen=True)
 class TrainerAdapter:
     name: str
     summary: str
@@ -163,4 +173,13 @@ class TrainerAdapter:
     # What the user must know when a relaunch resumes from the given step (a warning in
     # the ledger before the launch), if anything.
     relaunch_warning: Callable[[AdapterOptions, int | None], str | None] | None = None
+    # Which number of a progress line counts in the unit of the checkpoints' steps:
+    # "step" (readings' `step`, and heartbeat steps) or "epoch" (readings' `epoch`).
+    position_unit: Literal["step", "epoch"] = "step"
+    # The trainer's own config files, from its command line (argv, options -> paths
+    # relative to cwd): fingerprinted at every launch to notice edits between restarts.
+    config_files: Callable[[Sequence[str], AdapterOptions], list[str]] | None = None
+    # Keys the trainer itself rewrites in those files (dotted JSON keys): not an edit.
+    config_ignore_keys: tuple[str, ...] = ()
+    metrics: Metrics | None = None
     docs: str = ""  # the page in docs/ about this trainer

@@ -24,7 +24,7 @@ from trainer_adapters.base import (
     Said,
     TrainerAdapter,
 )
-from trainer_adapters.rules import NamePattern, compiled, ignored_by
+from trainer_adapters.rules import NamePattern, compiled, config_flag, ignored_by
 
 # The trainer's regex with re.match: a prefix. `(?s:.*)` makes the full match a prefix match.
 TRAINER_REGEX = r"epoch=(\d+)-step=(\d+)\.ckpt"
@@ -149,5 +149,8 @@ ADAPTER = TrainerAdapter(
     # The script writes its config to a temp yaml; the checkpoint directory is in there.
     launch=LaunchHints(example="python -s GPT_SoVITS/s1_train.py --config_file TEMP/tmp_s1.yaml"),
     fp16_loss_scaling=True,  # the shipped yamls train with precision 16-mixed (a GradScaler)
+    # Its lines count epochs only; heartbeat steps (Lightning's global_step) match the names.
+    position_unit="step",
+    config_files=config_flag("--config_file", "-c"),
     docs="docs/trainers/gpt-sovits-s1.md",
 )

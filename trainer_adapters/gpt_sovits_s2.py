@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import Field
 
 from trainer_adapters.base import AdapterOptions, LaunchHints, LineRule, Said, TrainerAdapter
+from trainer_adapters.rules import config_flag
 from trainer_adapters.vits_family import (
     DISK_FULL,
     EPOCH_END,
@@ -144,5 +145,7 @@ ADAPTER = TrainerAdapter(
     ),
     exit_codes_trusted=True,
     fp16_loss_scaling=True,  # train.fp16_run is true in s2.json (the WebUI sets it false without half precision)
+    position_unit="epoch",
+    config_files=config_flag("-c", "--config"),
     docs="docs/trainers/gpt-sovits-s2.md",
 )

@@ -174,6 +174,16 @@ def _sets(argv: Sequence[str], flag: str, boolean: bool) -> bool:
     return False
 
 
+def config_flag(*flags: str) -> Callable[[Sequence[str], object], list[str]]:
+    """The adapters' `config_files` for trainers that take their config file as a flag."""
+
+    def files(argv: Sequence[str], options: object) -> list[str]:
+        value = flag_value(argv, *flags)
+        return [value] if value else []
+
+    return files
+
+
 def flag_value(argv: Sequence[str], *flags: str) -> str | None:
     """The value given to the first of `flags` (`-m X`, `--model=X`), if any."""
     for i, arg in enumerate(argv):

@@ -29,7 +29,7 @@ from trainer_adapters.base import (
     Said,
     TrainerAdapter,
 )
-from trainer_adapters.rules import flag_value, ignored_by
+from trainer_adapters.rules import config_flag, flag_value, ignored_by
 
 # What each kind's resume glob is; V1 also sorts `DiT_epoch_*.pth` when it prunes.
 GLOBS = {"DiT": "DiT_epoch_*_step_*.pth", "CFM": "CFM_epoch_*_step_*.pth", "AR": "AR_epoch_*_step_*.pth"}
@@ -219,6 +219,7 @@ ADAPTER = TrainerAdapter(
         checkpoint_dir=lambda argv: f"runs/{flag_value(argv, '--run-name') or 'my_run'}",
         options=lambda argv: _options_from(argv),
     ),
+    config_files=config_flag("--config"),
     docs="docs/trainers/seed-vc.md",
     steps_restart=True,
     relaunch_warning=lambda options, step: _layout(options).relaunch_warning(step),

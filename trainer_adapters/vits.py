@@ -25,7 +25,7 @@ from trainer_adapters.base import (
     Said,
     TrainerAdapter,
 )
-from trainer_adapters.rules import flag_value
+from trainer_adapters.rules import config_flag, flag_value
 from trainer_adapters.vits_family import (
     APPLIO_MARKERS,
     DISK_FULL,
@@ -140,5 +140,6 @@ ADAPTER = TrainerAdapter(
     ),
     exit_codes_trusted=True,
     fp16_loss_scaling=True,  # "fp16_run": true in the shipped configs
+    config_files=config_flag("-c", "--config"),  # (train.py copies it over logs/<model>/config.json)
     docs="docs/trainers/vits.md",
 )

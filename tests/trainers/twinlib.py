@@ -8,6 +8,10 @@ twin's own save counter or step (each twin says which) and K one of
   "torn"       the save at N is cut half-way by a SIGKILL (power cut, full disk)
   "nan"        the weights saved at N are NaN (the loss went NaN just before)
   "say:TEXT"   print TEXT, then exit 1 (a fatal error message of the real trainer)
+  "hang"       stop printing and saving, alive (a collective that never returns)
+  "sigstop"    the process stops itself (SIGSTOP): alive, silent, deaf to SIGTERM
+  "cuda_oom"   print PyTorch's CUDA out-of-memory traceback, then exit 1
+  "oom_kill:PATH"  count an OOM kill in the fake cgroup file PATH, then SIGKILL itself
 Each fires once, unless it has "repeat": true.
 """
 
@@ -60,9 +64,34 @@ def due_fault(run_dir: Path, at: int) -> str | None:
     return None
 
 
+CUDA_OOM = """Traceback (most recent call last):
+  File "train.py", line 312, in train_and_evaluate
+    y_hat, l_length, attn, ids_slice, x_mask, z_mask = net_g(x, x_lengths, spec, spec_lengths)
+torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.17 GiB. GPU 0 has a total capacity \
+of 23.65 GiB of which 402.31 MiB is free. Of the allocated memory 21.10 GiB is allocated by PyTorch."""
+
+
+def count_oom_kill(events: Path) -> None:
+    """What the kernel does to the cgroup's memory.events when its OOM killer strikes."""
+    counts = dict(line.split() for line in events.read_text().splitlines() if line.strip())
+    counts["oom_kill"] = str(int(counts.get("oom_kill", "0")) + 1)
+    counts["oom"] = str(int(counts.get("oom", "0")) + 1)
+    events.write_text("".join(f"{k} {v}\n" for k, v in counts.items()))
+
+
 def die(kind: str | None) -> None:
-    """Carry out a fault that ends the process; other kinds do nothing here."""
+    """Carry out a fault that ends or freezes the process; other kinds do nothing here."""
     if kind == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "hang":
+        signal.pause()  # alive, silent, until a signal ends it
+    if kind == "sigstop":
+        os.kill(os.getpid(), signal.SIGSTOP)
+    if kind == "cuda_oom":
+        say(CUDA_OOM, err=True)
+        sys.exit(1)
+    if kind is not None and kind.startswith("oom_kill:"):
+        count_oom_kill(Path(kind.split(":", 1)[1]))
         os.kill(os.getpid(), signal.SIGKILL)
     if kind == "exception":
         raise RuntimeError("(twin) simulated crash, e.g. a flaky data loader")

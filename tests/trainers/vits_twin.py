@@ -21,9 +21,11 @@ VITS's JSON (`train.epochs`, `eval_interval`, `log_interval`, `learning_rate`, `
   exit 0 after the last epoch, with no message.
 
 Faults (faults.json in the cwd): "at" an int N = at global step N, before the batch
-("nan" poisons both nets, so the losses print nan and the next saves hold NaN; others
-as in twinlib); "at" "G_N" or "D_N" = at the save of that file ("torn" cuts it half-way
-and dies, "sigkill" dies before writing it).
+("nan" poisons both nets, so the losses print nan and the next saves hold NaN;
+"nanloss" makes the printed losses nan from then on while the weights stay finite, so
+later saves look good; others as in twinlib); "at" "G_N" or "D_N" = at the save of that
+file ("torn" cuts it half-way and dies, "sigkill" dies before writing it); "at" "start"
+with "fresh" = the resume fails the way its bare except hides (a silent fresh start).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from vits_utils import latest_checkpoint_path
 
 logging.basicConfig(stream=sys.stdout, level=logging.DEBUG)
 logger: Any = logging
+NAN_LOSSES: list[int] = []  # where printed losses went nan (the "nanloss" fault)
 
 
 def get_hparams() -> dict[str, Any]:
@@ -107,6 +110,8 @@ def run(hps: dict[str, Any]) -> None:
     train, model_dir = hps["train"], hps["model_dir"]
     log = get_logger(model_dir)
     log.info(hps)
+    if "PYTORCH_CUDA_ALLOC_CONF" in os.environ:  # (twin) shows what a relaunch runs with
+        log.info(f"PYTORCH_CUDA_ALLOC_CONF={os.environ['PYTORCH_CUDA_ALLOC_CONF']}")
     nets = [tiny_model(0), tiny_model(1)]
     optims = [
         torch.optim.AdamW(net.parameters(), train["learning_rate"], betas=train["betas"], eps=train["eps"])
@@ -114,6 +119,8 @@ def run(hps: dict[str, Any]) -> None:
     ]
     batches = hps["twin"]["batches_per_epoch"]
     try:
+        if due_fault(Path.cwd(), "start") == "fresh":
+            raise OSError("(twin) a G file that cannot be read")
         epoch_str = load_checkpoint(latest_checkpoint_path(model_dir, "G_*.pth"), nets[0], optims[0])
         epoch_str = load_checkpoint(latest_checkpoint_path(model_dir, "D_*.pth"), nets[1], optims[1])
         global_step = (epoch_str - 1) * batches
@@ -141,10 +148,14 @@ def train_and_evaluate(
         if fault == "nan":
             for net in nets:
                 poison(net)
+        elif fault == "nanloss":
+            NAN_LOSSES.append(global_step)
         else:
             die(fault)
         loss_d = train_step(nets[1], optims[1])
         loss_g = train_step(nets[0], optims[0])
+        if NAN_LOSSES:
+            loss_d = loss_g = float("nan")
         if global_step % train["log_interval"] == 0:
             losses = [loss_d, loss_g, loss_g / 2, loss_g * 45, loss_g / 10, loss_g / 5]
             logger.info(f"Train Epoch: {epoch} [{100.0 * batch_idx / batches:.0f}%]")

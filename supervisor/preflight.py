@@ -1,0 +1,122 @@
+"""The checks between a resume plan and a launch: has the trainer's config changed since
+the last launch (drift), and has the last attempt let go of the GPU?
+
+`check` returns a refusal (a one-line reason) or None; everything else it finds is a
+ledger event and a log line. The GPU wait is best effort: past its timeout it logs,
+kills what is left of the last attempt, and lets the launch go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import structlog
+
+from supervisor import drift, gpu
+from supervisor.config import Config
+from supervisor.ledger import Ledger
+from supervisor.process import marked_processes
+from trainer_adapters.base import TrainerAdapter
+
+log = structlog.get_logger("supervisor")
+
+
+class Preflight:
+    def __init__(
+        self,
+        config: Config,
+        adapter: TrainerAdapter,
+        ledger: Ledger,
+        probe: gpu.GuardedProbe,
+        *,
+        accept_config_change: bool = False,
+    ) -> None:
+        self.config = config
+        self.adapter = adapter
+        self.ledger = ledger
+        self.probe = probe
+        self.accept_config_change = accept_config_change
+        self._gpu_baseline: set[int] = set()
+
+    async def start(self) -> None:
+        """Processes on the GPU before the supervisor launches anything are not ours."""
+        self._gpu_baseline = await gpu.gpu_pids(self.probe)
+
+    async def check(self, attempt: int, last_marker: str | None) -> str | None:
+        refusal = self._check_drift(attempt)
+        if refusal is not None:
+            return refusal
+        if last_marker is not None:
+            await self._wait_gpu(attempt, last_marker)
+        self._gpu_baseline = await gpu.gpu_pids(self.probe)
+        return None
+
+    # --- config drift -------------------------------------------------------------------
+
+    def config_files(self) -> list[Path]:
+        if self.config.drift.files is not None:
+            return list(self.config.drift.files)
+        if self.adapter.config_files is None:
+            return []
+        found = self.adapter.config_files(self.config.run.command, self.config.adapter.options)
+        return [Path(os.path.abspath(self.config.cwd / name)) for name in found]
+
+    def _check_drift(self, attempt: int) -> str | None:
+        paths = self.config_files()
+        if not paths:
+            return None
+        now = drift.fingerprint(paths, self.adapter.config_ignore_keys)
+        last = self.ledger.last_fingerprint()
+        if last is not None:
+            before_attempt, data = last
+            changed = drift.changes(drift.Fingerprint.from_json(data), now)
+            if changed:
+                summary = "; ".join(changed)
+                refuse = self.config.drift.policy == "refuse" and not self.accept_config_change
+                if refuse:
+                    self._event(attempt, "config_drift", "error", f"config changed: {summary}")
+                    return (
+                        f"the trainer's config changed since attempt {before_attempt} ({summary}); "
+                        "[drift] policy = 'refuse': restore it, or run with --accept-config-change"
+                    )
+                self._event(
+                    attempt,
+                    "config_drift",
+                    "warning",
+                    f"the trainer's config changed since attempt {before_attempt}: {summary}",
+                )
+        self.ledger.add_fingerprint(attempt, time.time(), now.to_json())
+        self.ledger.commit()
+        return None
+
+    # --- GPU ------------------------------------------------------------------------------
+
+    async def _wait_gpu(self, attempt: int, last_marker: str) -> None:
+        def is_ours(pid: int) -> bool:
+            return pid in marked_processes(last_marker)
+
+        gpu_settings = self.config.gpu
+        result = await gpu.wait_released(
+            self.probe,
+            baseline_pids=self._gpu_baseline,
+            is_ours=is_ours,
+            timeout_s=gpu_settings.release_timeout_s,
+            poll_s=gpu_settings.poll_s,
+        )
+        if result.released:
+            if result.waited_s >= gpu_settings.poll_s:
+                log.info("the last attempt's GPU memory is released", waited_s=round(result.waited_s, 1))
+            return
+        for pid in marked_processes(last_marker):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        self._event(attempt, "gpu_not_released", "warning", f"{result.describe()}; relaunching anyway")
+
+    def _event(self, attempt: int, kind: str, level: str, message: str) -> None:
+        getattr(log, level)(message, kind=kind)
+        self.ledger.add_event(time.time(), attempt, kind, level, message)
+        self.ledger.commit()
