@@ -38,6 +38,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/idle_footprint.py
 	$(BIN)/python bench/validate_big.py
 	$(BIN)/python bench/verdict_latency.py
+	$(BIN)/python bench/detection.py
+	$(BIN)/python bench/heartbeat_client.py
+	$(BIN)/python bench/tfevents_read.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
