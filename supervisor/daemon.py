@@ -265,7 +265,11 @@ class Daemon:
         if self.guard is not None:
             prepared = await self.guard.prepare(attempt, below_step)
         if isinstance(prepared, Prepared):
-            refusal = await self.preflight.check(attempt, self._last_marker)
+            try:
+                refusal = await self.preflight.check(attempt, self._last_marker)
+            except Exception:  # drift and GPU checks are advice: never a reason to stall
+                log.exception("error in the checks before a launch; launching anyway")
+                refusal = None
             if refusal is not None:
                 prepared = PrepareFailed(attempt, refusal)
         self._queue.put_nowait(prepared)

@@ -47,7 +47,12 @@ class Vitals:
         )
 
     async def start(self) -> None:
-        await self.heartbeats.start()
+        try:
+            await self.heartbeats.start()
+        except OSError as exc:  # supervision goes on without them
+            log.warning(
+                "heartbeats cannot be received", error=str(exc), directory=str(self.heartbeats.directory)
+            )
         if self.metrics is not None:
             self.metrics.start()
 
