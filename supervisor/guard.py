@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 
 import trainer_adapters
+from supervisor import store
 from supervisor.checkpoints import CheckpointBook, stat_checkpoint
 from supervisor.config import Config
 from supervisor.core import CheckpointVerified, Event, Prepared, PrepareFailed, Progress
@@ -160,6 +161,8 @@ class CheckpointGuard:
             await self.book.apply(the_plan, attempt)
             for move in the_plan.moves:
                 self.watcher.forget(move.path)
+            if below_step is not None:
+                await self._forget_copies_from(below_step, attempt)
             self._check_free_space()
             self._warn_before_relaunch(the_plan.target_step)
             return Prepared(attempt, the_plan.summary(), the_plan.target_step)
@@ -167,6 +170,20 @@ class CheckpointGuard:
             log.exception("error while preparing the run directory")
             return PrepareFailed(
                 attempt, f"error while preparing the run directory: {type(exc).__name__}: {exc}"
+            )
+
+    async def _forget_copies_from(self, below_step: int, attempt: int) -> None:
+        """Our verified copies of states saved after the loss went bad: never a resume
+        point again (they are ours, not the trainer's files: dropped, not quarantined)."""
+        dropped = [snap for snap in self.book.snapshots() if snap.step >= below_step]
+        for snap in dropped:
+            await asyncio.to_thread(store.drop_snapshot, snap)
+        if dropped:
+            names = ", ".join(sorted({snap.original.name for snap in dropped}))
+            self._event(
+                "rollback",
+                "warning",
+                f"dropped {len(dropped)} verified copies at or after step {below_step}: {names}",
             )
 
     async def _settle(self) -> None:

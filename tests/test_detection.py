@@ -131,6 +131,10 @@ def test_nan_losses_roll_back_below_where_they_began_even_past_finite_looking_sa
     ((_, _, _, message),) = events(tmp_path, "nan")
     assert "from step 25" in message
     assert "rolling back below step 25" in message
+    # Our own verified copies of the pair saved at 30 went too: never a resume point again.
+    assert "G_30.pth" in events(tmp_path, "rollback")[0][3]
+    kept = [p.name for p in (tmp_path / "state" / "verified").rglob("*.pth")]
+    assert "G_30.pth" not in kept
     assert "TWIN_REMEDY=1" in events(tmp_path, "remedy")[0][3]
 
 
