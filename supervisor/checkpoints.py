@@ -284,7 +284,7 @@ class CheckpointBook:
                     ok=True,
                     reason=None,
                     step=r.step,
-                    epoch=None,
+                    epoch=store.snapshot_epoch(r.copy),
                     role=role,
                     checksum=None,
                     format=None,

@@ -142,6 +142,9 @@ class Policy:
     oom_cuda_remedies: tuple[Remedy, ...] = ()
     oom_host_remedies: tuple[Remedy, ...] = ()
     max_silent_resets: int = 1  # the next one gives up
+    # The trainer resumes at the start of the saved epoch (VITS): its first step says
+    # little in epoch 1, so a fresh start is told by the first epoch it reports instead.
+    reset_by_epoch: bool = False
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,7 @@ class Prepared:
     attempt: int
     summary: str = ""
     resume_step: int | None = None  # the verified step the trainer's rule lands on (None: none)
+    resume_epoch: int | None = None  # that state's epoch, where its files say
 
 
 @dataclass(frozen=True)
@@ -258,6 +262,7 @@ class Progress:
     position: int | None = None
     nonfinite: bool | None = None
     line: str = ""
+    epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -478,7 +483,8 @@ def _prepared(state: State, event: Prepared | PrepareFailed, policy: Policy) -> 
         # PREPARING -> GAVE_UP: even with every checkpoint verified, no progress
         last = state.last_exit.describe() if state.last_exit else ""
         return _give_up(replace(state, attempt=state.attempt - 1), [], policy, last)
-    state = replace(state, give_up_pending=False, watch=replace(state.watch, resume_step=event.resume_step))
+    watch = replace(state.watch, resume_step=event.resume_step, resume_epoch=event.resume_epoch)
+    state = replace(state, give_up_pending=False, watch=watch)
     notes: list[Action] = [Note("plan", event.summary)] if event.summary else []
     if state.carry.nan_below is not None:
         # The rollback is done: what was verified at or after the bound is gone, and
@@ -568,24 +574,35 @@ def _progress(state: State, event: Progress, now: float, policy: Policy) -> Deci
         actions.append(Note("trainer_went_on", f"the trainer went on after an error it printed: {what}"))
         state, watch = replace(state, fatal=None), replace(watch, oom_line=None)
     if event.position is not None:
-        reset = _check_reset(state, watch, event.position, policy)
-        watch = replace(watch, position=event.position, reset_checked=True)
+        watch = replace(watch, position=event.position)
+    counted = event.epoch if policy.reset_by_epoch else event.position
+    if counted is not None and not watch.reset_checked and watch.resume_step is not None:
+        watch = replace(watch, reset_checked=True)
+        reset = _check_reset(watch, counted, policy)
         if reset is not None:
             state, more = _silent_reset(replace(state, watch=watch), reset, policy)
             return state, [*actions, *more]
-        if not state.watch.reset_checked and watch.resume_step is not None:
-            state = replace(state, carry=replace(state.carry, silent_resets=0))
+        state = replace(state, carry=replace(state.carry, silent_resets=0))
     return _nan_streak(replace(state, watch=watch), event, actions, policy)
 
 
-def _check_reset(state: State, watch: Watch, position: int, policy: Policy) -> str | None:
-    """Why the first position of the attempt says it started over, if it does."""
+def _check_reset(watch: Watch, counted: int, policy: Policy) -> str | None:
+    """Why the first step (or epoch) the attempt reports says it started over, if it does."""
     resume = watch.resume_step
-    if watch.reset_checked or resume is None or not policy.positions_comparable:
+    assert resume is not None
+    if not policy.positions_comparable:
         return None
-    if not far_below(position, resume):
+    if policy.reset_by_epoch:
+        epoch = watch.resume_epoch
+        if epoch is None or counted >= epoch:
+            return None  # (resuming in epoch 1 looks like a fresh start: not told apart)
+        return (
+            f"the trainer reports epoch {counted} although it should resume from verified step "
+            f"{resume} (epoch {epoch})"
+        )
+    if not far_below(counted, resume):
         return None
-    return f"the trainer reports step {position} although it should resume from verified step {resume}"
+    return f"the trainer reports step {counted} although it should resume from verified step {resume}"
 
 
 def _nan_streak(state: State, event: Progress, actions: list[Action], policy: Policy) -> Decision:

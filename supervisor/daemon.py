@@ -101,6 +101,7 @@ def policy_for(config: Config) -> Policy:
         max_nan_rollbacks=config.nan.max_rollbacks,
         nan_remedy=config.nan.remedy.remedy("nan remedy") if config.nan.remedy is not None else None,
         positions_comparable=not adapter.steps_restart,
+        reset_by_epoch=adapter.resumes_at_epoch_start,
         oom_cuda_remedies=_ladder(config.oom.cuda_remedies, "oom-cuda"),
         oom_host_remedies=_ladder(config.oom.host_remedies, "oom-host"),
     )

@@ -79,9 +79,12 @@ def _key(readings: Sequence[Reading], line: str) -> object:
 
 def progress_from(readings: Sequence[Reading], attempt: int, unit: Unit, line: str) -> Progress:
     positions = [p for r in readings if (p := position_of(r, unit)) is not None]
+    epochs = [r.epoch for r in readings if r.epoch is not None]
     losses = [v for r in readings for v in r.losses]
     nonfinite = any(not math.isfinite(v) for v in losses) if losses else None
-    return Progress(attempt, "output", max(positions) if positions else None, nonfinite, line.strip()[:300])
+    position = max(positions) if positions else None
+    epoch = max(epochs) if epochs else None
+    return Progress(attempt, "output", position, nonfinite, line.strip()[:300], epoch)
 
 
 def decisive(readings: Sequence[Reading], attempt: int) -> list[TrainerSaid]:

@@ -23,7 +23,7 @@ from supervisor.checkpoints import CheckpointBook, stat_checkpoint
 from supervisor.config import Config
 from supervisor.core import CheckpointVerified, Event, Prepared, PrepareFailed, Progress
 from supervisor.ledger import Ledger
-from supervisor.planner import with_content_step
+from supervisor.planner import Plan, with_content_step
 from supervisor.validation import ValidatorClient
 from supervisor.watcher import CheckpointWatcher
 from trainer_adapters.base import Layout
@@ -165,12 +165,18 @@ class CheckpointGuard:
                 await self._forget_copies_from(below_step, attempt)
             self._check_free_space()
             self._warn_before_relaunch(the_plan.target_step)
-            return Prepared(attempt, the_plan.summary(), the_plan.target_step)
+            return Prepared(attempt, the_plan.summary(), the_plan.target_step, self._epoch_of(the_plan))
         except Exception as exc:
             log.exception("error while preparing the run directory")
             return PrepareFailed(
                 attempt, f"error while preparing the run directory: {type(exc).__name__}: {exc}"
             )
+
+    def _epoch_of(self, the_plan: Plan) -> int | None:
+        """The epoch of the state the trainer will resume from, where its files say."""
+        rows = [self.book._verdict_of(path) for path in the_plan.target.values()]
+        epochs = [row.epoch for row in rows if row is not None and row.epoch is not None]
+        return min(epochs) if epochs else None
 
     async def _forget_copies_from(self, below_step: int, attempt: int) -> None:
         """Our verified copies of states saved after the loss went bad: never a resume

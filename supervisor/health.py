@@ -41,7 +41,8 @@ class Watch:
     first_bad_line: str = ""
     oom_line: str | None = None  # the trainer printed a CUDA out-of-memory error
     resume_step: int | None = None  # where the preparation made the trainer's rule land
-    reset_checked: bool = False  # the first position was compared with resume_step
+    resume_epoch: int | None = None  # that state's epoch, where known
+    reset_checked: bool = False  # the first position (or epoch) was compared with the resume
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,15 @@ def snapshots(state_dir: Path) -> list[Snapshot]:
     return sorted(found, key=lambda s: (s.step, s.role))
 
 
+def snapshot_epoch(copy: Path) -> int | None:
+    """The epoch the validator read from the file a copy was made of, if any."""
+    try:
+        epoch = json.loads(copy.with_name(f"{copy.name}.json").read_text())["verdict"]["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return epoch if isinstance(epoch, int) else None
+
+
 def drop_snapshot(snap: Snapshot) -> None:
     """Remove one of our own copies (never a trainer's file)."""
     snap.copy.with_name(f"{snap.copy.name}.json").unlink(missing_ok=True)

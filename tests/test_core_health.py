@@ -340,6 +340,28 @@ def test_a_proper_resume_clears_the_count_and_later_positions_are_not_checked() 
     assert replay.state.phase is Phase.RUNNING
 
 
+def test_a_trainer_that_resumes_at_its_epoch_start_is_judged_by_the_epoch() -> None:
+    policy = replace(WATCHED, reset_by_epoch=True)
+    replay = Replay(policy=policy)
+    replay.send(Boot())
+    replay.send(Prepared(1, resume_step=1500, resume_epoch=1))
+    replay.send(Launched(1, pid=10))
+    replay.send(Progress(1, "output", position=0, epoch=1))  # epoch 1 resumes at step 0
+    assert replay.state.phase is Phase.RUNNING
+    replay = Replay(policy=policy)
+    replay.send(Boot())
+    replay.send(Prepared(1, resume_step=9000, resume_epoch=5))
+    replay.send(Launched(1, pid=10))
+    replay.send(Progress(1, "output", position=8000))  # no epoch on this line: not judged
+    assert replay.state.phase is Phase.RUNNING
+    actions = replay.send(Progress(1, "output", epoch=1))
+    assert replay.state.phase is Phase.ENDING
+    assert (
+        "epoch 1 although it should resume from verified step 9000 (epoch 5)"
+        in of_type(actions, Note)[0].message
+    )
+
+
 def test_a_fresh_start_without_a_verified_state_is_only_noted() -> None:
     replay = running(resume_step=None)
     actions = replay.send(TrainerSaid(1, Said.FRESH_START, "start training from epoch 1"))

@@ -173,7 +173,9 @@ def test_a_silent_fresh_start_is_stopped_and_relaunched_then_a_repeat_gives_up(t
     config = supervise_vits(tmp_path, root)
     completed(config)
     assert causes(config) == ["crash", "silent-reset", "completed"]
-    assert "step 0 although it should resume from verified step 20" in events(tmp_path, "silent-reset")[0][3]
+    # VITS resumes at the start of the saved epoch: the first epoch it reports tells.
+    message = events(tmp_path, "silent-reset")[0][3]
+    assert "epoch 1 although it should resume from verified step 20 (epoch 2)" in message
     assert loaded(trainer_output(tmp_path))[-2:] == [
         f"Loaded checkpoint '{MODEL_DIR}/G_20.pth' (iteration 2)",
         f"Loaded checkpoint '{MODEL_DIR}/D_20.pth' (iteration 2)",

@@ -176,6 +176,9 @@ class TrainerAdapter:
     # Which number of a progress line counts in the unit of the checkpoints' steps:
     # "step" (readings' `step`, and heartbeat steps) or "epoch" (readings' `epoch`).
     position_unit: Literal["step", "epoch"] = "step"
+    # It resumes at the start of the saved epoch, so its first step can be far below the
+    # resumed one (VITS in epoch 1): fresh starts are told by the first epoch it reports.
+    resumes_at_epoch_start: bool = False
     # The trainer's own config files, from its command line (argv, options -> paths
     # relative to cwd): fingerprinted at every launch to notice edits between restarts.
     config_files: Callable[[Sequence[str], AdapterOptions], list[str]] | None = None

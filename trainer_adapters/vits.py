@@ -140,6 +140,7 @@ ADAPTER = TrainerAdapter(
     ),
     exit_codes_trusted=True,
     fp16_loss_scaling=True,  # "fp16_run": true in the shipped configs
-    config_files=config_flag("-c", "--config"),  # (train.py copies it over logs/<model>/config.json)
+    config_files=config_flag("-c", "--config"),
+    resumes_at_epoch_start=True,  # global_step = (epoch - 1) * len(train_loader)  # (train.py copies it over logs/<model>/config.json)
     docs="docs/trainers/vits.md",
 )
