@@ -358,18 +358,22 @@ class Daemon:
             detail,
             at=trainer.exited_at,
             before_stop=trainer.exited_before_stop,
-            oom_killed=self._oom_killed(status, trainer),
+            oom_killed=await asyncio.to_thread(self._oom_killed, status, trainer),
         )
         self._queue.put_nowait(ended)
 
     def _oom_killed(self, status: ExitStatus, trainer: Trainer) -> bool:
         """The kernel's OOM killer took a process of this attempt (its cgroup's count rose,
-        or the kernel log names the trainer)."""
+        or the kernel log names the trainer). Blocking reads: run in a thread."""
         if status.code == 0:
             return False
-        if oom_kill_rose(self._oom_before, self.oom.count()):
-            return True
-        return bool(kernel_oom_kills([trainer.pid], trainer.started_wall))
+        try:
+            if oom_kill_rose(self._oom_before, self.oom.count()):
+                return True
+            return bool(kernel_oom_kills([trainer.pid], trainer.started_wall))
+        except Exception:  # evidence only: the exit must reach the core whatever happens
+            log.exception("could not read the OOM evidence")
+            return False
 
     # --- boot -------------------------------------------------------------------------
 
