@@ -83,29 +83,26 @@ def test_a_trainer_that_never_shows_progress_is_a_hang_after_the_startup_budget(
     assert "after launch (startup_timeout_s = 8)" in message
 
 
-def test_heartbeats_from_the_client_arm_the_watch_and_their_loss_is_read(tmp_path: Path) -> None:
-    (tmp_path / "hang").mkdir()
-    (tmp_path / "nan").mkdir()
-    hang = write_config(
-        tmp_path / "hang",
+def supervise_beats(tmp_path: Path, fault: str, at: int, **more: dict[str, Any]) -> Path:
+    """The heartbeat-only trainer under `generic`: 60 steps of 20 ms, `fault` at step `at`."""
+    (tmp_path / fault).mkdir()
+    return write_config(
+        tmp_path / fault,
         adapter="generic",
-        command=twin_command("beats.py", "60", "0.02", "20", "hang"),
+        command=twin_command("beats.py", "60", "0.02", str(at), fault),
         cwd=tmp_path,
         checkpoint_dir="ckpt",
-        more={"heartbeat": {"timeout_s": 1.5}, "stop": {"grace_s": 2.0}},
+        more={"stop": {"grace_s": 2.0}, **more},
     )
+
+
+def test_heartbeats_from_the_client_arm_the_watch_and_their_loss_is_read(tmp_path: Path) -> None:
+    hang = supervise_beats(tmp_path, "hang", 20, heartbeat={"timeout_s": 1.5})
     completed(hang)
     assert causes(hang) == ["hang", "completed"]
     # The client sends at most every 0.25 s: the last step it sent is a little before 20.
     assert re.search(r"last: heartbeat at 1\d\b", events(tmp_path / "hang", "hang")[0][3])
-    nan = write_config(
-        tmp_path / "nan",
-        adapter="generic",
-        command=twin_command("beats.py", "60", "0.02", "30", "nan"),
-        cwd=tmp_path,
-        checkpoint_dir="ckpt",
-        more={"stop": {"grace_s": 2.0}},
-    )
+    nan = supervise_beats(tmp_path, "nan", 30)
     completed(nan)
     assert causes(nan) == ["nan", "completed"]
     assert "from step 30" in events(tmp_path / "nan", "nan")[0][3]
