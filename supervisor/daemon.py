@@ -67,6 +67,7 @@ from supervisor.process import (
     split_identity,
     trainer_env,
 )
+from supervisor.sdnotify import Notifier
 from supervisor.vitals import Vitals
 
 log = structlog.get_logger("supervisor")
@@ -170,6 +171,8 @@ class Daemon:
         self.preflight = Preflight(config, adapter, ledger, probe, accept_config_change=accept_config_change)
         self.oom = OomCounter(events_path=config.oom.memory_events)
         self._oom_before: int | None = None
+        self.notifier = Notifier()
+        self._notified: tuple[object, ...] | None = None  # what systemd was last told
         self._saved: tuple[object, ...] | None = None  # what the ledger holds, to skip repeated writes
         self._saved_at = -math.inf
 
@@ -187,6 +190,8 @@ class Daemon:
             await self.preflight.start()
             if self.guard is not None:
                 await self.guard.start()
+            self.notifier.ready(self._status_line())
+            self._keep_watchdog_fed()
             self._queue.put_nowait(boot)
             while True:
                 event = await self._queue.get()
@@ -206,6 +211,7 @@ class Daemon:
                 await self.guard.stop()
             await self.vitals.stop()
             self.trainer_log.close()
+            self.notifier.close()
 
     def _step(self, event: Event) -> int | None:
         assert self._loop is not None
@@ -218,7 +224,39 @@ class Daemon:
             else:
                 self._execute(action, now)
         self._save(now)
+        self._notify()
         return exit_code
+
+    # --- systemd ----------------------------------------------------------------------
+
+    def _status_line(self) -> str:
+        state = self.state
+        verified = (
+            f"last verified step {state.best_step}" if state.best_step is not None else "nothing verified yet"
+        )
+        cause = f", last end: {state.last_cause.value}" if state.last_cause is not None else ""
+        return f"{state.phase.value}: attempt {state.attempt}, {verified}{cause}"
+
+    def _notify(self) -> None:
+        """STATUS= when what it says changes; STOPPING=1 once the supervisor winds down."""
+        state = self.state
+        shown = (state.phase, state.attempt, state.best_step, state.last_cause)
+        if shown == self._notified:
+            return
+        self._notified = shown
+        if state.phase is core.Phase.STOPPING or state.phase.final:
+            self.notifier.stopping(self._status_line())
+        else:
+            self.notifier.status(self._status_line())
+
+    def _keep_watchdog_fed(self) -> None:
+        """WATCHDOG=1 at half systemd's interval, from the event loop itself: a loop that
+        is stuck stops feeding it, and systemd restarts the supervisor."""
+        interval = self.notifier.watchdog_s
+        if interval is None or self._loop is None:
+            return
+        self.notifier.watchdog()
+        self._timers.append(self._loop.call_later(interval / 2, self._keep_watchdog_fed))
 
     def _execute(self, action: Action, now: float) -> None:
         match action:
