@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 from datetime import datetime
@@ -21,7 +22,7 @@ import click
 import structlog
 
 import trainer_adapters
-from supervisor import __version__, logs
+from supervisor import __version__, logs, service
 from supervisor import config as config_module
 from supervisor.config import Config, ConfigError
 from supervisor.gpu import GpuUnavailable
@@ -362,6 +363,37 @@ def init(
     for warning in d.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"next: train-supervisor config check -c {output} && train-supervisor run -c {output}")
+
+
+@main.command("install-service")
+@CONFIG_OPTION
+@click.option("--user", is_flag=True, help="A user unit (systemctl --user), for a box without root.")
+@click.option("--dry-run", is_flag=True, help="Print what would be written and run; change nothing.")
+@click.option(
+    "--unit-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the unit files here instead, and enable nothing (packaging, staging).",
+)
+def install_service(config_path: Path, user: bool, dry_run: bool, unit_dir: Path | None) -> None:
+    """Install this run as a systemd service: the unit template, a drop-in naming this
+    config and this installation's Python, then daemon-reload and enable --now."""
+    config = _load(config_path)
+    installation = service.plan(config, user=user, unit_dir=unit_dir)
+    if dry_run:
+        click.echo(f"# {installation.template}\n{installation.template_text}")
+        click.echo(f"# {installation.drop_in}\n{installation.drop_in_text}")
+        for command in installation.commands if unit_dir is None else []:
+            click.echo("$ " + " ".join(command))
+        return
+    try:
+        done = service.install(installation, enable=unit_dir is None)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else str(exc)
+        _fail(f"cannot install the service: {detail}", 1)
+    for line in done:
+        click.echo(line)
+    journal = "journalctl --user" if user else "journalctl"
+    click.echo(f"{installation.instance}: `{journal} -u {installation.instance} -f` follows it")
 
 
 @main.command()

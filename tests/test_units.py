@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from supervisor import service
+
 UNITS = Path(__file__).parent.parent / "systemd"
 COMMAND = Path(sys.executable).parent / "train-supervisor"
 ANALYZE = shutil.which("systemd-analyze")
@@ -71,3 +73,65 @@ def test_the_units_say_what_the_supervisor_relies_on() -> None:
             "OOMPolicy=continue",
         ):
             assert setting in lines, (unit, setting)
+
+
+# --- install-service ---------------------------------------------------------------------------
+
+
+def run_config(tmp_path: Path) -> Path:
+    config = tmp_path / "ljs.toml"
+    config.write_text(f'[run]\ncommand = ["{sys.executable}", "-c", "pass"]\n[stop]\ngrace_s = 45\n')
+    return config
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+
+
+def test_install_service_writes_a_unit_and_drop_in_that_verify(tmp_path: Path) -> None:
+    config = run_config(tmp_path)
+    units = tmp_path / "units"
+    result = cli("install-service", "-c", str(config), "--unit-dir", str(units))
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {units / 'train-supervisor@.service'}" in result.stdout
+    drop_in = (units / "train-supervisor@ljs.service.d" / "train-supervisor.conf").read_text()
+    assert f"Environment=TRAIN_SUPERVISOR_CONFIG={config}" in drop_in
+    assert f"ExecStart={sys.executable} -m supervisor.cli run -c ${{TRAIN_SUPERVISOR_CONFIG}}" in drop_in
+    assert "TimeoutStopSec=105" in drop_in  # above the run's 45 s of grace
+    # The template's own ExecStart (/usr/local/bin) is replaced by the drop-in: it verifies.
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{units}:"}
+    verified = verify("verify", "train-supervisor@ljs.service", env=env)
+    assert verified.returncode == 0, verified.stderr
+
+
+def test_install_service_dry_run_changes_nothing_and_says_what_it_would_do(tmp_path: Path) -> None:
+    config = run_config(tmp_path)
+    home = tmp_path / "config-home"
+    env = {**os.environ, "XDG_CONFIG_HOME": str(home)}
+    result = cli("install-service", "-c", str(config), "--user", "--dry-run", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"# {home / 'systemd' / 'user' / 'train-supervisor-user@.service'}" in result.stdout
+    assert "$ systemctl --user enable --now train-supervisor-user@ljs.service" in result.stdout
+    assert "[Install]\nWantedBy=default.target" in result.stdout
+    assert not home.exists()
+
+
+def test_install_service_refuses_a_broken_config(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[run]\n")
+    result = cli("install-service", "-c", str(config), "--unit-dir", str(tmp_path / "units"))
+    assert result.returncode == 2
+    assert "run.command" in result.stderr
+    assert not (tmp_path / "units").exists()
+
+
+def test_the_shipped_unit_files_are_what_install_service_writes() -> None:
+    assert (UNITS / "train-supervisor@.service").read_text() == service.SYSTEM_TEXT
+    assert (UNITS / "train-supervisor-user@.service").read_text() == service.USER_TEXT

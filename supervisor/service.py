@@ -1,0 +1,187 @@
+"""`train-supervisor install-service`: the systemd units, and a drop-in per run.
+
+The unit templates are the files in `systemd/` (a test keeps them equal to these texts).
+A run is installed as an instance of the template plus a drop-in that names its config,
+the exact interpreter of this installation, and a stop timeout above its grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from supervisor.config import Config
+
+SYSTEM_UNIT = "train-supervisor@.service"
+USER_UNIT = "train-supervisor-user@.service"
+SYSTEM_DIR = Path("/etc/systemd/system")
+DROP_IN = "train-supervisor.conf"
+STOP_MARGIN_S = 60  # TimeoutStopSec above [stop] grace_s: the trainer's grace, then our own exit
+
+SYSTEM_TEXT = """\
+# One supervised training run per instance: `systemctl enable --now train-supervisor@NAME`
+# runs /etc/train-supervisor/NAME.toml. A drop-in may name another config:
+#   [Service]
+#   Environment=TRAIN_SUPERVISOR_CONFIG=/home/me/runs/ljs.toml
+[Unit]
+Description=train-supervisor: keep the training run %i going
+Documentation=file:///usr/share/doc/train-supervisor/README.md
+After=local-fs.target network-online.target nvidia-persistenced.service
+Wants=network-online.target
+
+[Service]
+Type=notify
+# Only the supervisor speaks for the service (the trainer never sees NOTIFY_SOCKET).
+NotifyAccess=main
+Environment=TRAIN_SUPERVISOR_CONFIG=/etc/train-supervisor/%i.toml
+ExecStart=/usr/local/bin/train-supervisor run -c ${TRAIN_SUPERVISOR_CONFIG}
+# The supervisor feeds the watchdog from its event loop at half this interval.
+WatchdogSec=60
+# The supervisor itself is restarted when it fails; it picks the run up from its ledger
+# (an interrupted trainer is reclaimed first). Exit 3 = it gave up, 2 = a config error:
+# restarting cannot help either.
+Restart=on-failure
+RestartSec=10
+RestartPreventExitStatus=2 3
+# SIGTERM to the supervisor only: it stops the trainer's process group with [stop]
+# grace_s itself. Whatever is left after TimeoutStopSec (keep it above grace_s) is killed.
+KillMode=mixed
+TimeoutStopSec=120
+# The kernel's OOM killer may take the trainer: the supervisor classifies and relaunches
+# (systemd's default, stop, would end the whole unit).
+OOMPolicy=continue
+StateDirectory=train-supervisor
+# Hardening that leaves GPU access alone (no PrivateDevices=, no MemoryDenyWriteExecute=,
+# which CUDA's JIT needs); checkpoints may live anywhere, so /home stays writable.
+NoNewPrivileges=yes
+ProtectSystem=full
+PrivateTmp=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+RestrictRealtime=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+USER_TEXT = """\
+# The user-unit variant, for a box where you have no root: put it in
+# ~/.config/systemd/user/, then `systemctl --user enable --now train-supervisor-user@NAME`
+# runs ~/.config/train-supervisor/NAME.toml (`loginctl enable-linger` keeps it running
+# while you are logged out, and starts it at boot). A drop-in may name another config:
+#   [Service]
+#   Environment=TRAIN_SUPERVISOR_CONFIG=/home/me/runs/ljs.toml
+[Unit]
+Description=train-supervisor: keep the training run %i going (user unit)
+Documentation=file:///usr/share/doc/train-supervisor/README.md
+
+[Service]
+Type=notify
+NotifyAccess=main
+Environment=TRAIN_SUPERVISOR_CONFIG=%h/.config/train-supervisor/%i.toml
+ExecStart=%h/.local/bin/train-supervisor run -c ${TRAIN_SUPERVISOR_CONFIG}
+WatchdogSec=60
+Restart=on-failure
+RestartSec=10
+RestartPreventExitStatus=2 3
+KillMode=mixed
+TimeoutStopSec=120
+OOMPolicy=continue
+# ~/.local/state/train-supervisor
+StateDirectory=train-supervisor
+# (The kernel-facing Protect*= options need privileges a user manager lacks.)
+NoNewPrivileges=yes
+
+[Install]
+WantedBy=default.target
+"""
+
+
+@dataclass(frozen=True)
+class Installation:
+    unit_dir: Path
+    template: Path
+    template_text: str
+    drop_in: Path
+    drop_in_text: str
+    instance: str
+    commands: list[list[str]]
+
+
+def plan(config: Config, *, user: bool, unit_dir: Path | None = None) -> Installation:
+    """What installing this run's service writes and runs (nothing is done here)."""
+    directory = unit_dir or (_user_unit_dir() if user else SYSTEM_DIR)
+    name = USER_UNIT if user else SYSTEM_UNIT
+    instance = name.replace("@.", f"@{config.name}.")
+    systemctl = ["systemctl", "--user"] if user else ["systemctl"]
+    return Installation(
+        unit_dir=directory,
+        template=directory / name,
+        template_text=USER_TEXT if user else SYSTEM_TEXT,
+        drop_in=directory / f"{instance}.d" / DROP_IN,
+        drop_in_text=drop_in(config, user=user),
+        instance=instance,
+        commands=[[*systemctl, "daemon-reload"], [*systemctl, "enable", "--now", instance]],
+    )
+
+
+def drop_in(config: Config, *, user: bool) -> str:
+    lines = [
+        f"# Written by `train-supervisor install-service -c {config.path}`.",
+        "[Service]",
+        f"Environment=TRAIN_SUPERVISOR_CONFIG={_quoted(str(config.path))}",
+        "ExecStart=",
+        f"ExecStart={_quoted(sys.executable)} -m supervisor.cli run -c ${{TRAIN_SUPERVISOR_CONFIG}}",
+        f"TimeoutStopSec={int(config.stop.grace_s) + STOP_MARGIN_S}",
+    ]
+    owner = _owner(config.path)
+    if not user and owner not in (None, "root"):
+        lines.append(f"User={owner}")  # the run's files are its owner's: never train as root
+    return "\n".join(lines) + "\n"
+
+
+def install(installation: Installation, *, enable: bool) -> list[str]:
+    """Write the files (and run systemctl when `enable`); returns what was done."""
+    done = []
+    for path, text in (
+        (installation.template, installation.template_text),
+        (installation.drop_in, installation.drop_in_text),
+    ):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        done.append(f"wrote {path}")
+    if enable:
+        if shutil.which("systemctl") is None:
+            raise OSError("systemctl not found: the files are written; enable the unit where systemd runs")
+        for command in installation.commands:
+            subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
+            done.append("ran " + " ".join(command))
+    return done
+
+
+def _user_unit_dir() -> Path:
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config_home) / "systemd" / "user"
+
+
+def _owner(path: Path) -> str | None:
+    try:
+        return pwd.getpwuid(path.stat().st_uid).pw_name
+    except (OSError, KeyError):
+        return None
+
+
+def _quoted(text: str) -> str:
+    """A path as systemd reads it: quoted when it has spaces, `%` escaped."""
+    text = text.replace("%", "%%")
+    return f'"{text}"' if any(c.isspace() for c in text) else text
