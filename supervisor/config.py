@@ -16,6 +16,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -168,6 +169,50 @@ class GpuSection(Section):
     call_timeout_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 5.0
 
 
+NOTIFIABLE = (
+    "crash",
+    "hang",
+    "nan",
+    "oom-host",
+    "oom-cuda",
+    "silent-reset",
+    "not-retryable",
+    "interrupted",
+    "quarantined",
+    "gave_up",
+    "completed",
+)
+
+
+class WebhookSection(Section):
+    # The URL, or the environment variable holding it (a URL with a token in it is a
+    # secret: keep it out of the config). Never logged beyond its scheme and host.
+    url: str | None = None
+    url_env: str | None = None
+    # "json": {run, event, attempt, message, held_back, at}; "ntfy": a text body with a
+    # title; "slack": {"text", "content"} (Slack and Discord incoming webhooks).
+    format: Literal["json", "ntfy", "slack"] = "json"
+    events: list[Literal[NOTIFIABLE]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: [e for e in NOTIFIABLE if e != "interrupted"]
+    )
+    # At most one message per this many seconds (give-up and completion always go out).
+    min_interval_s: Seconds = 60.0
+    token_env: str | None = None  # an environment variable holding a bearer token
+    timeout_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 10.0
+
+    @model_validator(mode="after")
+    def _one_url(self) -> WebhookSection:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("give exactly one of url and url_env")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError("url must start with http:// or https://")
+        return self
+
+
+class NotifySection(Section):
+    webhooks: list[WebhookSection] = Field(default_factory=list)
+
+
 class StopSection(Section):
     grace_s: Seconds = 30.0
     signal: str = "SIGTERM"
@@ -215,6 +260,7 @@ class Config(Section):
     oom: OomSection = Field(default_factory=OomSection)
     drift: DriftSection = Field(default_factory=DriftSection)
     gpu: GpuSection = Field(default_factory=GpuSection)
+    notify: NotifySection = Field(default_factory=NotifySection)
     stop: StopSection = Field(default_factory=StopSection)
     checkpoints: CheckpointsSection = Field(default_factory=CheckpointsSection)
     logs: LogsSection = Field(default_factory=LogsSection)
@@ -290,7 +336,7 @@ def load(path: str | os.PathLike[str], *, for_launch: bool = True) -> Config:
     config = _resolve(config)
     problems = _check_adapter(config)
     if for_launch:
-        problems += _check_paths(config) + _check_command(config)
+        problems += _check_paths(config) + _check_command(config) + _check_webhooks(config)
     if problems:
         raise ConfigError(config_path, problems)
     return config
@@ -449,6 +495,20 @@ def _check_command(config: Config) -> list[str]:
     return [f"run.command: {problem}" for problem in arg_problems(adapter.args, config.run.command)]
 
 
+def _check_webhooks(config: Config) -> list[str]:
+    problems = []
+    for n, hook in enumerate(config.notify.webhooks):
+        for key, name in (("url_env", hook.url_env), ("token_env", hook.token_env)):
+            if name is not None and not os.environ.get(name):
+                problems.append(f"notify.webhooks[{n}].{key}: the environment variable {name} is not set")
+        url = os.environ.get(hook.url_env or "", "")
+        if url and not url.startswith(("http://", "https://")):
+            problems.append(
+                f"notify.webhooks[{n}].url_env: ${hook.url_env} must start with http:// or https://"
+            )
+    return problems
+
+
 def _check_paths(config: Config) -> list[str]:
     if not config.cwd.exists():
         return [f"run.cwd: directory does not exist: {config.cwd}"]
@@ -485,6 +545,7 @@ def to_toml(config: Config) -> str:
         "oom": config.oom.model_dump(),
         "drift": config.drift.model_dump(),
         "gpu": config.gpu.model_dump(),
+        "notify": {"webhooks": [_redacted(h) for h in config.notify.webhooks]},
         "stop": config.stop.model_dump(),
         "checkpoints": config.checkpoints.model_dump(),
         "logs": config.logs.model_dump(),
@@ -498,6 +559,15 @@ def to_toml(config: Config) -> str:
             else:
                 out.append(f"{_toml_key(key)} = {_toml_value(value)}")
     return "\n".join(out) + "\n"
+
+
+def _redacted(hook: WebhookSection) -> dict[str, Any]:
+    """A webhook as `config check` may print it: a URL shows its scheme and host only."""
+    data = hook.model_dump(exclude_none=True)
+    if hook.url is not None:
+        parts = urlsplit(hook.url)
+        data["url"] = f"{parts.scheme}://{parts.hostname or '?'}/…"
+    return data
 
 
 def _toml_key(key: str) -> str:

@@ -26,6 +26,7 @@ from supervisor.config import Config, RemedySection, nan_tolerance
 from supervisor.core import (
     Action,
     Boot,
+    Cause,
     Event,
     Exited,
     ExitStatus,
@@ -51,7 +52,7 @@ from supervisor.core import (
 from supervisor.detectors import PROGRESSING, OutputReader
 from supervisor.guard import CheckpointGuard
 from supervisor.health import Remedy, Watch, with_remedies
-from supervisor.ledger import AttemptRow, Ledger
+from supervisor.ledger import AttemptRow, EventRow, Ledger
 from supervisor.logs import bind
 from supervisor.oom import OomCounter, kernel_oom_kills, oom_kill_rose
 from supervisor.output import OutputSink, RotatingLog
@@ -69,6 +70,7 @@ from supervisor.process import (
 )
 from supervisor.sdnotify import Notifier
 from supervisor.vitals import Vitals
+from supervisor.webhooks import Message, Notifications, Webhook, url_from
 
 log = structlog.get_logger("supervisor")
 
@@ -106,6 +108,18 @@ def policy_for(config: Config) -> Policy:
         oom_cuda_remedies=_ladder(config.oom.cuda_remedies, "oom-cuda"),
         oom_host_remedies=_ladder(config.oom.host_remedies, "oom-host"),
     )
+
+
+def webhooks_from(config: Config) -> list[Webhook]:
+    hooks = []
+    for section in config.notify.webhooks:
+        url = url_from(section.url, section.url_env, os.environ)
+        if url is None:
+            continue  # (config check names the unset variable)
+        token = os.environ.get(section.token_env) if section.token_env else None
+        events = frozenset(section.events)
+        hooks.append(Webhook(url, section.format, events, section.min_interval_s, section.timeout_s, token))
+    return hooks
 
 
 def _ladder(rungs: Sequence[RemedySection], kind: str) -> tuple[Remedy, ...]:
@@ -172,6 +186,8 @@ class Daemon:
         self.oom = OomCounter(events_path=config.oom.memory_events)
         self._oom_before: int | None = None
         self.notifier = Notifier()
+        self.webhooks = Notifications(webhooks_from(config))
+        ledger.on_event = self._event_added
         self._notified: tuple[object, ...] | None = None  # what systemd was last told
         self._saved: tuple[object, ...] | None = None  # what the ledger holds, to skip repeated writes
         self._saved_at = -math.inf
@@ -210,6 +226,7 @@ class Daemon:
             if self.guard is not None:
                 await self.guard.stop()
             await self.vitals.stop()
+            await self.webhooks.drain()
             self.trainer_log.close()
             self.notifier.close()
 
@@ -226,6 +243,20 @@ class Daemon:
         self._save(now)
         self._notify()
         return exit_code
+
+    # --- notifications ------------------------------------------------------------------
+
+    def _attempt_ended(self, end: RecordAttemptEnd) -> None:
+        if end.cause in (Cause.COMPLETED, Cause.STOPPED):
+            return  # completion is told by its own event; a stop was asked for
+        how = end.status.describe() if end.status is not None else "no exit status"
+        detail = f"; {end.detail}" if end.detail else ""
+        text = f"attempt {end.attempt} ended: {end.cause.value} ({how}){detail}"
+        self.webhooks.send(Message(self.config.name, end.cause.value, end.attempt, text[:1000]))
+
+    def _event_added(self, event: EventRow) -> None:
+        if event.kind in ("quarantined", "gave_up", "completed"):
+            self.webhooks.send(Message(self.config.name, event.kind, event.attempt, event.message[:1000]))
 
     # --- systemd ----------------------------------------------------------------------
 
@@ -277,6 +308,7 @@ class Daemon:
                 self.ledger.end_attempt(
                     action.attempt, time.time(), action.cause, action.status, action.stable, action.detail
                 )
+                self._attempt_ended(action)
             case Note():
                 getattr(log, action.level)(action.message, kind=action.kind)
                 self.ledger.add_event(

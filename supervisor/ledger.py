@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from supervisor.core import Cause, ExitStatus, Phase, State
 from supervisor.health import Carry
@@ -193,6 +196,7 @@ class Ledger:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        self.on_event: Callable[[EventRow], None] | None = None  # told of every event added
 
     @classmethod
     def open(cls, state_dir: Path) -> Ledger:
@@ -431,6 +435,11 @@ class Ledger:
         return (row[0], row[1]) if row else None
 
     def add_event(self, at: float, attempt: int, kind: str, level: str, message: str) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(EventRow(at, attempt, kind, level, message))
+            except Exception:  # a listener (notifications) never stands in the ledger's way
+                structlog.get_logger("supervisor").exception("an event listener failed")
         self._conn.execute(
             "INSERT INTO events (at, attempt, kind, level, message) VALUES (?, ?, ?, ?, ?)",
             (at, attempt, kind, level, message),

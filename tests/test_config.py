@@ -311,6 +311,8 @@ def test_the_example_documents_every_key_in_its_table() -> None:
         "oom": config_module.OomSection.model_fields,
         "drift": config_module.DriftSection.model_fields,
         "gpu": config_module.GpuSection.model_fields,
+        "notify": config_module.NotifySection.model_fields,
+        "notify.webhooks": config_module.WebhookSection.model_fields,
         "stop": config_module.StopSection.model_fields,
         "checkpoints": config_module.CheckpointsSection.model_fields,
         "logs": config_module.LogsSection.model_fields,
