@@ -68,8 +68,9 @@ def main() -> None:
 @click.option(
     "--reset-counters",
     is_flag=True,
-    help="Forget the backoff level and the attempts-without-progress count carried over "
-    "from earlier supervisors (e.g. after fixing what made it give up).",
+    help="Forget the backoff level, the attempts-without-progress count, the NaN rollbacks and "
+    "the silent resets carried over from earlier supervisors (e.g. after fixing what made it "
+    "give up); the OOM remedy ladders stay.",
 )
 @click.option(
     "--again",

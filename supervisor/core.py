@@ -613,12 +613,21 @@ def _nan_streak(state: State, event: Progress, actions: list[Action], policy: Po
         return replace(state, watch=replace(watch, bad_readings=0, first_bad_position=None)), actions
     if watch.bad_readings == 0:
         first = event.position if event.position is not None else watch.position
-        watch = replace(watch, first_bad_position=first, first_bad_line=event.line.strip()[:200])
+        watch = replace(
+            watch,
+            first_bad_position=first,
+            first_bad_line=event.line.strip()[:200],
+            best_at_first_bad=state.best_step,
+        )
     watch = replace(watch, bad_readings=watch.bad_readings + 1)
     state = replace(state, watch=watch)
     if watch.bad_readings < policy.nan_tolerance:
         return state, actions
-    bound = nan_bound(watch, state.best_step, policy.positions_comparable)
+    bound = nan_bound(watch, policy.positions_comparable)
+    if bound is not None and state.carry.nan_rolled_back_at is not None and watch.resume_step is not None:
+        # Bad again before getting past the last bad step: the state it resumed from may
+        # be bad already (losses can reach the supervisor late): go back further.
+        bound = min(bound, watch.resume_step)
     carry = replace(
         state.carry,
         nan_below=bound,
@@ -701,11 +710,10 @@ def _exited(state: State, event: Exited, now: float, policy: Policy) -> Decision
     end = event.at if event.at is not None else now
     if state.phase is Phase.STOPPING:
         return _exited_while_stopping(state, event, end, policy)
-    if state.phase is Phase.ENDING and state.ending is not None:
-        # ENDING -> BACKOFF | PREPARING | GAVE_UP
-        return _failed(state, now, policy, status, state.ending_detail, end, state.ending)
-    if _completed(state, status, policy):
-        # RUNNING -> COMPLETED
+    ending = state.ending if state.phase is Phase.ENDING else None
+    finished = ending is not None and state.completion_seen  # it said so, then hung in teardown
+    if _completed(state, status, policy) or finished:
+        # RUNNING | ENDING -> COMPLETED
         how = "said it finished" if state.completion_seen else "exited 0"
         return _final(
             replace(state, last_exit=status, last_cause=Cause.COMPLETED),
@@ -717,13 +725,20 @@ def _exited(state: State, event: Exited, now: float, policy: Policy) -> Decision
             ],
             Note("completed", f"training finished: attempt {state.attempt} {how} ({status.describe()})"),
         )
-    if state.fatal is not None:
-        # RUNNING -> GAVE_UP: relaunching would fail the same way
+    if state.fatal is not None and ending in (None, Cause.HANG):
+        # RUNNING | ENDING -> GAVE_UP: relaunching would fail the same way (a rank that
+        # raised can leave the others waiting in a collective: a hang after a fatal line)
         stable = _ran_stably(state, end, policy)
         end_action = RecordAttemptEnd(state.attempt, Cause.NOT_RETRYABLE, status, stable, state.fatal)
         state = replace(state, last_exit=status, last_cause=Cause.NOT_RETRYABLE)
         message = f"giving up: attempt {state.attempt} failed ({status.describe()}) and restarting cannot fix it: {state.fatal}"
         return _final(state, Phase.GAVE_UP, [end_action], Note("gave_up", message, "error"))
+    if ending is not None:
+        # ENDING -> BACKOFF | PREPARING | GAVE_UP. A hang after an out-of-memory line is
+        # that OOM (the rank that ran out left the others waiting): its ladder climbs.
+        if ending is Cause.HANG and state.watch.oom_line is not None:
+            ending = Cause.OOM_CUDA
+        return _failed(state, now, policy, status, state.ending_detail, end, ending)
     return _failed(state, now, policy, status, event.detail, end, _failure_cause(state, event))
 
 
@@ -922,6 +937,9 @@ def _timer(state: State, event: TimerFired, now: float, policy: Policy) -> Decis
     if event.timer is Timer.STABLE and state.phase is Phase.RUNNING and not state.stable:
         # RUNNING -> RUNNING, backoff reset (and the give-up count, without checkpoints)
         state = replace(state, stable=True, backoff_level=0)
+        if not policy.positions_comparable and state.carry.nan_rollbacks:
+            # Steps cannot tell whether it got past a bad step: a stable run says so.
+            state = replace(state, carry=replace(state.carry, nan_rollbacks=0))
         if not policy.progress_from_checkpoints:
             state = replace(state, without_progress=0, progressed=True)
         note = Note("stable", f"attempt {state.attempt} has run {policy.stable_after_s:g}s: backoff reset")

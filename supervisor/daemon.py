@@ -203,7 +203,10 @@ class Daemon:
         try:
             self.state, boot = self._restore()
             await self.vitals.start()
-            await self.preflight.start()
+            if self._unfinished is None:
+                # What is on the GPU now is not ours. After a reclaim it may be: the wait
+                # before the first launch then looks at every pid that leaves /proc.
+                await self.preflight.start()
             if self.guard is not None:
                 await self.guard.start()
             self.notifier.ready(self._status_line())
@@ -463,7 +466,9 @@ class Daemon:
                 carry=saved.carry,
             )
             if self.reset_counters:
-                state = replace(state, backoff_level=0, without_progress=0)
+                # (the OOM ladders stay: what ran out of memory will again)
+                carry = replace(state.carry, nan_rollbacks=0, silent_resets=0)
+                state = replace(state, backoff_level=0, without_progress=0, carry=carry)
             elif saved.without_progress:
                 log.info(
                     "counters carried over from the previous supervisor",
@@ -474,6 +479,7 @@ class Daemon:
         if self._unfinished is None:
             finished = saved is not None and saved.phase is core.Phase.COMPLETED and not self.again
             return state, Boot(completed=finished)
+        self._last_marker = self._unfinished.marker  # its processes must leave the GPU too
         if self._unfinished.n != state.attempt:  # the ledger died between two writes
             state = replace(state, attempt=self._unfinished.n)
         made_progress = saved is not None and (saved.stable or saved.progressed)

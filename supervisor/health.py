@@ -39,6 +39,7 @@ class Watch:
     # newest one read before it (a lower bound: the rollback errs towards older states).
     first_bad_position: int | None = None
     first_bad_line: str = ""
+    best_at_first_bad: int | None = None  # the newest verified step when the streak began
     oom_line: str | None = None  # the trainer printed a CUDA out-of-memory error
     resume_step: int | None = None  # where the preparation made the trainer's rule land
     resume_epoch: int | None = None  # that state's epoch, where known
@@ -94,15 +95,16 @@ def far_below(position: int, resume_step: int) -> bool:
     return position * 2 < resume_step
 
 
-def nan_bound(watch: Watch, best_step: int | None, comparable: bool) -> int | None:
+def nan_bound(watch: Watch, comparable: bool) -> int | None:
     """The step the rollback must stay below: where the bad readings began when that is
-    known, else the newest verified step + 1 (what was verified before the loss went bad
-    is kept, anything newer is not). None where steps say nothing across attempts."""
+    known, else the newest verified step when they began, + 1 (what was verified before
+    the loss went bad is kept, anything newer is not). None where steps say nothing
+    across attempts."""
     if not comparable:
         return None
     if watch.first_bad_position is not None:
         return watch.first_bad_position
-    return best_step + 1 if best_step is not None else 0
+    return watch.best_at_first_bad + 1 if watch.best_at_first_bad is not None else 0
 
 
 def remedies(

@@ -47,12 +47,20 @@ class Preflight:
         self._gpu_baseline = await gpu.gpu_pids(self.probe)
 
     async def check(self, attempt: int, last_marker: str | None) -> str | None:
-        refusal = self._check_drift(attempt)
+        """Each check is advice, and a failing one never skips the other."""
+        try:
+            refusal = self._check_drift(attempt)
+        except Exception:
+            log.exception("error in the config drift check; launching without it")
+            refusal = None
         if refusal is not None:
             return refusal
-        if last_marker is not None:
-            await self._wait_gpu(attempt, last_marker)
-        self._gpu_baseline = await gpu.gpu_pids(self.probe)
+        try:
+            if last_marker is not None:
+                await self._wait_gpu(attempt, last_marker)
+            self._gpu_baseline = await gpu.gpu_pids(self.probe)
+        except Exception:
+            log.exception("error while waiting for the GPU; launching anyway")
         return None
 
     # --- config drift -------------------------------------------------------------------
@@ -71,9 +79,15 @@ class Preflight:
             return None
         now = drift.fingerprint(paths, self.adapter.config_ignore_keys)
         last = self.ledger.last_fingerprint()
+        before: drift.Fingerprint | None = None
         if last is not None:
-            before_attempt, data = last
-            changed = drift.changes(drift.Fingerprint.from_json(data), now)
+            try:
+                before = drift.Fingerprint.from_json(last[1])
+            except ValueError as exc:  # unreadable: this launch's fingerprint replaces it
+                log.warning("the last config fingerprint is unreadable", error=str(exc))
+        if last is not None and before is not None:
+            before_attempt = last[0]
+            changed = drift.changes(before, now)
             if changed:
                 summary = "; ".join(changed)
                 refuse = self.config.drift.policy == "refuse" and not self.accept_config_change
@@ -96,8 +110,14 @@ class Preflight:
     # --- GPU ------------------------------------------------------------------------------
 
     async def _wait_gpu(self, attempt: int, last_marker: str) -> None:
+        marked: tuple[float, set[int]] = (-1.0, set())
+
         def is_ours(pid: int) -> bool:
-            return pid in marked_processes(last_marker)
+            nonlocal marked
+            now = time.monotonic()
+            if now - marked[0] > self.config.gpu.poll_s / 2:  # one /proc scan per poll
+                marked = (now, set(marked_processes(last_marker)))
+            return pid in marked[1]
 
         gpu_settings = self.config.gpu
         result = await gpu.wait_released(

@@ -228,10 +228,10 @@ def test_the_tolerance_counts_consecutive_bad_readings_only() -> None:
 
 
 def test_without_a_position_the_bound_is_past_the_newest_verified_step() -> None:
-    assert nan_bound(Watch(), 700, comparable=True) == 701
-    assert nan_bound(Watch(), None, comparable=True) == 0
-    assert nan_bound(Watch(first_bad_position=640), 700, comparable=True) == 640
-    assert nan_bound(Watch(first_bad_position=640), 700, comparable=False) is None
+    assert nan_bound(Watch(best_at_first_bad=700), comparable=True) == 701
+    assert nan_bound(Watch(), comparable=True) == 0
+    assert nan_bound(Watch(first_bad_position=640, best_at_first_bad=700), comparable=True) == 640
+    assert nan_bound(Watch(first_bad_position=640), comparable=False) is None
     replay = running()
     replay.send(Progress(1, "output", position=40))
     replay.send(Progress(1, "metrics", nonfinite=True))  # a reading without a position
@@ -385,3 +385,64 @@ def test_the_carry_survives_a_round_trip_and_unknown_keys() -> None:
     assert Carry.from_json(carry.to_json()) == carry
     assert Carry.from_json('{"nan_rollbacks": 1, "from_the_future": true}') == Carry(nan_rollbacks=1)
     assert Carry.from_json(None) == Carry()
+
+
+def test_the_bound_is_where_the_streak_began_not_where_it_was_noticed() -> None:
+    replay = running(replace(WATCHED, nan_tolerance=3))
+    replay.send(CheckpointVerified(1000))
+    replay.send(Progress(1, "metrics", nonfinite=True))  # no position: best verified is 1000
+    replay.send(CheckpointVerified(1100))  # saved after the loss went bad
+    replay.send(Progress(1, "metrics", nonfinite=True))
+    replay.send(Progress(1, "metrics", nonfinite=True))
+    assert replay.state.carry.nan_below == 1001
+
+
+def test_bad_again_before_getting_past_goes_back_further_than_the_resumed_state() -> None:
+    replay = running()
+    replay.send(CheckpointVerified(500))
+    replay.send(CheckpointVerified(600))
+    replay.send(Progress(1, "output", position=650, nonfinite=True))
+    ended_with(replay)
+    replay.send(TimerFired(Timer.RELAUNCH, 1), at=replay.state.relaunch_at)
+    replay.send(Prepared(2, resume_step=600))
+    replay.send(Launched(2, pid=11))
+    replay.send(Progress(2, "output", position=640, nonfinite=True))
+    assert replay.state.carry.nan_below == 600  # 600 itself is suspect now
+
+
+def test_a_stable_run_resets_rollbacks_where_steps_restart_every_launch() -> None:
+    replay = running(replace(WATCHED, positions_comparable=False))
+    replay.send(Progress(1, "output", position=10, nonfinite=True))
+    ended_with(replay)
+    assert replay.state.carry.nan_rollbacks == 1
+    replay.send(TimerFired(Timer.RELAUNCH, 1), at=replay.state.relaunch_at)
+    replay.send(Prepared(2))
+    replay.send(Launched(2, pid=11))
+    replay.advance(WATCHED.stable_after_s)
+    replay.send(TimerFired(Timer.STABLE, 2))
+    assert replay.state.carry.nan_rollbacks == 0
+
+
+def test_a_hang_after_the_completion_line_is_a_completion() -> None:
+    replay = running()
+    replay.send(TrainerSaid(1, Said.COMPLETED, "training done"))
+    replay.advance(600.0)
+    fire_liveness(replay)  # it hung in its teardown
+    assert replay.state.phase is Phase.ENDING
+    assert ended_with(replay).cause is Cause.COMPLETED
+    assert replay.state.phase is Phase.COMPLETED
+
+
+def test_a_hang_after_a_fatal_line_gives_up_and_after_an_oom_line_is_that_oom() -> None:
+    replay = running()
+    replay.send(TrainerSaid(1, Said.FATAL, "ValueError: port 80000", "VITS hard-codes the port"))
+    replay.advance(600.0)
+    fire_liveness(replay)
+    assert ended_with(replay).cause is Cause.NOT_RETRYABLE
+    assert replay.state.phase is Phase.GAVE_UP
+    replay = running(replace(WATCHED, oom_cuda_remedies=(EXPANDABLE,)))
+    replay.send(TrainerSaid(1, Said.OOM, "torch.OutOfMemoryError: CUDA out of memory."))
+    replay.advance(600.0)
+    fire_liveness(replay)
+    assert ended_with(replay).cause is Cause.OOM_CUDA
+    assert replay.state.carry.oom_cuda_level == 1
