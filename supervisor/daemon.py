@@ -54,7 +54,7 @@ from supervisor.guard import CheckpointGuard
 from supervisor.health import Remedy, Watch, with_remedies
 from supervisor.ledger import AttemptRow, EventRow, Ledger
 from supervisor.logs import bind
-from supervisor.oom import OomCounter, kernel_oom_kills, oom_kill_rose
+from supervisor.oom import OomCounter, OomEvidence
 from supervisor.output import OutputSink, RotatingLog
 from supervisor.preflight import Preflight
 from supervisor.process import (
@@ -157,7 +157,7 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reclaim_kill: Callable[[], None] | None = None  # set while a reclaim runs
         self._unfinished: AttemptRow | None = None
-        self.layout = trainer_adapters.get(config.adapter.name).layout(config.adapter.options)
+        self.layout = adapter.layout(config.adapter.options)
         self.guard: CheckpointGuard | None = None
         if config.adapter.checkpoint_dir is not None:
             self.guard = CheckpointGuard(
@@ -184,12 +184,12 @@ class Daemon:
         probe = gpu.guard(gpu_probe or gpu.probe_from(config.gpu.probe, timeout), timeout)
         self.preflight = Preflight(config, adapter, ledger, probe, accept_config_change=accept_config_change)
         self.oom = OomCounter(events_path=config.oom.memory_events)
-        self._oom_before: int | None = None
+        self._oom_evidence: OomEvidence | None = None  # of the attempt running
         self.notifier = Notifier()
         self.webhooks = Notifications(webhooks_from(config))
         ledger.on_event = self._event_added
         self._notified: tuple[object, ...] | None = None  # what systemd was last told
-        self._saved: tuple[object, ...] | None = None  # what the ledger holds, to skip repeated writes
+        self._saved: State | None = None  # what the ledger holds (less the detectors' view)
         self._saved_at = -math.inf
 
     # --- main loop ------------------------------------------------------------------
@@ -353,7 +353,7 @@ class Daemon:
         they change only the detectors' view, which is written at most every
         PROGRESS_SAVE_S (what must survive a crash is in the rest of the state)."""
         state = self.state
-        durable = (replace(state, watch=Watch(), carry=replace(state.carry, longest_gap_s=None)),)
+        durable = replace(state, watch=Watch(), carry=replace(state.carry, longest_gap_s=None))
         if durable == self._saved and now - self._saved_at < PROGRESS_SAVE_S:
             return
         self._saved, self._saved_at = durable, now
@@ -396,7 +396,7 @@ class Daemon:
             self.config.run.command, {**self.config.run.env, **self.vitals.env()}, remedies
         )
         env = trainer_env(os.environ, overrides, marker)
-        self._oom_before = self.oom.count()
+        self._oom_evidence = OomEvidence(self.oom)
         try:
             trainer = Trainer.spawn(command, self.config.cwd, env, marker, self.sink)
         except OSError as exc:
@@ -438,12 +438,10 @@ class Daemon:
     def _oom_killed(self, status: ExitStatus, trainer: Trainer) -> bool:
         """The kernel's OOM killer took a process of this attempt (its cgroup's count rose,
         or the kernel log names the trainer). Blocking reads: run in a thread."""
-        if status.code == 0:
+        if status.code == 0 or self._oom_evidence is None:
             return False
         try:
-            if oom_kill_rose(self._oom_before, self.oom.count()):
-                return True
-            return bool(kernel_oom_kills([trainer.pid], trainer.started_wall))
+            return self._oom_evidence.report([trainer.pid]).oom_killed
         except Exception:  # evidence only: the exit must reach the core whatever happens
             log.exception("could not read the OOM evidence")
             return False

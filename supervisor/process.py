@@ -12,7 +12,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -181,7 +180,6 @@ class Trainer:
         self.marker = marker
         self.identity = proc_identity(self.pid)
         self.started_ticks = start_ticks(self.pid) or 0
-        self.started_wall = time.time()
         self._sink = sink
         self._loop = asyncio.get_running_loop()
         self._exit: asyncio.Future[int] = self._loop.create_future()
