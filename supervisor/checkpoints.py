@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
@@ -105,6 +105,10 @@ class CheckpointBook:
         self.keep_verified = keep_verified
         self.record = record and ledger is not None
         self._memory: dict[tuple[str, int, int, int, int], VerdictRow] = {}
+        # After a reboot: verdicts older than this may have been read from a page cache
+        # that never reached the disk; a plan's target is read again before it is trusted.
+        self.recheck_before: float | None = None
+        self._rechecked: set[tuple[str, int, int, int, int]] = set()
         # Files the validator failed on (crash, timeout): not verdicts, retried next time.
         self.errors: dict[tuple[str, int, int, int, int], str] = {}
 
@@ -152,6 +156,40 @@ class CheckpointBook:
 
     async def verify_all(self) -> list[VerdictRow | None]:
         return [await self.verify(f) for f in self.scan()]
+
+    def stale_targets(self, the_plan: Plan) -> list[OnDisk]:
+        """The plan's files on disk whose good verdict predates `recheck_before`
+        (a restored verified copy is ours, written durably: never stale)."""
+        if self.recheck_before is None:
+            return []
+        restored = {r.path for r in the_plan.restores}
+        stale = []
+        for path in the_plan.target.values():
+            f = stat_checkpoint(self.layout, path) if path not in restored else None
+            if f is None or f.key in self._rechecked:
+                continue
+            row = self.known(f)
+            if row is not None and row.ok and row.verified_at < self.recheck_before:
+                stale.append(f)
+        return stale
+
+    async def recheck(self, f: OnDisk) -> VerdictRow | None:
+        """Read a file again although its identity is unchanged. A new verdict that
+        differs replaces the old one; a validator failure leaves the old one standing."""
+        old = self.known(f)
+        self._rechecked.add(f.key)
+        verdict = await self.validator.validate(request_for(self.layout, f.ckpt))
+        if verdict.validator_error or old is None:
+            log.warning("could not read a checkpoint again", path=str(f.ckpt.path), error=verdict.reason)
+            return old
+        new = row_from(verdict, f.ckpt.role)
+        if new.ok and new.checksum == old.checksum:
+            return old
+        if not new.ok:
+            new = replace(new, reason=f"changed on disk since it was verified (power loss?): {new.reason}")
+        self._memory.pop(f.key, None)
+        self._remember(new)
+        return new
 
     def _remember(self, row: VerdictRow) -> None:
         self._memory[(row.path, row.size, row.mtime_ns, row.inode, row.ctime_ns)] = row

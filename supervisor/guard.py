@@ -18,12 +18,13 @@ from pathlib import Path
 import structlog
 
 import trainer_adapters
-from supervisor import store
+from supervisor import reconcile, store
 from supervisor.checkpoints import CheckpointBook, stat_checkpoint
 from supervisor.config import Config
 from supervisor.core import CheckpointVerified, Event, Prepared, PrepareFailed, Progress
 from supervisor.ledger import Ledger
 from supervisor.planner import Plan, with_content_step
+from supervisor.process import boot_id
 from supervisor.validation import ValidatorClient
 from supervisor.watcher import CheckpointWatcher
 from trainer_adapters.base import Layout
@@ -85,6 +86,7 @@ class CheckpointGuard:
 
     async def start(self) -> None:
         await self.book.validator.start()  # importing torch takes seconds: start it now
+        await self._reconcile()
         await self.watcher.start()
         self._verifying = asyncio.create_task(self._verify_landed())
 
@@ -95,6 +97,65 @@ class CheckpointGuard:
                 await self._verifying
         await self.watcher.stop()
         await self.book.validator.close()
+
+    # --- after a crash or a power cut -----------------------------------------------
+
+    async def _reconcile(self) -> None:
+        """Clear what a crashed supervisor left half done, say what changed on disk since
+        the newest state was verified, and after a reboot read that state again first."""
+        tidied = await asyncio.to_thread(
+            reconcile.tidy,
+            self.config.state_dir,
+            [self.directory],
+            lambda path: self.layout.parse(path) is not None,
+            self.ledger.quarantine_destinations(),
+            recursive=self.layout.recursive,
+        )
+        now = time.time()
+        for move in tidied.found_moves:
+            self.ledger.add_quarantined(now, move.original, move.moved_to, move.reason)
+            message = f"found {move.moved_to} moved aside before a restart, now recorded: {move.reason}"
+            tidied.findings.append(reconcile.Finding("quarantined", "warning", message))
+        tidied.findings += self._newest_state_on_disk()
+        if self._rebooted():
+            self.book.recheck_before = now
+            message = (
+                "the machine restarted since the last supervisor ran: the state to resume from is read again"
+            )
+            tidied.findings.append(reconcile.Finding("rebooted", "info", message))
+        for finding in tidied.findings:
+            getattr(log, finding.level)(finding.message, kind=finding.kind)
+            self.ledger.add_event(now, self._attempt(), finding.kind, finding.level, finding.message)
+        self.ledger.commit()
+
+    def _newest_state_on_disk(self) -> list[reconcile.Finding]:
+        """The files of the newest verified state, gone or changed since verified."""
+        best = self._best_step()
+        if best is None:
+            return []
+        kept = {snap.original for snap in self.book.snapshots() if snap.step == best}
+        findings = []
+        for row in self.ledger.verified_at_step(best):
+            path = Path(row.path)
+            on_disk = stat_checkpoint(self.layout, path)
+            if on_disk is None:
+                then = (
+                    "a verified copy goes back"
+                    if path in kept
+                    else "no verified copy: an older state is used"
+                )
+                message = f"{path} (step {best}) is gone since it was verified; {then}"
+                findings.append(reconcile.Finding("verified_gone", "warning", message))
+            elif self.book.known(on_disk) is None:
+                message = f"{path} (step {best}) changed since it was verified; it is verified again"
+                findings.append(reconcile.Finding("verified_changed", "info", message))
+        return findings
+
+    def _rebooted(self) -> bool:
+        """Whether the machine booted since the last supervisor of this run started."""
+        current, last = boot_id(), self.ledger.meta("boot_id")
+        self.ledger.set_meta("boot_id", current)
+        return last is not None and last != current
 
     # --- as files land ----------------------------------------------------------------
 
@@ -144,7 +205,7 @@ class CheckpointGuard:
         try:
             await self._settle()
             await self.book.verify_all()  # anything the watcher has not reported yet
-            the_plan = self.book.plan(below_step)
+            the_plan = await self._plan_rechecked(below_step)
             if not the_plan.ok:
                 self.book.record_plan(the_plan, attempt)  # a refusal is part of the account too
                 return PrepareFailed(attempt, the_plan.problem or "no plan")
@@ -171,6 +232,19 @@ class CheckpointGuard:
             return PrepareFailed(
                 attempt, f"error while preparing the run directory: {type(exc).__name__}: {exc}"
             )
+
+    async def _plan_rechecked(self, below_step: int | None) -> Plan:
+        """The plan, its target read again first where a reboot came after its verdict."""
+        the_plan = self.book.plan(below_step)
+        while stale := self.book.stale_targets(the_plan):
+            for f in stale:
+                row = await self.book.recheck(f)
+                if row is not None and not row.ok:
+                    self._event("rejected", "warning", f"checkpoint rejected: {f.ckpt.path}: {row.reason}")
+                else:
+                    log.info("read again after the restart: as verified", path=str(f.ckpt.path))
+            the_plan = self.book.plan(below_step)
+        return the_plan
 
     def _epoch_of(self, the_plan: Plan) -> int | None:
         """The epoch of the state the trainer will resume from, where its files say."""

@@ -413,6 +413,29 @@ class Ledger:
             (at, original, moved_to, reason),
         )
 
+    def quarantine_destinations(self) -> set[str]:
+        """Where every recorded quarantine move put its file."""
+        return {row[0] for row in self._conn.execute("SELECT moved_to FROM quarantined")}
+
+    def verified_at_step(self, step: int) -> list[VerdictRow]:
+        """The newest good verdict of each file whose content is at `step`."""
+        rows = self._conn.execute(
+            _SELECT_VERDICTS + " WHERE ok = 1 AND step = ? ORDER BY verified_at", (step,)
+        ).fetchall()
+        return list({row.path: row for row in map(_verdict, rows)}.values())
+
+    # --- facts about the machine the last supervisor ran on ----------------------------
+
+    def meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
     # --- events ---------------------------------------------------------------------
 
     def causes(self) -> dict[str, int]:

@@ -1,0 +1,215 @@
+"""Start-up after a crash or a power cut: what an interrupted supervisor left half done is
+cleared (only its own files), a move the ledger missed is recorded, and after a reboot
+the state to resume from is read again before the trainer gets it.
+
+Each half-done state below is the one the store's write order can leave at a cut:
+notes before moves, manifests after copies, temporary names before renames."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+
+from supervisor import store
+from supervisor.reconcile import OUTCOME, tidy
+from tests.conftest import wait_for
+from tests.test_power_loss import power_cut
+from tests.twins import CLI, run_cli, twin_command, write_config
+
+NOW = store.now_utc()
+
+
+def is_checkpoint(path: Path) -> bool:
+    return path.suffix == ".pt"
+
+
+def kept_copy(state: Path, step: int, name: str, *, manifest: bool = True) -> Path:
+    copy = state / "verified" / f"step-{step}" / "model" / name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_bytes(b"copy")
+    if manifest:
+        store.write_json(copy.with_name(f"{name}.json"), {"original": "x", "role": "model", "step": step})
+    return copy
+
+
+def test_unfinished_copies_of_ours_go_and_complete_ones_stay(tmp_path: Path) -> None:
+    state, checkpoints = tmp_path / "state", tmp_path / "run"
+    checkpoints.mkdir()
+    complete = kept_copy(state, 10, "ckpt_10.pt")
+    no_manifest = kept_copy(state, 20, "ckpt_20.pt", manifest=False)
+    cut_copy = no_manifest.with_name(".ckpt_30.pt.partial")
+    cut_copy.write_bytes(b"half")
+    cut_manifest = complete.with_name(".ckpt_10.pt.json.tmp")
+    cut_manifest.write_text("{")
+    cut_restore = checkpoints / ".ckpt_10.pt.partial"
+    cut_restore.write_bytes(b"half")
+    someone_elses = checkpoints / ".notes.txt.partial"
+    someone_elses.write_bytes(b"not ours")
+
+    tidied = tidy(state, [checkpoints], is_checkpoint, set())
+
+    assert complete.exists()
+    assert complete.with_name("ckpt_10.pt.json").exists()
+    for gone in (no_manifest, cut_copy, cut_manifest, cut_restore):
+        assert not gone.exists(), gone
+    assert not (state / "verified" / "step-20").exists(), "emptied folders go too"
+    assert someone_elses.exists(), "only a partial of a checkpoint name is a restore of ours"
+    (finding,) = tidied.findings
+    assert finding.kind == "leftovers"
+    assert "4 unfinished copies" in finding.message
+
+
+def test_a_note_whose_move_never_happened_says_so_and_the_file_stays(tmp_path: Path) -> None:
+    state, checkpoints = tmp_path / "state", tmp_path / "run"
+    checkpoints.mkdir()
+    torn = checkpoints / "ckpt_30.pt"
+    torn.write_bytes(b"torn")
+    folder = state / "quarantine" / "20261121T000000Z"
+    folder.mkdir(parents=True)
+    note = folder / "ckpt_30.pt.json"
+    store.write_json(note, {"original_path": str(torn), "reason": "rejected: torn"})  # the cut came here
+
+    tidied = tidy(state, [checkpoints], is_checkpoint, set())
+
+    assert torn.read_bytes() == b"torn", "the trainer's file is never touched here"
+    assert json.loads(note.read_text())[OUTCOME].startswith("not moved")
+    assert [f.kind for f in tidied.findings] == ["quarantine_unfinished"]
+    again = tidy(state, [checkpoints], is_checkpoint, set())
+    assert again.findings == [], "a settled note is not reported again"
+
+
+def test_a_move_the_ledger_never_heard_of_is_found_and_a_recorded_one_is_not(tmp_path: Path) -> None:
+    state, checkpoints = tmp_path / "state", tmp_path / "run"
+    checkpoints.mkdir()
+    for name in ("ckpt_30.pt", "ckpt_40.pt"):
+        (checkpoints / name).write_bytes(b"torn")
+    first = store.quarantine(checkpoints / "ckpt_30.pt", state, "rejected: torn", {}, NOW)
+    second = store.quarantine(checkpoints / "ckpt_40.pt", state, "rejected: empty", {}, NOW)
+
+    tidied = tidy(state, [checkpoints], is_checkpoint, {str(first)})
+
+    (found,) = tidied.found_moves
+    assert (found.original, found.moved_to, found.reason) == (
+        str(checkpoints / "ckpt_40.pt"),
+        str(second),
+        "rejected: empty",
+    )
+    assert tidied.findings == []
+
+
+def test_a_copy_across_filesystems_cut_short_goes_and_the_original_stays(tmp_path: Path) -> None:
+    state, checkpoints = tmp_path / "state", tmp_path / "run"
+    checkpoints.mkdir()
+    original = checkpoints / "ckpt_30.pt"
+    original.write_bytes(b"torn")
+    folder = state / "quarantine" / "20261121T000000Z"
+    folder.mkdir(parents=True)
+    store.write_json(folder / "ckpt_30.pt.json", {"original_path": str(original), "reason": "rejected"})
+    (folder / ".ckpt_30.pt.partial").write_bytes(b"to")
+
+    tidy(state, [checkpoints], is_checkpoint, set())
+
+    assert not (folder / ".ckpt_30.pt.partial").exists()
+    assert original.read_bytes() == b"torn"
+
+
+def test_a_file_gone_from_both_places_is_reported_not_invented(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    folder = state / "quarantine" / "20261121T000000Z"
+    folder.mkdir(parents=True)
+    note = folder / "ckpt_30.pt.json"
+    store.write_json(note, {"original_path": str(tmp_path / "run" / "ckpt_30.pt"), "reason": "rejected"})
+    folder.joinpath("broken.pt.json").write_text("{not json")
+
+    tidied = tidy(state, [tmp_path / "missing"], is_checkpoint, set())
+
+    assert sorted(f.kind for f in tidied.findings) == ["quarantine_lost", "quarantine_note"]
+    assert json.loads(note.read_text())[OUTCOME].startswith("gone")
+
+
+def test_after_a_reboot_a_verified_file_whose_data_never_reached_the_disk_is_not_resumed_from(
+    tmp_path: Path,
+) -> None:
+    """The page cache held ckpt_20's data when it was verified; the power cut lost it,
+    while its size, inode and times (what the ledger keys a verdict by) survived. After
+    the reboot the supervisor reads the state to resume from again, finds the damage,
+    moves the file aside and restores its verified copy (written durably, fsynced)."""
+    run_dir = tmp_path / "run"
+    checkpoints = run_dir / "checkpoints"
+    config = write_config(
+        tmp_path,
+        adapter="generic",
+        command=twin_command("powercut_twin.py", str(run_dir), "30", "10"),
+        cwd=tmp_path,
+        checkpoint_dir=checkpoints,
+        options={
+            "pattern": "ckpt_{step}.pt",
+            "required_keys": ["model", "optimizer", "step"],
+            "step_key": "step",
+        },
+        checkpoints={"quiet_s": 0.05, "keep_verified": 2},
+        more={"heartbeat": {"mode": "off"}},
+    )
+    state = tmp_path / "state"
+    with (tmp_path / "supervisor.out").open("wb") as out:
+        supervisor = subprocess.Popen([*CLI, "run", "-c", str(config)], stdout=out, stderr=out)
+    try:
+        wait_for(
+            lambda: list(state.glob("verified/step-20/*/ckpt_20.pt.json")), 60, "a verified copy of step 20"
+        )
+    finally:
+        power_cut(supervisor)
+    (checkpoints / "ckpt_30.pt").unlink(missing_ok=True)  # (if its save had begun)
+    damaged = checkpoints / "ckpt_20.pt"
+    size = damaged.stat().st_size
+    with damaged.open("r+b") as fh:
+        fh.write(bytes(size))  # what delayed allocation leaves after a cut: zeros
+    st = os.stat(damaged)
+    with sqlite3.connect(state / "ledger.sqlite3") as ledger:
+        ledger.execute(
+            "UPDATE checkpoints SET mtime_ns = ?, ctime_ns = ? WHERE path = ?",
+            (st.st_mtime_ns, st.st_ctime_ns, str(damaged)),
+        )
+        ledger.execute("UPDATE meta SET value = 'an-earlier-boot' WHERE key = 'boot_id'")
+
+    result = run_cli("run", "-c", str(config), timeout=120)
+
+    assert result.returncode == 0, result.stdout[-3000:]
+    log = (state / "logs" / "trainer.log").read_text()
+    assert "resumed from ckpt_20.pt at step 20" in log.rsplit("=== train-supervisor", 1)[1]
+    assert "failed to load" not in log
+    (moved,) = state.glob("quarantine/*/ckpt_20.pt")
+    assert moved.read_bytes() == bytes(size), "the damaged file is kept, aside"
+    with sqlite3.connect(state / "ledger.sqlite3") as ledger:
+        kinds = [k for (k,) in ledger.execute("SELECT kind FROM events")]
+        reasons = [r for (r,) in ledger.execute("SELECT reason FROM checkpoints WHERE ok = 0")]
+    assert "rebooted" in kinds
+    assert any(r.startswith("changed on disk since it was verified (power loss?)") for r in reasons), reasons
+
+
+def test_without_a_reboot_verdicts_stand_and_the_boot_is_remembered(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    config = write_config(
+        tmp_path,
+        adapter="generic",
+        command=twin_command("powercut_twin.py", str(run_dir), "20", "10"),
+        cwd=tmp_path,
+        checkpoint_dir=run_dir / "checkpoints",
+        options={
+            "pattern": "ckpt_{step}.pt",
+            "required_keys": ["model", "optimizer", "step"],
+            "step_key": "step",
+        },
+        checkpoints={"quiet_s": 0.05},
+        more={"heartbeat": {"mode": "off"}},
+    )
+    assert run_cli("run", "-c", str(config)).returncode == 0
+    assert run_cli("run", "-c", str(config), "--again").returncode == 0
+    with sqlite3.connect(tmp_path / "state" / "ledger.sqlite3") as ledger:
+        kinds = [k for (k,) in ledger.execute("SELECT kind FROM events")]
+        boot = ledger.execute("SELECT value FROM meta WHERE key = 'boot_id'").fetchone()[0]
+    assert "rebooted" not in kinds
+    assert boot == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
