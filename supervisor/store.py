@@ -7,7 +7,9 @@
   written last, so a copy without its manifest (power loss mid-copy) does not count.
 
 Every write goes to a temporary name, is fsynced, renamed into place, and the directory
-is fsynced.
+is fsynced; new folders are fsynced into their parents. What a cut can still leave
+(temporary names, a note whose move never happened) is cleared on the next start
+(`supervisor/reconcile.py`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,18 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(path: Path) -> None:
+    """mkdir -p, each new folder's entry made durable in its parent (a power cut must not
+    take a folder away from under a file already fsynced in it)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        folder.mkdir(exist_ok=True)
+        fsync_dir(folder.parent)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w") as fh:
@@ -49,7 +63,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def copy_file(src: Path, dst: Path) -> None:
     """Copy durably through a temporary name: a reflink where the filesystem can, else bytes."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(dst.parent)
     tmp = dst.with_name(f".{dst.name}.partial")
     with src.open("rb") as fin, tmp.open("wb") as fout:
         try:
@@ -65,7 +79,7 @@ def copy_file(src: Path, dst: Path) -> None:
 def quarantine(path: Path, state_dir: Path, reason: str, details: dict[str, Any], now: datetime) -> Path:
     """Move `path` into the quarantine with a note; returns where it went."""
     folder = state_dir / QUARANTINE_DIR / now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dirs(folder)
     dest = folder / path.name
     n = 1
     while dest.exists() or dest.with_name(f"{dest.name}.json").exists():

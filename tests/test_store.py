@@ -98,3 +98,10 @@ def test_a_copy_is_only_made_of_the_version_that_was_verified(tmp_path: Path) ->
     state = tmp_path / "state"
     assert store.snapshot(original, state, "model", 7, in_place=True, verdict={}, identity=verified) is None
     assert store.snapshots(state) == []
+
+
+def test_make_dirs_creates_every_missing_level_and_accepts_existing_ones(tmp_path: Path) -> None:
+    deep = tmp_path / "quarantine" / "20261121T000000Z" / "sub"
+    store.make_dirs(deep)
+    store.make_dirs(deep)
+    assert deep.is_dir()
