@@ -1,4 +1,4 @@
-"""`train-supervisor demo`: supervise a bundled CPU trainer that crashes on purpose.
+"""`train-supervisor demo`: supervise a bundled CPU trainer that fails on purpose.
 
 A package of its own, beside `supervisor`: its trainer imports torch, and the daemon's
 package never does.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -16,14 +15,23 @@ import time
 from pathlib import Path
 
 from supervisor import config as config_module
-from supervisor.status import render, report
+from supervisor_demo.account import account
 
 MARKER = ".train-supervisor-demo"
 FAULTS = [
     {"at_step": 23, "kind": "exception"},
+    {"at_step": 28, "kind": "nan"},
+    {"at_step": 36, "kind": "hang"},
     {"at_step": 41, "kind": "sigkill"},
     {"at_step": 50, "kind": "torn"},
 ]
+WHAT_FAULTS_DO = {
+    "exception": "crashes with an exception",
+    "nan": "starts to report a NaN loss (skipping those updates, its weights stay finite)",
+    "hang": "hangs",
+    "sigkill": "is SIGKILLed, as by the OOM killer",
+    "torn": "loses power half-way through its save",
+}
 
 
 def run_demo(directory: Path) -> int:
@@ -39,22 +47,8 @@ def run_demo(directory: Path) -> int:
             file=sys.stderr,
         )
         return 2
-    shutil.rmtree(directory, ignore_errors=True)
-    (directory / "run").mkdir(parents=True)
-    (directory / MARKER).touch()
-    (directory / "run" / "faults.json").write_text(json.dumps(FAULTS, indent=1))
-    template = (Path(__file__).parent / "demo.toml").read_text()
-    config_path = directory / "demo.toml"
-    config_path.write_text(template.replace("{python}", sys.executable))
-
-    print(
-        "train-supervisor demo: a tiny CPU trainer runs 60 steps, saving a checkpoint every 10.\n"
-        "It crashes with an exception at step 23, is SIGKILLed at step 41, and its save at\n"
-        "step 50 is torn half-way by a power cut. Left alone, that torn file would make it start\n"
-        "again from step 0. The supervisor verifies every checkpoint as it lands, moves the torn\n"
-        "one aside, and relaunches each time so the trainer resumes from its newest good state.\n",
-        flush=True,
-    )
+    config_path = set_up(directory)
+    print(introduction(), flush=True)
     started = time.monotonic()
     command = [sys.executable, "-m", "supervisor.cli", "run", "-c", str(config_path)]
     code = subprocess.run(command, check=False).returncode
@@ -62,15 +56,32 @@ def run_demo(directory: Path) -> int:
 
     config = config_module.load(config_path)
     print()
-    render(report(config))
-    resumes = [
-        line.strip()
-        for line in config.trainer_log.read_text(errors="replace").splitlines()
-        if re.match(r"(resumed from|no checkpoint found|failed to load|training finished)", line)
-    ]
-    print("\nwhat the trainer said at each start and at the end:")
-    for line in resumes:
-        print(f"  {line}")
+    print("\n".join(account(config.state_dir, config.trainer_log)))
     verdict = "finished training" if code == 0 else f"exited with code {code}"
-    print(f"\nThe supervisor {verdict} after {elapsed:.1f}s. Config: {config_path}")
+    print(f"\nThe supervisor {verdict} after {elapsed:.1f}s.")
+    print(f"Every attempt and event: train-supervisor status -c {config_path}")
     return code
+
+
+def set_up(directory: Path) -> Path:
+    """A fresh demo directory with the trainer's faults and the run's config."""
+    shutil.rmtree(directory, ignore_errors=True)
+    (directory / "run").mkdir(parents=True)
+    (directory / MARKER).touch()
+    (directory / "run" / "faults.json").write_text(json.dumps(FAULTS, indent=1))
+    template = (Path(__file__).parent / "demo.toml").read_text()
+    config_path = directory / "demo.toml"
+    config_path.write_text(template.replace("{python}", sys.executable))
+    return config_path
+
+
+def introduction() -> str:
+    faults = "\n".join(f"  at step {f['at_step']} it {WHAT_FAULTS_DO[str(f['kind'])]};" for f in FAULTS)
+    return (
+        "train-supervisor demo: a tiny CPU trainer runs 60 steps, saving a checkpoint every 10.\n"
+        f"On purpose, once each:\n{faults}\n"
+        "Restarted blindly, it would start again from step 0 after the torn save, and resume\n"
+        "from a checkpoint saved after its loss had gone bad. The supervisor verifies every\n"
+        "checkpoint as it lands, notices each failure, moves bad checkpoints aside, and\n"
+        "relaunches from the newest good state.\n"
+    )
