@@ -147,7 +147,8 @@ def run(config_path: Path, reset_counters: bool, again: bool, accept_config_chan
 @CONFIG_OPTION
 @click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
 def status(config_path: Path, as_json: bool) -> None:
-    """Show the run's state from its ledger: state, attempt, restarts, last exit, next backoff."""
+    """Show the run's state: phase, uptime, attempt, restarts by cause, last progress, last
+    verified step, next backoff. Live from the running supervisor, else from its ledger."""
     from supervisor.status import render, report
 
     config = _load(config_path, for_launch=False)

@@ -7,6 +7,7 @@ Relative paths resolve against the config file's directory, except
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import re
@@ -248,6 +249,26 @@ class LogsSection(Section):
     backups: Annotated[Count, Field(ge=0)] = 5
 
 
+class MetricsSection(Section):
+    # Prometheus metrics on http://<bind>:<port>/metrics; 0 = off. Loopback addresses only:
+    # the endpoint has no authentication (put a proxy in front to expose it further).
+    port: Annotated[Count, Field(ge=0, le=65535)] = 0
+    bind: str = "127.0.0.1"
+
+    @field_validator("bind")
+    @classmethod
+    def _loopback_only(cls, bind: str) -> str:
+        try:
+            address = ipaddress.ip_address(bind)
+        except ValueError:
+            raise ValueError("expected an IP address, e.g. 127.0.0.1 or ::1") from None
+        if not address.is_loopback:
+            raise ValueError(
+                "only a loopback address (127.0.0.0/8 or ::1): the metrics have no authentication"
+            )
+        return bind
+
+
 class Config(Section):
     """A loaded config. All paths are absolute and `run.name` is always set."""
 
@@ -264,6 +285,7 @@ class Config(Section):
     stop: StopSection = Field(default_factory=StopSection)
     checkpoints: CheckpointsSection = Field(default_factory=CheckpointsSection)
     logs: LogsSection = Field(default_factory=LogsSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)
 
     @property
     def name(self) -> str:
@@ -549,6 +571,7 @@ def to_toml(config: Config) -> str:
         "stop": config.stop.model_dump(),
         "checkpoints": config.checkpoints.model_dump(),
         "logs": config.logs.model_dump(),
+        "metrics": config.metrics.model_dump(),
     }
     out = [f"# effective config of {config.path}"]
     for table, values in tables.items():

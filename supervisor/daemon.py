@@ -53,7 +53,9 @@ from supervisor.detectors import PROGRESSING, OutputReader
 from supervisor.guard import CheckpointGuard
 from supervisor.health import Remedy, Watch, with_remedies
 from supervisor.ledger import AttemptRow, EventRow, Ledger
+from supervisor.live import LiveStatusServer, Snapshot
 from supervisor.logs import bind
+from supervisor.metrics import MetricsServer, exposition
 from supervisor.oom import OomCounter, OomEvidence
 from supervisor.output import OutputSink, RotatingLog
 from supervisor.preflight import Preflight
@@ -191,6 +193,11 @@ class Daemon:
         self._notified: tuple[object, ...] | None = None  # what systemd was last told
         self._saved: State | None = None  # what the ledger holds (less the detectors' view)
         self._saved_at = -math.inf
+        self._started_at, self._started_mono = time.time(), time.monotonic()
+        self.live = LiveStatusServer(config.state_dir, self.snapshot)
+        self.exporter: MetricsServer | None = None
+        if config.metrics.port:
+            self.exporter = MetricsServer(config.metrics.bind, config.metrics.port, self._metrics_text)
 
     # --- main loop ------------------------------------------------------------------
 
@@ -203,6 +210,7 @@ class Daemon:
         try:
             self.state, boot = self._restore()
             await self.vitals.start()
+            await self._start_servers()
             if self._unfinished is None:
                 # What is on the GPU now is not ours. After a reclaim it may be: the wait
                 # before the first launch then looks at every pid that leaves /proc.
@@ -226,6 +234,7 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             for handle in self._timers:
                 handle.cancel()
+            await self._stop_servers()
             if self.guard is not None:
                 await self.guard.stop()
             await self.vitals.stop()
@@ -260,6 +269,45 @@ class Daemon:
     def _event_added(self, event: EventRow) -> None:
         if event.kind in ("quarantined", "gave_up", "completed"):
             self.webhooks.send(Message(self.config.name, event.kind, event.attempt, event.message[:1000]))
+
+    # --- live status and metrics ----------------------------------------------------
+
+    async def _start_servers(self) -> None:
+        await self.live.start()
+        if self.exporter is not None:
+            await self.exporter.start()
+
+    async def _stop_servers(self) -> None:
+        await self.live.stop()
+        if self.exporter is not None:
+            await self.exporter.stop()
+
+    def snapshot(self) -> Snapshot:
+        """What `status` shows while the supervisor runs (exact ages, from the loop's clock)."""
+        assert self._loop is not None
+        now, state = self._loop.time(), self.state
+        last = state.watch.last_progress_at
+        trainer = self.trainer
+        return Snapshot(
+            run=self.config.name,
+            phase=state.phase.value,
+            attempt=state.attempt,
+            supervisor_pid=os.getpid(),
+            started_at=self._started_at,
+            uptime_s=round(time.monotonic() - self._started_mono, 3),
+            trainer_pid=trainer.pid if trainer is not None and trainer.exited_at is None else None,
+            last_progress_age_s=round(now - last, 3) if last is not None else None,
+            last_progress_sign=state.watch.last_sign or None,
+            best_step=state.best_step,
+            next_relaunch_in_s=max(0.0, state.relaunch_at - now) if state.relaunch_at is not None else None,
+            next_backoff_s=core.next_delay_s(state, self.policy),
+            attempts_without_progress=state.without_progress,
+            last_cause=state.last_cause.value if state.last_cause is not None else None,
+            restarts_by_cause=self.ledger.causes(),
+        )
+
+    def _metrics_text(self) -> str:
+        return exposition(self.snapshot(), self.ledger.validation_times())
 
     # --- systemd ----------------------------------------------------------------------
 

@@ -474,6 +474,12 @@ class Ledger:
         ).fetchall()
         return [EventRow(*r) for r in reversed(rows)]
 
+    # --- read-only queries for status and metrics -----------------------------------
+
+    def validation_times(self) -> list[float]:
+        """How long each recorded checkpoint verdict took (seconds)."""
+        return [row[0] for row in self._conn.execute("SELECT seconds FROM checkpoints")]
+
 
 _SELECT_ATTEMPTS = "SELECT n, started_at, ended_at, pid, identity, marker, exit_code, signal, cause, stable, detail FROM attempts"
 

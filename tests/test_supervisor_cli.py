@@ -276,6 +276,42 @@ def test_status_of_a_run_never_started(tmp_path: Path) -> None:
     assert not (tmp_path / "state").exists()
 
 
+def test_status_shows_the_running_supervisor_live_and_the_ledger_without_it(
+    tmp_path: Path, supervisors: Any
+) -> None:
+    beats = [sys.executable, str(Path(__file__).parent / "trainers" / "beats.py"), "100000", "0.05"]
+    config = make_config(tmp_path, beats)
+    sup = supervisors(config)
+    data = wait_for(lambda: (d := status(config))["last_progress_sign"] and d, what="a heartbeat")
+    assert (data["source"], data["live_note"], data["state"]) == ("live", None, "running")
+    assert data["last_progress_sign"].startswith("heartbeat at ")
+    assert 0 <= data["last_progress_age_s"] < 60
+    assert data["trainer_pid"] == data["attempts"][-1]["pid"]
+    assert data["supervisor_started_at"] is not None
+    assert data["uptime_s"] >= 0
+    human = subprocess.run(
+        [*CLI, "status", "-c", str(config)], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"running (pid {sup.proc.pid}, up " in human
+    assert f"trainer pid {data['trainer_pid']}" in human
+    assert "ago (heartbeat at " in human
+
+    (tmp_path / "state" / "status.sock").unlink()  # the ledger is the fallback, with a note
+    data = status(config)
+    assert (data["source"], data["state"], data["trainer_pid"]) == ("ledger", "running", None)
+    assert data["live_note"].startswith("live status unavailable: no live status socket at ")
+    assert data["uptime_s"] >= 0, "the supervisor's start time comes from /proc then"
+    human = subprocess.run(
+        [*CLI, "status", "-c", str(config)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "live status unavailable" in human
+
+    sup.proc.terminate()
+    assert sup.wait() == 0
+    data = status(config)
+    assert (data["source"], data["live_note"], data["uptime_s"]) == ("ledger", None, None)
+
+
 def test_version_and_help() -> None:
     version = subprocess.run([*CLI, "--version"], capture_output=True, text=True, check=True).stdout
     assert version.startswith("train-supervisor, version ")
