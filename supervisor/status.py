@@ -212,14 +212,13 @@ def render(data: dict[str, Any]) -> None:
         for a in data["attempts"]:
             started = (a["started_at"] or "")[11:19]
             cause = a["cause"] or ("running" if data["supervisor_running"] else "unknown")
-            table.add_row(
-                str(a["n"]), started, f"{a['ran_s']:.1f}s", cause, a["exit"] or "", a["detail"] or ""
-            )
+            detail = escape(a["detail"] or "")  # the trainer's own words: never markup
+            table.add_row(str(a["n"]), started, f"{a['ran_s']:.1f}s", cause, a["exit"] or "", detail)
         console.print(table)
     if data["events"]:
         console.print("[bold]recent events[/]")
         for e in data["events"]:
-            console.print(f"  {(e['at'] or '')[11:19]}  #{e['attempt']:<3} {e['message']}")
+            console.print(f"  {(e['at'] or '')[11:19]}  #{e['attempt']:<3} {escape(e['message'])}")
 
 
 def _summary(data: dict[str, Any]) -> list[tuple[str, str]]:

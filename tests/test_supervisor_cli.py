@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import alive, behave, read_pid, wait_for
 
 CLI = [sys.executable, "-m", "supervisor.cli"]
+WIDE = {**os.environ, "COLUMNS": "400"}  # rich wraps table cells to the terminal's width
 FAST = {"backoff_initial_s": 0.05, "backoff_max_s": 0.2, "jitter": 0.1, "stable_after_s": 60}
 
 
@@ -310,6 +311,18 @@ def test_status_shows_the_running_supervisor_live_and_the_ledger_without_it(
     assert sup.wait() == 0
     data = status(config)
     assert (data["source"], data["live_note"], data["uptime_s"]) == ("ledger", None, None)
+
+
+def test_status_prints_what_the_trainer_said_even_when_it_looks_like_markup(
+    tmp_path: Path, supervisors: Any
+) -> None:
+    said = "loading [/data/ljs] [bold]done"
+    config = make_config(tmp_path, ["sh", "-c", f"echo '{said}'; exit 1"])
+    assert supervisors(config).wait() == 3
+    human = subprocess.run(
+        [*CLI, "status", "-c", str(config)], capture_output=True, text=True, check=True, env=WIDE
+    ).stdout
+    assert said in human
 
 
 def test_version_and_help() -> None:
