@@ -407,6 +407,11 @@ class Ledger:
         row = self._conn.execute("SELECT at, attempt, summary FROM plans ORDER BY id DESC LIMIT 1").fetchone()
         return (row[0], row[1], row[2]) if row else None
 
+    def plans(self) -> list[tuple[int, int | None, bool, str]]:
+        """Every plan, oldest first: (attempt, target step, ok, detail as JSON)."""
+        rows = self._conn.execute("SELECT attempt, target_step, ok, detail FROM plans ORDER BY id")
+        return [(attempt, target, bool(ok), detail) for attempt, target, ok, detail in rows]
+
     def add_quarantined(self, at: float, original: str, moved_to: str, reason: str) -> None:
         self._conn.execute(
             "INSERT INTO quarantined (at, original, moved_to, reason) VALUES (?, ?, ?, ?)",

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from supervisor.ledger import LEDGER_FILE, AttemptRow, Ledger
+from supervisor.ledger import AttemptRow, Ledger
 
 ATTEMPT_HEADER = re.compile(r"=== train-supervisor: attempt (\d+) ===")
 TRAINER_STEP = re.compile(r"step (\d+)\b")  # the demo trainer's "step 23 loss 0.1234"
@@ -45,9 +43,9 @@ def account(state_dir: Path, trainer_log: Path) -> list[str]:
         return []
     try:
         attempts = ledger.attempts()
+        plans = plans_by_attempt(ledger)
     finally:
         ledger.close()
-    plans = plans_by_attempt(state_dir)
     reached = steps_reached(trainer_log)
     lines = [HEADING]
     lost_in_all = 0
@@ -103,13 +101,9 @@ def steps_reached(trainer_log: Path) -> dict[int, int]:
     return reached
 
 
-def plans_by_attempt(state_dir: Path) -> dict[int, PlanRow]:
-    """The last plan made before each attempt. Read from the ledger's own table, as
-    Ledger has no reader for every plan."""
-    uri = f"{(state_dir / LEDGER_FILE).as_uri()}?mode=ro"
-    with closing(sqlite3.connect(uri, uri=True)) as conn:
-        rows = conn.execute("SELECT attempt, target_step, ok, detail FROM plans ORDER BY id").fetchall()
-    return {attempt: plan_row(target, bool(ok), detail) for attempt, target, ok, detail in rows}
+def plans_by_attempt(ledger: Ledger) -> dict[int, PlanRow]:
+    """The last plan made before each attempt."""
+    return {attempt: plan_row(target, ok, detail) for attempt, target, ok, detail in ledger.plans()}
 
 
 def plan_row(target_step: int | None, ok: bool, detail_json: str) -> PlanRow:
