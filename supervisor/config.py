@@ -180,6 +180,7 @@ NOTIFIABLE = (
     "not-retryable",
     "interrupted",
     "quarantined",
+    "disk_space",
     "gave_up",
     "completed",
 )
@@ -269,6 +270,14 @@ class MetricsSection(Section):
         return bind
 
 
+class HousekeepingSection(Section):
+    # Periodic chores (APScheduler in the daemon's loop); 0 turns one off. The full rescan
+    # of the checkpoint directory runs every [checkpoints] rescan_s.
+    status_every_s: Seconds = 600.0  # a "status" log line: where the run stands
+    disk_check_s: Seconds = 300.0  # free space vs [checkpoints] min_free_gb, warned once per dip
+    retention_s: Seconds = 3600.0  # verified copies kept to [checkpoints] keep_verified
+
+
 class Config(Section):
     """A loaded config. All paths are absolute and `run.name` is always set."""
 
@@ -286,6 +295,7 @@ class Config(Section):
     checkpoints: CheckpointsSection = Field(default_factory=CheckpointsSection)
     logs: LogsSection = Field(default_factory=LogsSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
+    housekeeping: HousekeepingSection = Field(default_factory=HousekeepingSection)
 
     @property
     def name(self) -> str:

@@ -14,7 +14,7 @@ import secrets
 import signal
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import structlog
@@ -52,6 +52,7 @@ from supervisor.core import (
 from supervisor.detectors import PROGRESSING, OutputReader
 from supervisor.guard import CheckpointGuard
 from supervisor.health import Remedy, Watch, with_remedies
+from supervisor.housekeeping import DaemonChores, Every, Housekeeping
 from supervisor.ledger import AttemptRow, EventRow, Ledger
 from supervisor.live import LiveStatusServer, Snapshot
 from supervisor.logs import bind
@@ -195,6 +196,8 @@ class Daemon:
         self._saved_at = -math.inf
         self._started_at, self._started_mono = time.time(), time.monotonic()
         self.live = LiveStatusServer(config.state_dir, self.snapshot)
+        self.chores = self._chores()
+        self.housekeeping = Housekeeping(self.chores.chores())
         self.exporter: MetricsServer | None = None
         if config.metrics.port:
             self.exporter = MetricsServer(config.metrics.bind, config.metrics.port, self._metrics_text)
@@ -211,6 +214,8 @@ class Daemon:
             self.state, boot = self._restore()
             await self.vitals.start()
             await self._start_servers()
+            await self._check_disk()
+            self.housekeeping.start()
             if self._unfinished is None:
                 # What is on the GPU now is not ours. After a reclaim it may be: the wait
                 # before the first launch then looks at every pid that leaves /proc.
@@ -234,6 +239,7 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             for handle in self._timers:
                 handle.cancel()
+            self.housekeeping.stop()
             await self._stop_servers()
             if self.guard is not None:
                 await self.guard.stop()
@@ -267,8 +273,50 @@ class Daemon:
         self.webhooks.send(Message(self.config.name, end.cause.value, end.attempt, text[:1000]))
 
     def _event_added(self, event: EventRow) -> None:
-        if event.kind in ("quarantined", "gave_up", "completed"):
+        if event.kind in ("quarantined", "gave_up", "completed") or (
+            event.kind == "disk_space" and event.level == "warning"
+        ):
             self.webhooks.send(Message(self.config.name, event.kind, event.attempt, event.message[:1000]))
+
+    # --- housekeeping -----------------------------------------------------------------
+
+    def _chores(self) -> DaemonChores:
+        every = self.config.housekeeping
+        guard = self.guard
+        return DaemonChores(
+            every=Every(
+                rescan_s=self.config.checkpoints.rescan_s,
+                retention_s=every.retention_s,
+                disk_check_s=every.disk_check_s,
+                status_s=every.status_every_s,
+            ),
+            checkpoint_dir=self.config.adapter.checkpoint_dir,
+            state_dir=self.config.state_dir,
+            min_free_gb=self.config.checkpoints.min_free_gb,
+            checkpoint_gb=self._checkpoint_gb,
+            report=self._report,
+            status=lambda: asdict(self.snapshot()),
+            rescan=guard.rescan if guard is not None else None,
+            retain=guard.retain if guard is not None else None,
+        )
+
+    async def _check_disk(self) -> None:
+        """At start and before every launch, besides the periodic chore; advice only."""
+        try:
+            await self.chores.check_disk()
+        except Exception:
+            log.exception("could not check the free disk space")
+
+    def _checkpoint_gb(self) -> float | None:
+        """The size of the newest verified state (all its files), in GB."""
+        best = self.state.best_step
+        rows = self.ledger.verified_at_step(best) if best is not None else []
+        return sum(row.size for row in rows) / 1e9 if rows else None
+
+    def _report(self, kind: str, level: str, message: str) -> None:
+        getattr(log, level)(message, kind=kind)
+        self.ledger.add_event(time.time(), self.state.attempt, kind, level, message)
+        self.ledger.commit()
 
     # --- live status and metrics ----------------------------------------------------
 
@@ -387,6 +435,7 @@ class Daemon:
         if self.guard is not None:
             prepared = await self.guard.prepare(attempt, below_step)
         if isinstance(prepared, Prepared):
+            await self._check_disk()
             try:
                 refusal = await self.preflight.check(attempt, self._last_marker)
             except Exception:  # drift and GPU checks are advice: never a reason to stall

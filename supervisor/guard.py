@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from supervisor.checkpoints import CheckpointBook, stat_checkpoint
 from supervisor.config import Config
 from supervisor.core import CheckpointVerified, Event, Prepared, PrepareFailed, Progress
 from supervisor.ledger import Ledger
-from supervisor.planner import Plan, with_content_step
+from supervisor.planner import Plan, retention, with_content_step
 from supervisor.process import boot_id
 from supervisor.validation import ValidatorClient
 from supervisor.watcher import CheckpointWatcher
@@ -70,7 +69,7 @@ class CheckpointGuard:
             lambda landed: self._landed(landed.path),
             accept=lambda path: self._watched(path),
             quiet_s=c.quiet_s,
-            rescan_s=c.rescan_s,
+            rescan_s=None,  # housekeeping keeps time: see rescan()
             force_polling=c.force_polling,
         )
         self._verifying: asyncio.Task[None] | None = None
@@ -157,6 +156,24 @@ class CheckpointGuard:
         self.ledger.set_meta("boot_id", current)
         return last is not None and last != current
 
+    # --- housekeeping chores ---------------------------------------------------------
+
+    async def rescan(self) -> None:
+        """A full rescan of the checkpoint directory (events the OS did not deliver), and
+        another try at files the validator failed on."""
+        self.watcher.request_rescan()
+        if self._to_verify.empty():  # (a file that keeps failing is not queued twice)
+            for key in list(self.book.errors):
+                self._to_verify.put_nowait(Path(key[0]))
+
+    async def retain(self) -> None:
+        """Keep our verified copies to `keep_verified` (a lowered setting, a rollback)."""
+        dropped = retention(self.book.snapshots(), self.book.keep_verified)
+        for snap in dropped:
+            await asyncio.to_thread(store.drop_snapshot, snap)
+        if dropped:
+            log.info("dropped verified copies beyond keep_verified", copies=len(dropped))
+
     # --- as files land ----------------------------------------------------------------
 
     async def _verify_landed(self) -> None:
@@ -224,7 +241,6 @@ class CheckpointGuard:
                 self.watcher.forget(move.path)
             if below_step is not None:
                 await self._forget_copies_from(below_step, attempt)
-            self._check_free_space()
             self._warn_before_relaunch(the_plan.target_step)
             return Prepared(attempt, the_plan.summary(), the_plan.target_step, self._epoch_of(the_plan))
         except Exception as exc:
@@ -287,15 +303,6 @@ class CheckpointGuard:
         if message:
             log.warning(message, kind="relaunch_warning")
             self._event("relaunch_warning", "warning", message)
-
-    def _check_free_space(self) -> None:
-        if not self.directory.exists():
-            return
-        free_gb = shutil.disk_usage(self.directory).free / 1e9
-        if free_gb < self.config.checkpoints.min_free_gb:
-            message = f"only {free_gb:.1f} GB free on the checkpoint filesystem ({self.directory})"
-            log.warning(message, kind="disk_space")
-            self._event("disk_space", "warning", message)
 
     def _event(self, kind: str, level: str, message: str) -> None:
         self.ledger.add_event(time.time(), self._attempt(), kind, level, message)

@@ -44,6 +44,9 @@ def configure(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # The scheduler's own chatter (started, job added, job ran) is not the run's story;
+    # its warnings (a job that failed or was missed) are.
+    logging.getLogger("apscheduler").setLevel(max(level, logging.WARNING))
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

@@ -202,11 +202,12 @@ class CheckpointWatcher:
         *,
         accept: Callable[[Path], bool] = _accept_all,
         quiet_s: float = 1.0,
-        rescan_s: float = 30.0,
+        rescan_s: float | None = 30.0,
         force_polling: bool = False,
         poll_interval_s: float = 1.0,
     ) -> None:
-        if min(quiet_s, rescan_s, poll_interval_s) <= 0:
+        """`rescan_s`: None = rescan only on `request_rescan()` (someone else keeps time)."""
+        if min(quiet_s, rescan_s or 1.0, poll_interval_s) <= 0:
             raise ValueError("quiet_s, rescan_s and poll_interval_s must be positive")
         self._roots = list(dict.fromkeys(Path(os.path.abspath(d)) for d in directories))
         self._on_landed = on_landed
@@ -312,7 +313,8 @@ class CheckpointWatcher:
             self._inbox_signalled = True
         self._call_soon(self._wakeup.set)
 
-    def _request_rescan(self) -> None:
+    def request_rescan(self) -> None:
+        """A full rescan soon (safe from any thread)."""
         self._call_soon(self._rescan_now.set)
 
     def _call_soon(self, callback: Callable[[], object]) -> None:
@@ -537,9 +539,9 @@ class CheckpointWatcher:
         path, recursive = key
         handler: FileSystemEventHandler
         if recursive:
-            handler = _TreeHandler(root, path, self._hint, self._request_rescan)
+            handler = _TreeHandler(root, path, self._hint, self.request_rescan)
         else:
-            handler = _AncestorHandler(self._request_rescan)
+            handler = _AncestorHandler(self.request_rescan)
             log.info("directory does not exist yet; waiting for it", directory=str(root), watching=path)
         events = TREE_EVENTS if recursive else ANCESTOR_EVENTS
         try:

@@ -316,6 +316,8 @@ def test_the_example_documents_every_key_in_its_table() -> None:
         "stop": config_module.StopSection.model_fields,
         "checkpoints": config_module.CheckpointsSection.model_fields,
         "logs": config_module.LogsSection.model_fields,
+        "metrics": config_module.MetricsSection.model_fields,
+        "housekeeping": config_module.HousekeepingSection.model_fields,
     }
     for section, keys in expected.items():
         missing = set(keys) - documented.get(section, set())

@@ -436,3 +436,19 @@ def test_the_daemon_never_imports_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok")
+
+
+def test_housekeeping_writes_a_status_line_now_and_then(tmp_path: Path, supervisors: Any) -> None:
+    config = make_config(
+        tmp_path,
+        behave("sleep", str(tmp_path / "pid")),
+        housekeeping={"status_every_s": 0.2, "disk_check_s": 0.2},
+    )
+    sup = supervisors(config)
+    wait_for(lambda: len([x for x in sup.lines() if x["event"] == "status"]) >= 2, what="two status lines")
+    sup.stop()
+    line = next(x for x in sup.lines() if x["event"] == "status" and x["phase"] == "running")
+    assert line["attempt"] == 1
+    assert line["trainer_pid"] == read_pid(tmp_path / "pid")
+    assert line["quarantined_files"] == 0
+    assert not [x for x in sup.lines() if x.get("logger", "").startswith("apscheduler")]

@@ -137,3 +137,17 @@ def test_the_ledger_tells_its_listener_of_every_event_and_a_failing_one_is_harml
     ledger.commit()
     assert sorted(e.kind for e in ledger.events()) == ["gave_up", "quarantined"]  # both recorded
     ledger.close()
+
+
+def test_low_disk_space_is_told_once(tmp_path: Path, server: tuple[str, list[dict[str, Any]]]) -> None:
+    url, got = server
+    hooks = (
+        "[checkpoints]\nmin_free_gb = 1000000000\n"  # below it, always: at start and before each launch
+        f'[[notify.webhooks]]\nurl = "{url}/json"\nmin_interval_s = 0\nevents = ["disk_space"]\n'
+    )
+    result = run(tmp_path, hooks, {})
+    assert result.returncode == 0, result.stdout[-2000:]
+    (told,) = [json.loads(r["body"]) for r in got]
+    assert told["event"] == "disk_space"
+    assert told["message"].startswith("only ")
+    assert "free on the state filesystem" in told["message"]
