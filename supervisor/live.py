@@ -86,6 +86,14 @@ def unix_address(path: Path) -> Iterator[str]:
         os.close(fd)
 
 
+async def close_server(server: asyncio.AbstractServer, clients: set[asyncio.StreamWriter]) -> None:
+    """Stop accepting, cut the clients still connected, and wait until all is closed."""
+    server.close()
+    for client in list(clients):
+        client.transport.abort()  # (wait_closed waits for them, from Python 3.12 on)
+    await server.wait_closed()
+
+
 class FirstErrorLog:
     """Logs the first error with its traceback, then only counts: a client that keeps
     failing must not flood the journal."""
@@ -130,10 +138,7 @@ class LiveStatusServer:
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
-            for client in list(self._clients):
-                client.transport.abort()  # (wait_closed waits for them, from Python 3.12 on)
-            await self._server.wait_closed()
+            await close_server(self._server, self._clients)
             self._server = None
         self._remove()
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import structlog
 
 from supervisor.core import Cause, Phase
-from supervisor.live import FirstErrorLog, Snapshot
+from supervisor.live import FirstErrorLog, Snapshot, close_server
 
 log = structlog.get_logger("supervisor.metrics")
 
@@ -138,10 +138,7 @@ class MetricsServer:
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
-            for client in list(self._clients):
-                client.transport.abort()  # (wait_closed waits for them, from Python 3.12 on)
-            await self._server.wait_closed()
+            await close_server(self._server, self._clients)
             self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -29,6 +30,26 @@ pytestmark = pytest.mark.timeout(300)
 STEPS = 300
 SAVE_EVERY = 10
 CUTS = 8
+
+
+def powercut_config(tmp_path: Path, steps: int, **sections: dict[str, Any]) -> Path:
+    """A run of the power-cut twin under the generic adapter, saving every SAVE_EVERY steps."""
+    run_dir = tmp_path / "run"
+    return write_config(
+        tmp_path,
+        adapter="generic",
+        command=twin_command("powercut_twin.py", str(run_dir), str(steps), str(SAVE_EVERY)),
+        cwd=tmp_path,
+        checkpoint_dir=run_dir / "checkpoints",
+        options={
+            "pattern": "ckpt_{step}.pt",
+            "required_keys": ["model", "optimizer", "step"],
+            "step_key": "step",
+        },
+        restart=sections.get("restart"),
+        checkpoints={"quiet_s": 0.05, "keep_verified": 2},
+        more={"heartbeat": {"mode": "off"}},
+    )
 
 
 def power_cut(supervisor: subprocess.Popen[bytes]) -> None:
@@ -94,23 +115,9 @@ def attempts_said(trainer_log: Path) -> dict[int, str]:
 def test_killing_everything_at_random_moments_never_loses_verified_state(tmp_path: Path) -> None:
     seed = int.from_bytes(os.urandom(4))
     rng = random.Random(seed)
-    run_dir = tmp_path / "run"
-    checkpoints = run_dir / "checkpoints"
-    command = twin_command("powercut_twin.py", str(run_dir), str(STEPS), str(SAVE_EVERY))
-    config = write_config(
-        tmp_path,
-        adapter="generic",
-        command=command,
-        cwd=tmp_path,
-        checkpoint_dir=checkpoints,
-        options={
-            "pattern": "ckpt_{step}.pt",
-            "required_keys": ["model", "optimizer", "step"],
-            "step_key": "step",
-        },
-        restart={"backoff_initial_s": 0, "max_attempts_without_progress": 100},
-        checkpoints={"quiet_s": 0.05, "keep_verified": 2},
-        more={"heartbeat": {"mode": "off"}},
+    checkpoints = tmp_path / "run" / "checkpoints"
+    config = powercut_config(
+        tmp_path, STEPS, restart={"backoff_initial_s": 0, "max_attempts_without_progress": 100}
     )
     state = tmp_path / "state"
     cuts = []

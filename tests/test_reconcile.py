@@ -16,8 +16,8 @@ from pathlib import Path
 from supervisor import store
 from supervisor.reconcile import OUTCOME, tidy
 from tests.conftest import wait_for
-from tests.test_power_loss import power_cut
-from tests.twins import CLI, run_cli, twin_command, write_config
+from tests.test_power_loss import power_cut, powercut_config
+from tests.twins import CLI, run_cli
 
 NOW = store.now_utc()
 
@@ -33,6 +33,15 @@ def kept_copy(state: Path, step: int, name: str, *, manifest: bool = True) -> Pa
     if manifest:
         store.write_json(copy.with_name(f"{name}.json"), {"original": "x", "role": "model", "step": step})
     return copy
+
+
+def note_before_move(state: Path, original: Path) -> Path:
+    """What `store.quarantine` writes before it moves anything: the note."""
+    folder = state / "quarantine" / "20261121T000000Z"
+    folder.mkdir(parents=True)
+    note = folder / f"{original.name}.json"
+    store.write_json(note, {"original_path": str(original), "reason": "rejected: torn"})
+    return note
 
 
 def test_unfinished_copies_of_ours_go_and_complete_ones_stay(tmp_path: Path) -> None:
@@ -67,10 +76,7 @@ def test_a_note_whose_move_never_happened_says_so_and_the_file_stays(tmp_path: P
     checkpoints.mkdir()
     torn = checkpoints / "ckpt_30.pt"
     torn.write_bytes(b"torn")
-    folder = state / "quarantine" / "20261121T000000Z"
-    folder.mkdir(parents=True)
-    note = folder / "ckpt_30.pt.json"
-    store.write_json(note, {"original_path": str(torn), "reason": "rejected: torn"})  # the cut came here
+    note = note_before_move(state, torn)
 
     tidied = tidy(state, [checkpoints], is_checkpoint, set())
 
@@ -105,9 +111,7 @@ def test_a_copy_across_filesystems_cut_short_goes_and_the_original_stays(tmp_pat
     checkpoints.mkdir()
     original = checkpoints / "ckpt_30.pt"
     original.write_bytes(b"torn")
-    folder = state / "quarantine" / "20261121T000000Z"
-    folder.mkdir(parents=True)
-    store.write_json(folder / "ckpt_30.pt.json", {"original_path": str(original), "reason": "rejected"})
+    folder = note_before_move(state, original).parent
     (folder / ".ckpt_30.pt.partial").write_bytes(b"to")
 
     tidy(state, [checkpoints], is_checkpoint, set())
@@ -118,11 +122,8 @@ def test_a_copy_across_filesystems_cut_short_goes_and_the_original_stays(tmp_pat
 
 def test_a_file_gone_from_both_places_is_reported_not_invented(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    folder = state / "quarantine" / "20261121T000000Z"
-    folder.mkdir(parents=True)
-    note = folder / "ckpt_30.pt.json"
-    store.write_json(note, {"original_path": str(tmp_path / "run" / "ckpt_30.pt"), "reason": "rejected"})
-    folder.joinpath("broken.pt.json").write_text("{not json")
+    note = note_before_move(state, tmp_path / "run" / "ckpt_30.pt")
+    note.with_name("broken.pt.json").write_text("{not json")
 
     tidied = tidy(state, [tmp_path / "missing"], is_checkpoint, set())
 
@@ -137,22 +138,8 @@ def test_after_a_reboot_a_verified_file_whose_data_never_reached_the_disk_is_not
     while its size, inode and times (what the ledger keys a verdict by) survived. After
     the reboot the supervisor reads the state to resume from again, finds the damage,
     moves the file aside and restores its verified copy (written durably, fsynced)."""
-    run_dir = tmp_path / "run"
-    checkpoints = run_dir / "checkpoints"
-    config = write_config(
-        tmp_path,
-        adapter="generic",
-        command=twin_command("powercut_twin.py", str(run_dir), "30", "10"),
-        cwd=tmp_path,
-        checkpoint_dir=checkpoints,
-        options={
-            "pattern": "ckpt_{step}.pt",
-            "required_keys": ["model", "optimizer", "step"],
-            "step_key": "step",
-        },
-        checkpoints={"quiet_s": 0.05, "keep_verified": 2},
-        more={"heartbeat": {"mode": "off"}},
-    )
+    checkpoints = tmp_path / "run" / "checkpoints"
+    config = powercut_config(tmp_path, 30)
     state = tmp_path / "state"
     with (tmp_path / "supervisor.out").open("wb") as out:
         supervisor = subprocess.Popen([*CLI, "run", "-c", str(config)], stdout=out, stderr=out)
@@ -191,21 +178,7 @@ def test_after_a_reboot_a_verified_file_whose_data_never_reached_the_disk_is_not
 
 
 def test_without_a_reboot_verdicts_stand_and_the_boot_is_remembered(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    config = write_config(
-        tmp_path,
-        adapter="generic",
-        command=twin_command("powercut_twin.py", str(run_dir), "20", "10"),
-        cwd=tmp_path,
-        checkpoint_dir=run_dir / "checkpoints",
-        options={
-            "pattern": "ckpt_{step}.pt",
-            "required_keys": ["model", "optimizer", "step"],
-            "step_key": "step",
-        },
-        checkpoints={"quiet_s": 0.05},
-        more={"heartbeat": {"mode": "off"}},
-    )
+    config = powercut_config(tmp_path, 20)
     assert run_cli("run", "-c", str(config)).returncode == 0
     assert run_cli("run", "-c", str(config), "--again").returncode == 0
     with sqlite3.connect(tmp_path / "state" / "ledger.sqlite3") as ledger:
