@@ -109,11 +109,8 @@ def _low_message(space: Space, checkpoint_gb: float | None) -> str:
 
 def free_space(what: str, path: Path) -> Space | None:
     """The free space of the filesystem holding `path` (or its nearest existing parent)."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
     try:
-        return Space(what, path, shutil.disk_usage(probe).free / GB)
+        return Space(what, path, shutil.disk_usage(_nearest_existing(path)).free / GB)
     except OSError:
         return None
 
@@ -197,9 +194,14 @@ class DaemonChores:
 
 
 def _device(path: Path) -> int | None:
-    while not path.exists() and path != path.parent:
-        path = path.parent
     try:
-        return path.stat().st_dev
+        return _nearest_existing(path).stat().st_dev
     except OSError:
         return None
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path`, or its nearest parent that exists (a folder not made yet)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
