@@ -21,6 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from supervisor.store import QUARANTINE_DIR
+from supervisor.watcher import nearest_existing_parent
 
 log = structlog.get_logger("supervisor")
 
@@ -202,6 +203,4 @@ def _device(path: Path) -> int | None:
 
 def _nearest_existing(path: Path) -> Path:
     """`path`, or its nearest parent that exists (a folder not made yet)."""
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
+    return path if path.exists() else nearest_existing_parent(path)

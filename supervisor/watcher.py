@@ -120,7 +120,7 @@ def _scan_tree(root: Path) -> dict[Path, FileIdentity]:
     return found
 
 
-def _nearest_existing(path: Path) -> Path:
+def nearest_existing_parent(path: Path) -> Path:
     return next(parent for parent in path.parents if parent.is_dir())
 
 
@@ -519,7 +519,7 @@ class CheckpointWatcher:
             if root.is_dir():
                 wanted.setdefault((os.path.realpath(root), True), root)
             else:
-                wanted.setdefault((os.path.realpath(_nearest_existing(root)), False), root)
+                wanted.setdefault((os.path.realpath(nearest_existing_parent(root)), False), root)
         return wanted
 
     def _apply_watches(self, wanted: dict[tuple[str, bool], Path]) -> None:
