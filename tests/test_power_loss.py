@@ -82,10 +82,9 @@ def first_seen(paths: Callable[[], set[Path]], supervisor: subprocess.Popen[byte
         time.sleep(0.002)
 
 
-def cut_moments(
-    rng: random.Random, checkpoints: Path, verified: Path
-) -> list[tuple[str, Callable[..., None]]]:
-    """Where each cut falls: at random, when a save starts, when a verified copy starts."""
+def cut_moments(rng: random.Random, checkpoints: Path, state: Path) -> list[tuple[str, Callable[..., None]]]:
+    """Where each cut falls: at random, when a save starts, when the torn file that cut
+    left is being moved aside (a quarantine entry appears), when a verified copy starts."""
 
     def at_random(supervisor: subprocess.Popen[bytes]) -> None:
         time.sleep(rng.uniform(0.2, 4.0))
@@ -93,10 +92,13 @@ def cut_moments(
     def mid_save(supervisor: subprocess.Popen[bytes]) -> None:
         first_seen(lambda: set(checkpoints.glob("ckpt_*.pt")), supervisor, 15)
 
-    def mid_copy(supervisor: subprocess.Popen[bytes]) -> None:
-        first_seen(lambda: set(verified.rglob("*")), supervisor, 15)
+    def mid_move(supervisor: subprocess.Popen[bytes]) -> None:
+        first_seen(lambda: set((state / "quarantine").rglob("*")), supervisor, 3)
 
-    kinds = [("random", at_random), ("mid-save", mid_save), ("mid-copy", mid_copy)]
+    def mid_copy(supervisor: subprocess.Popen[bytes]) -> None:
+        first_seen(lambda: set((state / "verified").rglob("*")), supervisor, 15)
+
+    kinds = [("random", at_random), ("mid-save", mid_save), ("mid-move", mid_move), ("mid-copy", mid_copy)]
     return [kinds[n % len(kinds)] for n in range(CUTS)]
 
 
@@ -121,7 +123,7 @@ def test_killing_everything_at_random_moments_never_loses_verified_state(tmp_pat
     )
     state = tmp_path / "state"
     cuts = []
-    for kind, wait in cut_moments(rng, checkpoints, state / "verified"):
+    for kind, wait in cut_moments(rng, checkpoints, state):
         with (tmp_path / "supervisor.out").open("ab") as out:
             supervisor = subprocess.Popen([*CLI, "run", "-c", str(config)], stdout=out, stderr=out)
         wait(supervisor)
@@ -140,6 +142,7 @@ def test_killing_everything_at_random_moments_never_loses_verified_state(tmp_pat
         started = dict(ledger.execute("SELECT n, started_at FROM attempts"))
         first_ok = ledger.execute("SELECT MIN(verified_at) FROM checkpoints WHERE ok = 1").fetchone()[0]
         markers = [m for (m,) in ledger.execute("SELECT marker FROM attempts")]
+        recorded_moves = {m for (m,) in ledger.execute("SELECT moved_to FROM quarantined")}
 
     said = attempts_said(state / "logs" / "trainer.log")
     for attempt, line in said.items():
@@ -156,6 +159,8 @@ def test_killing_everything_at_random_moments_never_loses_verified_state(tmp_pat
     for step in sorted(verified_steps):
         saved = torch.load(checkpoints / f"ckpt_{step}.pt", weights_only=True)
         assert saved["step"] == step, context
+    moved = {str(p) for p in (state / "quarantine").glob("*/*") if p.suffix != ".json"}
+    assert moved <= recorded_moves, f"every file moved aside is in the ledger: {context}"
     leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith((".partial", ".tmp"))]
     assert leftovers == [], context
     assert [pid for marker in markers for pid in marked_processes(marker)] == [], context
