@@ -108,7 +108,6 @@ class CheckpointBook:
         # After a reboot: verdicts older than this may have been read from a page cache
         # that never reached the disk; a plan's target is read again before it is trusted.
         self.recheck_before: float | None = None
-        self._rechecked: set[tuple[str, int, int, int, int]] = set()
         # Files the validator failed on (crash, timeout): not verdicts, retried next time.
         self.errors: dict[tuple[str, int, int, int, int], str] = {}
 
@@ -158,33 +157,30 @@ class CheckpointBook:
         return [await self.verify(f) for f in self.scan()]
 
     def stale_targets(self, the_plan: Plan) -> list[OnDisk]:
-        """The plan's files on disk whose good verdict predates `recheck_before`
-        (a restored verified copy is ours, written durably: never stale)."""
+        """The plan's files on disk whose good verdict predates `recheck_before` (a
+        restored verified copy is ours, written durably: never stale)."""
         if self.recheck_before is None:
             return []
         restored = {r.path for r in the_plan.restores}
         stale = []
         for path in the_plan.target.values():
             f = stat_checkpoint(self.layout, path) if path not in restored else None
-            if f is None or f.key in self._rechecked:
-                continue
-            row = self.known(f)
-            if row is not None and row.ok and row.verified_at < self.recheck_before:
+            row = self.known(f) if f is not None else None
+            if f is not None and row is not None and row.ok and row.verified_at < self.recheck_before:
                 stale.append(f)
         return stale
 
     async def recheck(self, f: OnDisk) -> VerdictRow | None:
-        """Read a file again although its identity is unchanged. A new verdict that
-        differs replaces the old one; a validator failure leaves the old one standing."""
-        old = self.known(f)
-        self._rechecked.add(f.key)
+        """Read a file again although its identity is unchanged: the new verdict replaces
+        the old one. None when the validator failed: until a read succeeds the file is
+        unknown (in `errors`), and no plan resumes from it."""
         verdict = await self.validator.validate(request_for(self.layout, f.ckpt))
-        if verdict.validator_error or old is None:
-            log.warning("could not read a checkpoint again", path=str(f.ckpt.path), error=verdict.reason)
-            return old
+        if verdict.validator_error:
+            self.errors[f.key] = verdict.reason or "validator error"
+            log.error("could not read a checkpoint again", path=str(f.ckpt.path), error=verdict.reason)
+            return None
+        self.errors.pop(f.key, None)
         new = row_from(verdict, f.ckpt.role)
-        if new.ok and new.checksum == old.checksum:
-            return old
         if not new.ok:
             new = replace(new, reason=f"changed on disk since it was verified (power loss?): {new.reason}")
         self._memory.pop(f.key, None)
@@ -201,7 +197,7 @@ class CheckpointBook:
         result = []
         for f in files:
             row = self.known(f)
-            if row is None and f.key in self.errors:
+            if f.key in self.errors:  # (a verdict that could not be confirmed is no verdict)
                 result.append(Candidate(f.ckpt, Status.UNKNOWN, self.errors[f.key]))
             elif row is None:
                 result.append(Candidate(f.ckpt, Status.UNVERIFIED))
@@ -244,8 +240,12 @@ class CheckpointBook:
                 path=str(f.ckpt.path),
             )
             return
-        for old in retention(self.snapshots(), self.keep_verified):
-            await asyncio.to_thread(store.drop_snapshot, old)
+        await self.drop(retention(self.snapshots(), self.keep_verified))
+
+    async def drop(self, snaps: Sequence[Snapshot]) -> None:
+        """Remove some of our verified copies (never a trainer's file)."""
+        for snap in snaps:
+            await asyncio.to_thread(store.drop_snapshot, snap)
 
     # --- the plan -------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import structlog
 
 import trainer_adapters
-from supervisor import reconcile, store
+from supervisor import reconcile
 from supervisor.checkpoints import CheckpointBook, stat_checkpoint
 from supervisor.config import Config
 from supervisor.core import CheckpointVerified, Event, Prepared, PrepareFailed, Progress
@@ -29,6 +29,9 @@ from supervisor.watcher import CheckpointWatcher
 from trainer_adapters.base import Layout
 
 log = structlog.get_logger("supervisor")
+
+SUSPECT_BEFORE = "verdicts_suspect_before"  # ledger meta: verdicts older are read again
+VALIDATOR_RETRIES = 3  # tries by rescans of a file the validator failed on (each launch tries too)
 
 
 class CheckpointGuard:
@@ -73,6 +76,7 @@ class CheckpointGuard:
             force_polling=c.force_polling,
         )
         self._verifying: asyncio.Task[None] | None = None
+        self._retries: dict[tuple[str, int, int, int, int], int] = {}  # by housekeeping rescans
 
     def _watched(self, path: Path) -> bool:
         if not self.layout.recursive and os.path.abspath(path.parent) != os.path.abspath(self.directory):
@@ -101,7 +105,38 @@ class CheckpointGuard:
 
     async def _reconcile(self) -> None:
         """Clear what a crashed supervisor left half done, say what changed on disk since
-        the newest state was verified, and after a reboot read that state again first."""
+        the newest state was verified, and after a reboot read that state again first.
+        Advice and tidying only: an error here never keeps the supervisor from starting."""
+        now = time.time()
+        findings = self._after_reboot(now)
+        try:
+            findings += await self._tidy(now)
+        except Exception:
+            log.exception("could not tidy up after the last supervisor; going on")
+        for finding in findings:
+            getattr(log, finding.level)(finding.message, kind=finding.kind)
+            self.ledger.add_event(now, self._attempt(), finding.kind, finding.level, finding.message)
+        self.ledger.commit()
+
+    def _after_reboot(self, now: float) -> list[reconcile.Finding]:
+        """Verdicts made before a reboot may have been read from a page cache that never
+        reached the disk. The time of the first start after it is kept in the ledger, so
+        that a supervisor restarted before the re-reads were done still makes them."""
+        current, last = boot_id(), self.ledger.meta("boot_id")
+        findings = []
+        if last is not None and last != current:
+            self.ledger.set_meta(SUSPECT_BEFORE, repr(now))
+            message = (
+                "the machine restarted since the last supervisor ran: the state to resume from is read again"
+            )
+            findings.append(reconcile.Finding("rebooted", "info", message))
+        self.ledger.set_meta("boot_id", current)
+        self.ledger.commit()
+        suspect_before = self.ledger.meta(SUSPECT_BEFORE)
+        self.book.recheck_before = float(suspect_before) if suspect_before else None
+        return findings
+
+    async def _tidy(self, now: float) -> list[reconcile.Finding]:
         tidied = await asyncio.to_thread(
             reconcile.tidy,
             self.config.state_dir,
@@ -110,22 +145,11 @@ class CheckpointGuard:
             self.ledger.quarantine_destinations(),
             recursive=self.layout.recursive,
         )
-        now = time.time()
         for move in tidied.found_moves:
             self.ledger.add_quarantined(now, move.original, move.moved_to, move.reason)
             message = f"found {move.moved_to} moved aside before a restart, now recorded: {move.reason}"
             tidied.findings.append(reconcile.Finding("quarantined", "warning", message))
-        tidied.findings += self._newest_state_on_disk()
-        if self._rebooted():
-            self.book.recheck_before = now
-            message = (
-                "the machine restarted since the last supervisor ran: the state to resume from is read again"
-            )
-            tidied.findings.append(reconcile.Finding("rebooted", "info", message))
-        for finding in tidied.findings:
-            getattr(log, finding.level)(finding.message, kind=finding.kind)
-            self.ledger.add_event(now, self._attempt(), finding.kind, finding.level, finding.message)
-        self.ledger.commit()
+        return tidied.findings + self._newest_state_on_disk()
 
     def _newest_state_on_disk(self) -> list[reconcile.Finding]:
         """The files of the newest verified state, gone or changed since verified."""
@@ -150,27 +174,24 @@ class CheckpointGuard:
                 findings.append(reconcile.Finding("verified_changed", "info", message))
         return findings
 
-    def _rebooted(self) -> bool:
-        """Whether the machine booted since the last supervisor of this run started."""
-        current, last = boot_id(), self.ledger.meta("boot_id")
-        self.ledger.set_meta("boot_id", current)
-        return last is not None and last != current
-
     # --- housekeeping chores ---------------------------------------------------------
 
     async def rescan(self) -> None:
         """A full rescan of the checkpoint directory (events the OS did not deliver), and
         another try at files the validator failed on."""
         self.watcher.request_rescan()
-        if self._to_verify.empty():  # (a file that keeps failing is not queued twice)
-            for key in list(self.book.errors):
-                self._to_verify.put_nowait(Path(key[0]))
+        for key in list(self.book.errors):
+            on_disk = stat_checkpoint(self.layout, Path(key[0]))
+            if on_disk is None or on_disk.key != key:
+                self.book.errors.pop(key, None)  # that version is gone; a newer one lands anew
+            elif self._retries.get(key, 0) < VALIDATOR_RETRIES:
+                self._retries[key] = self._retries.get(key, 0) + 1
+                self._to_verify.put_nowait(on_disk.ckpt.path)
 
     async def retain(self) -> None:
         """Keep our verified copies to `keep_verified` (a lowered setting, a rollback)."""
         dropped = retention(self.book.snapshots(), self.book.keep_verified)
-        for snap in dropped:
-            await asyncio.to_thread(store.drop_snapshot, snap)
+        await self.book.drop(dropped)
         if dropped:
             log.info("dropped verified copies beyond keep_verified", copies=len(dropped))
 
@@ -191,14 +212,16 @@ class CheckpointGuard:
         on_disk = stat_checkpoint(self.layout, path)
         if on_disk is None:
             return
+        failed_before = on_disk.key in self.book.errors
         row = await self.book.verify(on_disk)
-        if row is None:
+        if row is None and not failed_before:
             reason = self.book.errors.get(on_disk.key, "validator error")
             self._event(
                 "unverifiable",
                 "error",
                 f"could not verify {path}: {reason}; tried again before the next launch",
             )
+        if row is None:
             return
         if not row.ok:
             self._event(
@@ -252,10 +275,15 @@ class CheckpointGuard:
     async def _plan_rechecked(self, below_step: int | None) -> Plan:
         """The plan, its target read again first where a reboot came after its verdict."""
         the_plan = self.book.plan(below_step)
-        while stale := self.book.stale_targets(the_plan):
+        tried: set[tuple[str, int, int, int, int]] = set()
+        while stale := [f for f in self.book.stale_targets(the_plan) if f.key not in tried]:
             for f in stale:
+                tried.add(f.key)
                 row = await self.book.recheck(f)
-                if row is not None and not row.ok:
+                if row is None:
+                    reason = self.book.errors.get(f.key, "validator error")
+                    self._event("unverifiable", "error", f"could not read {f.ckpt.path} again: {reason}")
+                elif not row.ok:
                     self._event("rejected", "warning", f"checkpoint rejected: {f.ckpt.path}: {row.reason}")
                 else:
                     log.info("read again after the restart: as verified", path=str(f.ckpt.path))
@@ -272,8 +300,7 @@ class CheckpointGuard:
         """Our verified copies of states saved after the loss went bad: never a resume
         point again (they are ours, not the trainer's files: dropped, not quarantined)."""
         dropped = [snap for snap in self.book.snapshots() if snap.step >= below_step]
-        for snap in dropped:
-            await asyncio.to_thread(store.drop_snapshot, snap)
+        await self.book.drop(dropped)
         if dropped:
             names = ", ".join(sorted({snap.original.name for snap in dropped}))
             self._event(

@@ -64,9 +64,15 @@ def tidy(
     """Clear what an interrupted supervisor left half done (blocking file I/O: run it in
     a thread). `recorded_moves`: the quarantine destinations the ledger knows."""
     result = Tidied()
-    removed = _tidy_verified(state_dir / store.VERIFIED_DIR)
-    for directory in checkpoint_dirs:
-        removed += _tidy_restores(directory, is_checkpoint, recursive)
+    removed: list[Path] = []
+    try:
+        removed += _tidy_verified(state_dir / store.VERIFIED_DIR)
+        for directory in checkpoint_dirs:
+            removed += _tidy_restores(directory, is_checkpoint, recursive)
+    except OSError as exc:
+        result.findings.append(
+            Finding("leftovers", "warning", f"could not clear every unfinished copy: {exc}")
+        )
     if removed:
         names = ", ".join(sorted(str(p) for p in removed))
         result.findings.append(
@@ -110,21 +116,28 @@ def _tidy_restores(directory: Path, is_checkpoint: Callable[[Path], bool], recur
 
 def _tidy_quarantine(root: Path, recorded: set[str], result: Tidied) -> None:
     for path in _files(root):
-        if path.name.endswith(".json.tmp"):
-            _remove(path)  # a note cut short: its move had not started
-        elif path.name.endswith(".json") and not path.name.startswith("."):
-            _check_note(path, recorded, result)
+        try:
+            if path.name.endswith(".json.tmp"):
+                _remove(path)  # a note cut short: its move had not started
+            elif path.name.endswith(".json") and not path.name.startswith("."):
+                _check_note(path, recorded, result)
+        except OSError as exc:
+            result.findings.append(Finding("quarantine_note", "warning", f"cannot tidy {path}: {exc}"))
 
 
 def _check_note(note_path: Path, recorded: set[str], result: Tidied) -> None:
+    """A note whose move the ledger recorded is settled: what the user did with the file
+    since (deleted it, put it back) is theirs to do."""
+    moved_to = note_path.with_suffix("")
+    if str(moved_to) in recorded:
+        return
     try:
         note = json.loads(note_path.read_text())
     except (OSError, ValueError) as exc:
         result.findings.append(Finding("quarantine_note", "warning", f"unreadable note {note_path}: {exc}"))
         return
-    if not isinstance(note, dict) or OUTCOME in note or "original_path" not in note:
+    if not isinstance(note, dict) or OUTCOME in note or not isinstance(note.get("original_path"), str):
         return
-    moved_to = note_path.with_suffix("")
     original = Path(note["original_path"])
     partial = moved_to.with_name(f".{moved_to.name}.partial")
     if moved_to.exists():

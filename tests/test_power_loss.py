@@ -32,7 +32,9 @@ SAVE_EVERY = 10
 CUTS = 8
 
 
-def powercut_config(tmp_path: Path, steps: int, **sections: dict[str, Any]) -> Path:
+def powercut_config(
+    tmp_path: Path, steps: int, *, restart: dict[str, Any] | None = None, **checkpoints: Any
+) -> Path:
     """A run of the power-cut twin under the generic adapter, saving every SAVE_EVERY steps."""
     run_dir = tmp_path / "run"
     return write_config(
@@ -46,8 +48,8 @@ def powercut_config(tmp_path: Path, steps: int, **sections: dict[str, Any]) -> P
             "required_keys": ["model", "optimizer", "step"],
             "step_key": "step",
         },
-        restart=sections.get("restart"),
-        checkpoints={"quiet_s": 0.05, "keep_verified": 2},
+        restart=restart,
+        checkpoints={"quiet_s": 0.05, "keep_verified": 2, **checkpoints},
         more={"heartbeat": {"mode": "off"}},
     )
 

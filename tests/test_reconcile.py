@@ -11,10 +11,15 @@ import json
 import os
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from supervisor import store
 from supervisor.reconcile import OUTCOME, tidy
+from supervisor.validator_worker import TEST_STALL_ENV
 from tests.conftest import wait_for
 from tests.test_power_loss import power_cut, powercut_config
 from tests.twins import CLI, run_cli
@@ -131,15 +136,41 @@ def test_a_file_gone_from_both_places_is_reported_not_invented(tmp_path: Path) -
     assert json.loads(note.read_text())[OUTCOME].startswith("gone")
 
 
-def test_after_a_reboot_a_verified_file_whose_data_never_reached_the_disk_is_not_resumed_from(
-    tmp_path: Path,
-) -> None:
-    """The page cache held ckpt_20's data when it was verified; the power cut lost it,
-    while its size, inode and times (what the ledger keys a verdict by) survived. After
-    the reboot the supervisor reads the state to resume from again, finds the damage,
-    moves the file aside and restores its verified copy (written durably, fsynced)."""
-    checkpoints = tmp_path / "run" / "checkpoints"
-    config = powercut_config(tmp_path, 30)
+def test_a_recorded_move_is_settled_whatever_the_user_did_with_the_file_since(tmp_path: Path) -> None:
+    state, checkpoints = tmp_path / "state", tmp_path / "run"
+    checkpoints.mkdir()
+    for name in ("ckpt_30.pt", "ckpt_40.pt"):
+        (checkpoints / name).write_bytes(b"torn")
+    deleted = store.quarantine(checkpoints / "ckpt_30.pt", state, "rejected: torn", {}, NOW)
+    put_back = store.quarantine(checkpoints / "ckpt_40.pt", state, "rejected: torn", {}, NOW)
+    deleted.unlink()  # reviewed and deleted by hand, as config.example.toml suggests
+    put_back.rename(checkpoints / "ckpt_40.pt")
+    notes = {p: p.read_text() for p in state.glob("quarantine/*/*.json")}
+
+    tidied = tidy(state, [checkpoints], is_checkpoint, {str(deleted), str(put_back)})
+
+    assert tidied.findings == []
+    assert tidied.found_moves == []
+    assert {p: p.read_text() for p in notes} == notes, "notes of recorded moves are left as they are"
+
+
+def test_a_note_that_is_not_ours_to_read_never_stops_the_tidying(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    note = note_before_move(state, tmp_path / "run" / "ckpt_30.pt")
+    note.write_text(json.dumps({"original_path": None, "reason": "rejected"}))
+    note.with_name("list.pt.json").write_text("[1, 2]")
+    leftover = kept_copy(state, 10, "ckpt_10.pt", manifest=False)
+
+    tidied = tidy(state, [tmp_path / "run"], is_checkpoint, set())
+
+    assert not leftover.exists(), "the rest is tidied all the same"
+    assert [f.kind for f in tidied.findings] == ["leftovers"]
+
+
+def cut_after_step_20(tmp_path: Path, **checkpoints: Any) -> tuple[Path, Path]:
+    """A run of the power-cut twin cut once a verified copy of step 20 exists; the
+    config and ckpt_20.pt. (A save of step 30 already begun is removed.)"""
+    config = powercut_config(tmp_path, 30, **checkpoints)
     state = tmp_path / "state"
     with (tmp_path / "supervisor.out").open("wb") as out:
         supervisor = subprocess.Popen([*CLI, "run", "-c", str(config)], stdout=out, stderr=out)
@@ -149,8 +180,32 @@ def test_after_a_reboot_a_verified_file_whose_data_never_reached_the_disk_is_not
         )
     finally:
         power_cut(supervisor)
-    (checkpoints / "ckpt_30.pt").unlink(missing_ok=True)  # (if its save had begun)
-    damaged = checkpoints / "ckpt_20.pt"
+    checkpoints_dir = tmp_path / "run" / "checkpoints"
+    (checkpoints_dir / "ckpt_30.pt").unlink(missing_ok=True)
+    return config, checkpoints_dir / "ckpt_20.pt"
+
+
+def as_after_a_reboot(ledger_path: Path, how: str) -> None:
+    with sqlite3.connect(ledger_path) as ledger:
+        if how == "first start after the reboot":
+            ledger.execute("UPDATE meta SET value = 'an-earlier-boot' WHERE key = 'boot_id'")
+        else:  # the first start noted the reboot, then died before reading anything again
+            ledger.execute(
+                "INSERT INTO meta (key, value) VALUES ('verdicts_suspect_before', ?)", (repr(time.time()),)
+            )
+
+
+@pytest.mark.parametrize("how", ["first start after the reboot", "a later start before the re-read"])
+def test_after_a_reboot_a_verified_file_whose_data_never_reached_the_disk_is_not_resumed_from(
+    tmp_path: Path, how: str
+) -> None:
+    """The page cache held ckpt_20's data when it was verified; the power cut lost it,
+    while its size, inode and times (what the ledger keys a verdict by) survived. After
+    the reboot the supervisor reads the state to resume from again, finds the damage,
+    moves the file aside and restores its verified copy (written durably, fsynced) —
+    also when a supervisor started after the reboot died before reading it again."""
+    config, damaged = cut_after_step_20(tmp_path)
+    state = tmp_path / "state"
     size = damaged.stat().st_size
     with damaged.open("r+b") as fh:
         fh.write(bytes(size))  # what delayed allocation leaves after a cut: zeros
@@ -160,7 +215,7 @@ def test_after_a_reboot_a_verified_file_whose_data_never_reached_the_disk_is_not
             "UPDATE checkpoints SET mtime_ns = ?, ctime_ns = ? WHERE path = ?",
             (st.st_mtime_ns, st.st_ctime_ns, str(damaged)),
         )
-        ledger.execute("UPDATE meta SET value = 'an-earlier-boot' WHERE key = 'boot_id'")
+    as_after_a_reboot(state / "ledger.sqlite3", how)
 
     result = run_cli("run", "-c", str(config), timeout=120)
 
@@ -173,8 +228,36 @@ def test_after_a_reboot_a_verified_file_whose_data_never_reached_the_disk_is_not
     with sqlite3.connect(state / "ledger.sqlite3") as ledger:
         kinds = [k for (k,) in ledger.execute("SELECT kind FROM events")]
         reasons = [r for (r,) in ledger.execute("SELECT reason FROM checkpoints WHERE ok = 0")]
-    assert "rebooted" in kinds
+    assert ("rebooted" in kinds) == (how == "first start after the reboot")
     assert any(r.startswith("changed on disk since it was verified (power loss?)") for r in reasons), reasons
+
+
+def test_after_a_reboot_a_file_the_validator_cannot_read_again_is_not_resumed_from(tmp_path: Path) -> None:
+    config, ckpt = cut_after_step_20(tmp_path, validation_timeout_s=2)
+    state = tmp_path / "state"
+    as_after_a_reboot(state / "ledger.sqlite3", "first start after the reboot")
+    attempts = (state / "logs" / "trainer.log").read_text().count("=== train-supervisor")
+    stalled = subprocess.run(
+        [*CLI, "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, TEST_STALL_ENV: str(ckpt)},  # the worker hangs on exactly this file
+        check=False,
+    )
+    assert stalled.returncode == 3, stalled.stdout[-3000:]
+    log = (state / "logs" / "trainer.log").read_text()
+    assert log.count("=== train-supervisor") == attempts, "nothing was launched on an unconfirmed file"
+    assert ckpt.exists(), "a file the validator could not judge stays where it is"
+    with sqlite3.connect(state / "ledger.sqlite3") as ledger:
+        messages = [m for (m,) in ledger.execute("SELECT message FROM events WHERE kind = 'unverifiable'")]
+    assert any(m.startswith(f"could not read {ckpt} again") for m in messages), messages
+
+    again = run_cli("run", "-c", str(config), timeout=120)  # the validator works again
+
+    assert again.returncode == 0, again.stdout[-3000:]
+    log = (state / "logs" / "trainer.log").read_text()
+    assert "resumed from ckpt_20.pt at step 20" in log.rsplit("=== train-supervisor", 1)[1]
 
 
 def test_without_a_reboot_verdicts_stand_and_the_boot_is_remembered(tmp_path: Path) -> None:
