@@ -582,6 +582,7 @@ def to_toml(config: Config) -> str:
         "checkpoints": config.checkpoints.model_dump(),
         "logs": config.logs.model_dump(),
         "metrics": config.metrics.model_dump(),
+        "housekeeping": config.housekeeping.model_dump(),
     }
     out = [f"# effective config of {config.path}"]
     for table, values in tables.items():

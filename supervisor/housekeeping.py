@@ -178,14 +178,18 @@ class DaemonChores:
         return [chore for chore in wanted if chore is not None and chore.every_s > 0]
 
     async def check_disk(self) -> None:
+        spaces = await asyncio.to_thread(self._spaces)  # (a hung network mount must not stall the loop)
+        for level, message in self.disk.check(spaces, self._checkpoint_gb()):
+            self._report("disk_space", level, message)
+
+    def _spaces(self) -> list[Space]:
         places = [("state filesystem", self.state_dir)]
         if self.checkpoint_dir is not None:
             places.insert(0, ("checkpoint filesystem", self.checkpoint_dir))
         spaces = [space for what, path in places if (space := free_space(what, path)) is not None]
         if len({_device(s.path) for s in spaces}) < len(spaces):
             spaces = spaces[:1]  # one filesystem: say it once
-        for level, message in self.disk.check(spaces, self._checkpoint_gb()):
-            self._report("disk_space", level, message)
+        return spaces
 
     async def status_line(self) -> None:
         """One line of where the run stands; the quarantine is never emptied by us, so

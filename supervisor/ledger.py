@@ -482,8 +482,10 @@ class Ledger:
     # --- read-only queries for status and metrics -----------------------------------
 
     def validation_times(self) -> list[float]:
-        """How long each recorded checkpoint verdict took (seconds)."""
-        return [row[0] for row in self._conn.execute("SELECT seconds FROM checkpoints")]
+        """How long each recorded checkpoint validation took (seconds). A restored verified
+        copy is recorded as good without a validation (no format): not counted."""
+        rows = self._conn.execute("SELECT seconds FROM checkpoints WHERE ok = 0 OR format IS NOT NULL")
+        return [row[0] for row in rows]
 
 
 _SELECT_ATTEMPTS = "SELECT n, started_at, ended_at, pid, identity, marker, exit_code, signal, cause, stable, detail FROM attempts"

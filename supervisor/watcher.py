@@ -207,7 +207,7 @@ class CheckpointWatcher:
         poll_interval_s: float = 1.0,
     ) -> None:
         """`rescan_s`: None = rescan only on `request_rescan()` (someone else keeps time)."""
-        if min(quiet_s, rescan_s or 1.0, poll_interval_s) <= 0:
+        if min(quiet_s, poll_interval_s) <= 0 or (rescan_s is not None and rescan_s <= 0):
             raise ValueError("quiet_s, rescan_s and poll_interval_s must be positive")
         self._roots = list(dict.fromkeys(Path(os.path.abspath(d)) for d in directories))
         self._on_landed = on_landed

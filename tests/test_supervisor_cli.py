@@ -11,12 +11,16 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
+from supervisor.guard import VALIDATOR_RETRIES
+from supervisor.validator_worker import TEST_STALL_ENV
+from tests.ckpt_factory import write_torch
 from tests.conftest import alive, behave, read_pid, wait_for
 
 CLI = [sys.executable, "-m", "supervisor.cli"]
@@ -452,3 +456,32 @@ def test_housekeeping_writes_a_status_line_now_and_then(tmp_path: Path, supervis
     assert line["trainer_pid"] == read_pid(tmp_path / "pid")
     assert line["quarantined_files"] == 0
     assert not [x for x in sup.lines() if x.get("logger", "").startswith("apscheduler")]
+
+
+def test_a_file_the_validator_keeps_failing_on_is_retried_a_bounded_number_of_times(
+    tmp_path: Path, supervisors: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoints = tmp_path / "ckpt"
+    checkpoints.mkdir()
+    stalled = checkpoints / "ckpt_10.pt"
+    monkeypatch.setenv(TEST_STALL_ENV, str(stalled))  # the worker hangs on exactly this file
+    config = make_config(
+        tmp_path,
+        behave("sleep", str(tmp_path / "pid")),
+        adapter={"name": "generic", "checkpoint_dir": str(checkpoints), "pattern": "ckpt_{step}.pt"},
+        checkpoints={"validation_timeout_s": 0.5, "rescan_s": 0.2, "quiet_s": 0.1},
+        heartbeat={"mode": "off"},
+    )
+    sup = supervisors(config)
+    wait_for(lambda: read_pid(tmp_path / "pid"), what="the trainer")
+    write_torch(stalled, step=10)  # lands while the trainer runs
+
+    def failures() -> int:
+        return len([x for x in sup.lines() if x["event"] == "could not verify a checkpoint"])
+
+    wait_for(lambda: failures() == 1 + VALIDATOR_RETRIES, 90, "the first try and every retry")
+    with sqlite3.connect(tmp_path / "state" / "ledger.sqlite3") as ledger:
+        told = ledger.execute("SELECT COUNT(*) FROM events WHERE kind = 'unverifiable'").fetchone()[0]
+    assert told == 1, "said once, not at every retry"
+    time.sleep(2)  # ten more rescans
+    assert failures() == 1 + VALIDATOR_RETRIES
