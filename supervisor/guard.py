@@ -77,6 +77,7 @@ class CheckpointGuard:
         )
         self._verifying: asyncio.Task[None] | None = None
         self._retries: dict[tuple[str, int, int, int, int], int] = {}  # by housekeeping rescans
+        self._copies = asyncio.Lock()  # our verified copies: made, dropped, restored one at a time
 
     def _watched(self, path: Path) -> bool:
         if not self.layout.recursive and os.path.abspath(path.parent) != os.path.abspath(self.directory):
@@ -190,8 +191,9 @@ class CheckpointGuard:
 
     async def retain(self) -> None:
         """Keep our verified copies to `keep_verified` (a lowered setting, a rollback)."""
-        dropped = retention(self.book.snapshots(), self.book.keep_verified)
-        await self.book.drop(dropped)
+        async with self._copies:
+            dropped = retention(self.book.snapshots(), self.book.keep_verified)
+            await self.book.drop(dropped)
         if dropped:
             log.info("dropped verified copies beyond keep_verified", copies=len(dropped))
 
@@ -230,7 +232,8 @@ class CheckpointGuard:
                 f"checkpoint rejected: {path}: {row.reason}; moved aside before the next launch",
             )
             return
-        await self.book.keep_copy(on_disk, row)
+        async with self._copies:
+            await self.book.keep_copy(on_disk, row)
         # The same rule the planner resumes by: only in-place files take their content's step.
         step = with_content_step(on_disk.ckpt, row.step).step
         if step is not None and on_disk.ckpt.role in self.layout.roles:
@@ -245,32 +248,36 @@ class CheckpointGuard:
         try:
             await self._settle()
             await self.book.verify_all()  # anything the watcher has not reported yet
-            the_plan = await self._plan_rechecked(below_step)
-            if not the_plan.ok:
-                self.book.record_plan(the_plan, attempt)  # a refusal is part of the account too
-                return PrepareFailed(attempt, the_plan.problem or "no plan")
-            best = self._best_step()
-            if the_plan.target_step is None and the_plan.moves and best is not None and below_step is None:
-                # Everything would be moved aside although a verified state existed: never
-                # hand the trainer a fresh start on our own judgement.
-                return PrepareFailed(
-                    attempt,
-                    f"a checkpoint was verified (at {best}, in the adapter's steps or epochs), but no "
-                    "verified state is left to resume from (see 'train-supervisor plan'); refusing to "
-                    "let the trainer start from scratch",
-                )
-            await self.book.apply(the_plan, attempt)
-            for move in the_plan.moves:
-                self.watcher.forget(move.path)
-            if below_step is not None:
-                await self._forget_copies_from(below_step, attempt)
-            self._warn_before_relaunch(the_plan.target_step)
-            return Prepared(attempt, the_plan.summary(), the_plan.target_step, self._epoch_of(the_plan))
+            async with self._copies:  # (retention must not drop a copy being restored)
+                return await self._plan_and_apply(attempt, below_step)
         except Exception as exc:
             log.exception("error while preparing the run directory")
             return PrepareFailed(
                 attempt, f"error while preparing the run directory: {type(exc).__name__}: {exc}"
             )
+
+    async def _plan_and_apply(self, attempt: int, below_step: int | None) -> Prepared | PrepareFailed:
+        the_plan = await self._plan_rechecked(below_step)
+        if not the_plan.ok:
+            self.book.record_plan(the_plan, attempt)  # a refusal is part of the account too
+            return PrepareFailed(attempt, the_plan.problem or "no plan")
+        best = self._best_step()
+        if the_plan.target_step is None and the_plan.moves and best is not None and below_step is None:
+            # Everything would be moved aside although a verified state existed: never
+            # hand the trainer a fresh start on our own judgement.
+            return PrepareFailed(
+                attempt,
+                f"a checkpoint was verified (at {best}, in the adapter's steps or epochs), but no "
+                "verified state is left to resume from (see 'train-supervisor plan'); refusing to "
+                "let the trainer start from scratch",
+            )
+        await self.book.apply(the_plan, attempt)
+        for move in the_plan.moves:
+            self.watcher.forget(move.path)
+        if below_step is not None:
+            await self._forget_copies_from(below_step, attempt)
+        self._warn_before_relaunch(the_plan.target_step)
+        return Prepared(attempt, the_plan.summary(), the_plan.target_step, self._epoch_of(the_plan))
 
     async def _plan_rechecked(self, below_step: int | None) -> Plan:
         """The plan, its target read again first where a reboot came after its verdict."""
