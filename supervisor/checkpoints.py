@@ -137,21 +137,26 @@ class CheckpointBook:
         row = self.known(f)
         if row is not None:
             return row
+        row = await self._validate(f, "could not verify a checkpoint")
+        if row is None:
+            return None
+        self._remember(row)
+        if row.ok:
+            log.info("checkpoint verified", path=row.path, step=row.step, seconds=round(row.seconds, 3))
+        else:
+            log.warning("checkpoint rejected", path=row.path, reason=row.reason)
+        return row
+
+    async def _validate(self, f: OnDisk, failed: str) -> VerdictRow | None:
+        """The validator's verdict as a row; None when the validator itself failed (its
+        reason goes to `errors`, and the log says `failed`)."""
         verdict = await self.validator.validate(request_for(self.layout, f.ckpt))
         if verdict.validator_error:
             self.errors[f.key] = verdict.reason or "validator error"
-            log.error("could not verify a checkpoint", path=str(f.ckpt.path), error=verdict.reason)
+            log.error(failed, path=str(f.ckpt.path), error=verdict.reason)
             return None
         self.errors.pop(f.key, None)
-        row = row_from(verdict, f.ckpt.role)
-        self._remember(row)
-        if verdict.ok:
-            log.info(
-                "checkpoint verified", path=verdict.path, step=verdict.step, seconds=round(verdict.seconds, 3)
-            )
-        else:
-            log.warning("checkpoint rejected", path=verdict.path, reason=verdict.reason)
-        return row
+        return row_from(verdict, f.ckpt.role)
 
     async def verify_all(self) -> list[VerdictRow | None]:
         return [await self.verify(f) for f in self.scan()]
@@ -174,13 +179,9 @@ class CheckpointBook:
         """Read a file again although its identity is unchanged: the new verdict replaces
         the old one. None when the validator failed: until a read succeeds the file is
         unknown (in `errors`), and no plan resumes from it."""
-        verdict = await self.validator.validate(request_for(self.layout, f.ckpt))
-        if verdict.validator_error:
-            self.errors[f.key] = verdict.reason or "validator error"
-            log.error("could not read a checkpoint again", path=str(f.ckpt.path), error=verdict.reason)
+        new = await self._validate(f, "could not read a checkpoint again")
+        if new is None:
             return None
-        self.errors.pop(f.key, None)
-        new = row_from(verdict, f.ckpt.role)
         if not new.ok:
             new = replace(new, reason=f"changed on disk since it was verified (power loss?): {new.reason}")
         self._memory.pop(f.key, None)

@@ -49,6 +49,17 @@ def note_before_move(state: Path, original: Path) -> Path:
     return note
 
 
+def moved_aside(state: Path, checkpoints: Path, *reasons: str) -> list[Path]:
+    """ckpt_30.pt, ckpt_40.pt, ... written and moved into the quarantine, one per reason."""
+    checkpoints.mkdir(exist_ok=True)
+    moved = []
+    for n, reason in enumerate(reasons):
+        path = checkpoints / f"ckpt_{30 + 10 * n}.pt"
+        path.write_bytes(b"torn")
+        moved.append(store.quarantine(path, state, reason, {}, NOW))
+    return moved
+
+
 def test_unfinished_copies_of_ours_go_and_complete_ones_stay(tmp_path: Path) -> None:
     state, checkpoints = tmp_path / "state", tmp_path / "run"
     checkpoints.mkdir()
@@ -94,11 +105,7 @@ def test_a_note_whose_move_never_happened_says_so_and_the_file_stays(tmp_path: P
 
 def test_a_move_the_ledger_never_heard_of_is_found_and_a_recorded_one_is_not(tmp_path: Path) -> None:
     state, checkpoints = tmp_path / "state", tmp_path / "run"
-    checkpoints.mkdir()
-    for name in ("ckpt_30.pt", "ckpt_40.pt"):
-        (checkpoints / name).write_bytes(b"torn")
-    first = store.quarantine(checkpoints / "ckpt_30.pt", state, "rejected: torn", {}, NOW)
-    second = store.quarantine(checkpoints / "ckpt_40.pt", state, "rejected: empty", {}, NOW)
+    first, second = moved_aside(state, checkpoints, "rejected: torn", "rejected: empty")
 
     tidied = tidy(state, [checkpoints], is_checkpoint, {str(first)})
 
@@ -138,11 +145,7 @@ def test_a_file_gone_from_both_places_is_reported_not_invented(tmp_path: Path) -
 
 def test_a_recorded_move_is_settled_whatever_the_user_did_with_the_file_since(tmp_path: Path) -> None:
     state, checkpoints = tmp_path / "state", tmp_path / "run"
-    checkpoints.mkdir()
-    for name in ("ckpt_30.pt", "ckpt_40.pt"):
-        (checkpoints / name).write_bytes(b"torn")
-    deleted = store.quarantine(checkpoints / "ckpt_30.pt", state, "rejected: torn", {}, NOW)
-    put_back = store.quarantine(checkpoints / "ckpt_40.pt", state, "rejected: torn", {}, NOW)
+    deleted, put_back = moved_aside(state, checkpoints, "rejected: torn", "rejected: torn")
     deleted.unlink()  # reviewed and deleted by hand, as config.example.toml suggests
     put_back.rename(checkpoints / "ckpt_40.pt")
     notes = {p: p.read_text() for p in state.glob("quarantine/*/*.json")}
