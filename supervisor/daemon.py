@@ -314,9 +314,7 @@ class Daemon:
         return sum(row.size for row in rows) / 1e9 if rows else None
 
     def _report(self, kind: str, level: str, message: str) -> None:
-        getattr(log, level)(message, kind=kind)
-        self.ledger.add_event(time.time(), self.state.attempt, kind, level, message)
-        self.ledger.commit()
+        self.ledger.tell(self.state.attempt, kind, level, message)
 
     # --- live status and metrics ----------------------------------------------------
 

@@ -115,9 +115,7 @@ class CheckpointGuard:
         except Exception:
             log.exception("could not tidy up after the last supervisor; going on")
         for finding in findings:
-            getattr(log, finding.level)(finding.message, kind=finding.kind)
-            self.ledger.add_event(now, self._attempt(), finding.kind, finding.level, finding.message)
-        self.ledger.commit()
+            self.ledger.tell(self._attempt(), finding.kind, finding.level, finding.message)
 
     def _after_reboot(self, now: float) -> list[reconcile.Finding]:
         """Verdicts made before a reboot may have been read from a page cache that never

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -472,6 +473,12 @@ class Ledger:
             "INSERT INTO events (at, attempt, kind, level, message) VALUES (?, ?, ?, ?, ?)",
             (at, attempt, kind, level, message),
         )
+
+    def tell(self, attempt: int, kind: str, level: str, message: str) -> None:
+        """Log an event, keep it, and commit: for edges that report outside a decision."""
+        getattr(structlog.get_logger("supervisor"), level)(message, kind=kind)
+        self.add_event(time.time(), attempt, kind, level, message)
+        self.commit()
 
     def events(self, limit: int = 20) -> list[EventRow]:
         rows = self._conn.execute(

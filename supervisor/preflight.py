@@ -92,12 +92,12 @@ class Preflight:
                 summary = "; ".join(changed)
                 refuse = self.config.drift.policy == "refuse" and not self.accept_config_change
                 if refuse:
-                    self._event(attempt, "config_drift", "error", f"config changed: {summary}")
+                    self.ledger.tell(attempt, "config_drift", "error", f"config changed: {summary}")
                     return (
                         f"the trainer's config changed since attempt {before_attempt} ({summary}); "
                         "[drift] policy = 'refuse': restore it, or run with --accept-config-change"
                     )
-                self._event(
+                self.ledger.tell(
                     attempt,
                     "config_drift",
                     "warning",
@@ -134,9 +134,4 @@ class Preflight:
         for pid in marked_processes(last_marker):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        self._event(attempt, "gpu_not_released", "warning", f"{result.describe()}; relaunching anyway")
-
-    def _event(self, attempt: int, kind: str, level: str, message: str) -> None:
-        getattr(log, level)(message, kind=kind)
-        self.ledger.add_event(time.time(), attempt, kind, level, message)
-        self.ledger.commit()
+        self.ledger.tell(attempt, "gpu_not_released", "warning", f"{result.describe()}; relaunching anyway")
