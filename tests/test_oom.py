@@ -241,12 +241,12 @@ def kmsg_file(path: Path, records: list[tuple[int, str]]) -> Path:
 
 def test_kernel_log_names_our_recent_victims(tmp_path: Path) -> None:
     start = now_usec()
-    hour_ago = start - 3600 * 10**6
+    old = start // 2  # half the uptime ago (kernel log times count from boot)
     since_wall = time.time()
     kmsg = kmsg_file(
         tmp_path / "kmsg",
         [
-            (hour_ago, "Out of memory: Killed process 50 (python) total-vm:1kB, anon-rss:1kB"),  # old pid 50
+            (old, "Out of memory: Killed process 50 (python) total-vm:1kB, anon-rss:1kB"),  # old pid 50
             *[(start + i, f"filler record {i} " + "x" * 80) for i in range(400)],
             (start + 1000, "oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),task=python,pid=50,uid=0"),
             (start + 1001, "Out of memory: Killed process 50 (python) total-vm:1kB, anon-rss:1kB"),
@@ -260,10 +260,13 @@ def test_kernel_log_names_our_recent_victims(tmp_path: Path) -> None:
 
 
 def test_old_victims_are_ignored(tmp_path: Path) -> None:
-    hour_ago = now_usec() - 3600 * 10**6
-    kmsg = kmsg_file(tmp_path / "kmsg", [(hour_ago, "Out of memory: Killed process 50 (x) total-vm:1kB")])
+    # Half the machine's uptime ago: old, whatever the uptime (kernel log times count from boot).
+    start = now_usec()
+    old = start // 2
+    kmsg = kmsg_file(tmp_path / "kmsg", [(old, "Out of memory: Killed process 50 (x) total-vm:1kB")])
+    booted_at = time.time() - start / 1e6
     assert kernel_oom_kills([50], time.time(), kmsg) == []
-    assert kernel_oom_kills([50], time.time() - 7200, kmsg) == [50]
+    assert kernel_oom_kills([50], booted_at, kmsg) == [50]
 
 
 def test_unreadable_kernel_log_is_empty(tmp_path: Path) -> None:
