@@ -42,6 +42,12 @@ class ValidationRequest:
     expected_epoch: int | None = None
     allowed_globals: tuple[str, ...] = ()  # extra safe globals for weights_only, e.g. "pathlib.PosixPath"
     check_finite: bool = True
+    model_key: str | None = None  # the state dict whose key -> shape map the verdict carries
+    # (list key, keys each item holds): e.g. ("optimizer.param_groups", ("initial_lr",))
+    each_item: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # (mapping key, keys it holds unless empty): e.g. ("scaler", ("scale", ...))
+    when_not_empty: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    finite_except: tuple[str, ...] = ()  # top-level keys whose tensors need not be finite
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,8 +56,10 @@ class ValidationRequest:
     def from_json(cls, data: dict[str, Any]) -> ValidationRequest:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        for name in ("required_keys", "allowed_globals"):
+        for name in ("required_keys", "allowed_globals", "finite_except"):
             values[name] = tuple(values.get(name, ()))
+        for name in ("each_item", "when_not_empty"):
+            values[name] = tuple((key, tuple(keys)) for key, keys in values.get(name, ()))
         return cls(**values)
 
 
@@ -81,10 +89,16 @@ class Verdict:
     # Part of the identity too: unlike mtime, no utime (cp -p, rsync -t) can set it back,
     # so a same-size rewrite with its mtime restored is still a new version.
     ctime_ns: int = 0
+    # The globals (beyond torch's own safe ones) the file needs to load: what the trainer's
+    # torch.load must allow (e.g. pathlib.PosixPath in a Lightning checkpoint).
+    needs_globals: tuple[str, ...] = ()
+    # The request's model state dict as {key: shape} (None when not asked or not found).
+    shapes: dict[str, list[int]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["notes"] = list(self.notes)
+        data["needs_globals"] = list(self.needs_globals)
         return data
 
     @classmethod
@@ -92,6 +106,7 @@ class Verdict:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["notes"] = tuple(values.get("notes", ()))
+        values["needs_globals"] = tuple(values.get("needs_globals", ()))
         return cls(**values)
 
 

@@ -55,7 +55,6 @@ import gc
 import importlib
 import json
 import math
-import operator
 import os
 import pickle
 import re
@@ -77,7 +76,11 @@ from typing import Any
 
 import torch
 
+from supervisor.entries import NotAFile, describe, kind_of, open_file
 from supervisor.validation import ValidationRequest, Verdict
+from supervisor.validator_content import Content, Rejected, check_content, check_name_counters, lookup
+
+__all__ = ["Rejected", "lookup", "main", "validate"]
 
 MiB = 1 << 20
 ZIP_MAGIC = b"PK\x03\x04"
@@ -117,12 +120,6 @@ SAFETENSORS_DTYPES: dict[str, tuple[str, int]] = {
     "F8_E5M2FNUZ": ("float8_e5m2fnuz", 1),
     "F8_E8M0": ("float8_e8m0fnu", 1),
 }
-
-
-class Rejected(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 # --- CRC-32 -------------------------------------------------------------------------
@@ -216,6 +213,39 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
+_ALLOCATION = re.compile(r"tried to allocate (\d+) bytes")
+
+
+def _failure(exc: Exception, job: Job, memory: MemoryLimit | None) -> tuple[str, bool]:
+    """(reason, validator_error) for an exception no check turned into a rejection.
+
+    The readers (torch.load, the zip and safetensors parsers) turn what malformed content
+    makes them raise into rejections with a cause; what still arrives here is either a
+    known sign of malformed content (a nesting too deep, an allocation larger than the
+    whole file: every tensor byte of a checkpoint lies in the file) or a failure of the
+    validator itself, which says nothing about the file and is never a rejection: a
+    bug of ours must not move a good checkpoint aside."""
+    if _is_out_of_memory(exc):
+        asked = _ALLOCATION.search(str(exc))
+        if asked is not None and job.size and int(asked.group(1)) > job.size:
+            return (
+                f"malformed: it declares {int(asked.group(1))} bytes of tensor data, more than the whole "
+                f"file ({job.size} bytes)",
+                False,
+            )
+        limit = f" (limit {memory.limit_mb} MB)" if memory and memory.limit_mb else ""
+        return f"validator ran out of memory{limit}", True
+    if isinstance(exc, RecursionError):
+        return "malformed: nested too deeply to be read", False
+    traceback.print_exc()
+    return f"validator error: {type(exc).__name__}: {_first_line(str(exc))}", True
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in _ANSI.sub("", text).splitlines() if line.strip()]
+    return lines[0] if lines else "(no message)"
+
+
 # --- the job ------------------------------------------------------------------------
 
 
@@ -229,16 +259,27 @@ class Job:
     epoch: int | None = None
     checksum: str | None = None
     notes: list[str] = field(default_factory=list)
+    shapes: dict[str, list[int]] | None = None
+    needs_globals: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
         return self.stat.st_size if self.stat is not None else 0
 
+    @property
+    def opened(self) -> str:
+        """The file that was opened, by a name no one can swap: what torch and the
+        safetensors library open (they take paths), never the path itself again."""
+        return f"/proc/self/fd/{self.fd}"
+
+    def take(self, content: Content) -> None:
+        self.step, self.epoch, self.shapes = content.step, content.epoch, content.shapes
+
 
 def validate(request: ValidationRequest, memory: MemoryLimit | None = None) -> Verdict:
     """Judge one file. Never raises: every failure is a verdict."""
     started = time.monotonic()
-    job = Job(request, step=request.expected_step, epoch=request.expected_epoch)
+    job = Job(request)
     validator_error = False
     try:
         if _TEST_STALL_PATH is not None and request.path == _TEST_STALL_PATH:
@@ -249,14 +290,7 @@ def validate(request: ValidationRequest, memory: MemoryLimit | None = None) -> V
     except Rejected as exc:
         reason = exc.reason
     except Exception as exc:
-        if _is_out_of_memory(exc):
-            # Says nothing about the file: the validator could not finish. Never a
-            # rejection, or a big good checkpoint would be moved aside.
-            limit = f" (limit {memory.limit_mb} MB)" if memory and memory.limit_mb else ""
-            reason, validator_error = f"validator ran out of memory{limit}", True
-        else:
-            traceback.print_exc()
-            reason, validator_error = f"validator error: {type(exc).__name__}: {exc}", True
+        reason, validator_error = _failure(exc, job, memory)
     finally:
         if job.fd >= 0:
             os.close(job.fd)
@@ -280,19 +314,33 @@ def validate(request: ValidationRequest, memory: MemoryLimit | None = None) -> V
         seconds=round(time.monotonic() - started, 6),
         notes=tuple(job.notes),
         validator_error=validator_error,
+        needs_globals=job.needs_globals if reason is None else (),
+        shapes=job.shapes if reason is None else None,
     )
 
 
 def _run(job: Job, memory: MemoryLimit | None) -> None:
+    # lstat first: a FIFO named like a checkpoint is never opened (an open would wait
+    # for a writer), and a link is never followed.
     try:
-        job.fd = os.open(job.request.path, os.O_RDONLY | os.O_CLOEXEC)
+        mode = os.lstat(job.request.path).st_mode
+    except FileNotFoundError:
+        raise Rejected("not found") from None
+    except OSError as exc:
+        raise Rejected(f"cannot look at it: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise Rejected(describe(kind_of(mode), job.request.path))
+    try:
+        job.fd = open_file(job.request.path)
+    except NotAFile as exc:
+        raise Rejected(exc.reason) from None
     except FileNotFoundError:
         raise Rejected("not found") from None
     except OSError as exc:
         raise Rejected(f"cannot open: {exc.strerror}") from None
     job.stat = os.fstat(job.fd)
-    if not stat.S_ISREG(job.stat.st_mode):
-        raise Rejected("not a regular file")
+    check_name_counters(job.request)
+    job.step, job.epoch = job.request.expected_step, job.request.expected_epoch
     if job.size == 0:
         raise Rejected("empty file")
     job.format = _detect(os.pread(job.fd, 16, 0))
@@ -324,7 +372,7 @@ def _check_unchanged(job: Job) -> None:
     assert job.stat is not None
     before = (job.stat.st_ino, job.stat.st_size, job.stat.st_mtime_ns, job.stat.st_ctime_ns)
     try:
-        now = os.stat(job.request.path)
+        now = os.lstat(job.request.path)
         after_fd = os.fstat(job.fd)
     except OSError:
         raise Rejected("file changed during validation (removed)") from None
@@ -483,10 +531,7 @@ def nonfinite_kind(values: torch.Tensor) -> str | None:
 
 def nonfinite_reason(flagged: list[Owner]) -> str | None:
     bad = [
-        (name, kind)
-        for owner in flagged
-        for name, t in owner.tensors
-        if (kind := nonfinite_kind(_typed(t, owner.dtype)))
+        (name, kind) for owner in flagged for name, t in owner.tensors if (kind := _seen_through(owner, t))
     ]
     if not bad:  # the sum overflowed, or the values lie outside every tensor
         return None
@@ -494,6 +539,28 @@ def nonfinite_reason(flagged: list[Owner]) -> str | None:
     more = len(bad) - 1
     tail = f" and {more} more tensor{'s' if more > 1 else ''}" if more else ""
     return f"non-finite values in {name} ({kind}){tail}"
+
+
+def _seen_through(owner: Owner, tensor: torch.Tensor) -> str | None:
+    """The kinds of non-finite value `tensor` shows of its storage. Checked on the
+    storage, never by materialising the view: `torch.tensor([nan]).expand(2**33)` is
+    one float in the file. A dimension of stride 0 repeats the same values (size 1
+    tells the same); a view that still reaches more elements than its storage has
+    (overlapping strides) is judged by the storage range it spans."""
+    values = owner.values
+    if tensor.dtype != owner.dtype or values.dtype != owner.dtype:
+        return nonfinite_kind(_typed(tensor, owner.dtype)) if tensor.numel() <= values.numel() else None
+    sizes = [1 if stride == 0 else size for size, stride in zip(tensor.shape, tensor.stride(), strict=True)]
+    if 0 in sizes:
+        return None
+    offset = tensor.storage_offset()
+    reach = math.prod(sizes)
+    if reach <= 4 * values.numel():
+        seen = torch.as_strided(values, sizes, tensor.stride(), offset)
+    else:
+        extent = sum((size - 1) * abs(stride) for size, stride in zip(sizes, tensor.stride(), strict=True))
+        seen = values[offset : offset + extent + 1]
+    return nonfinite_kind(seen)
 
 
 # --- walking the loaded object ------------------------------------------------------
@@ -548,10 +615,15 @@ def _is_floating(dtype: torch.dtype) -> bool:
     return dtype.is_floating_point or dtype.is_complex
 
 
-def collect_owners(root: object) -> list[Owner]:
-    """The distinct storages behind floating-point tensors, in first-seen order."""
+def collect_owners(root: object, skip: tuple[str, ...] = ()) -> list[Owner]:
+    """The distinct storages behind floating-point tensors, in first-seen order, but for
+    those under the top-level keys in `skip` (bookkeeping whose values may be inf)."""
     owners: dict[int, Owner] = {}
     for name, t in named_values(root):
+        if name.split(".", 1)[0] in skip:
+            continue
+        if t.device.type != "cpu":  # loaded to the CPU: only the meta device stays
+            raise Rejected(f"tensor {name} is on the {t.device.type} device: it holds no data to resume from")
         if not _is_floating(t.dtype):
             continue
         storage = t.untyped_storage()
@@ -564,81 +636,22 @@ def collect_owners(root: object) -> list[Owner]:
     return list(owners.values())
 
 
-def lookup(obj: object, dotted: str) -> tuple[bool, object]:
-    """Find "a.b": key b inside dict a first, else a literal key with dots, or a mix
-    (a state_dict's "enc.weight" inside "model")."""
-    parts = dotted.split(".")
-
-    def walk(node: object, rest: list[str]) -> tuple[bool, object]:
-        if not rest:
-            return True, node
-        if not isinstance(node, Mapping):
-            return False, None
-        for i in range(1, len(rest) + 1):
-            key = ".".join(rest[:i])
-            if key in node:
-                found, value = walk(node[key], rest[i:])
-                if found:
-                    return True, value
-        return False, None
-
-    return walk(obj, parts)
-
-
-def as_int(value: object) -> int | None:
-    """An int, a 0-dim (or one-element) tensor holding a whole number, or digits."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1 or value.dtype.is_complex or value.dtype == torch.bool:
-            return None
-        number = value.item()
-        return int(number) if float(number).is_integer() else None
-    if isinstance(value, str):
-        return int(value) if value.strip().lstrip("-").isdigit() else None
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else None
-    try:
-        return operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        return None
-
-
-def check_content(job: Job, root: object) -> None:
-    request = job.request
-    missing = [key for key in request.required_keys if not lookup(root, key)[0]]
-    if missing:
-        raise Rejected(f"missing key{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
-    job.step = _counter(root, "step", request.step_key, request.expected_step)
-    job.epoch = _counter(root, "epoch", request.epoch_key, request.expected_epoch)
-
-
-def _counter(root: object, what: str, key: str | None, expected: int | None) -> int | None:
-    """The counter under `key` ("update|step": the first of those present)."""
-    if key is None:
-        return expected
-    for alternative in key.split("|"):
-        found, value = lookup(root, alternative)
-        if found:
-            key = alternative
-            break
-    else:
-        raise Rejected(f"missing key: {key}")
-    number = as_int(value)
-    if number is None:
-        raise Rejected(f"{what} in {key} is not a whole number: {_shorten(repr(value))[:60]}")
-    if expected is not None and number != expected:
-        raise Rejected(f"{what} mismatch: name says {expected}, content says {number}")
-    return number
-
-
 # --- torch.load ---------------------------------------------------------------------
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # "Unsupported global: GLOBAL x.y was not an allowed global by default ...",
 # "Trying to load unsupported GLOBAL posix.system whose module posix is blocked."
 _UNSAFE_GLOBAL = re.compile(r"\bGLOBAL ([\w.]+)")
-_BOILERPLATE = ("Weights only load failed", "(1)", "(2)", "Check the documentation")
+# torch's advice around the actual cause of a weights-only failure.
+_BOILERPLATE = (
+    "Weights only load failed",
+    "In PyTorch 2.6",
+    "Please file an issue",
+    "(1)",
+    "(2)",
+    "Check the documentation",
+)
+_UNPICKLER = "WeightsUnpickler error:"
 
 
 def resolve_globals(names: tuple[str, ...]) -> list[Any]:
@@ -682,7 +695,7 @@ def torch_load(job: Job, *, mmap: bool) -> object:
     try:
         with torch.serialization.safe_globals(allowed):
             try:
-                return torch.load(job.request.path, map_location="cpu", weights_only=True, mmap=mmap)
+                root = torch.load(job.opened, map_location="cpu", weights_only=True, mmap=mmap)
             except pickle.UnpicklingError as exc:
                 raise Rejected(_unpickling_reason(job, str(exc))) from None
     except Rejected:
@@ -692,12 +705,17 @@ def torch_load(job: Job, *, mmap: bool) -> object:
     except Exception as exc:
         if _is_out_of_memory(exc):
             raise
-        text = _ANSI.sub("", str(exc)).strip().splitlines()
-        message = text[0] if text else type(exc).__name__
+        message = torch_cause(str(exc)) or type(exc).__name__
         # Legacy files: "unexpected EOF, expected 77 more bytes. The file might be corrupted."
         if message.startswith("unexpected EOF"):
             raise Rejected(f"truncated: {message.partition('. ')[0]}") from None
         raise Rejected(f"torch.load failed: {message}") from None
+    if job.request.allowed_globals and job.format == FORMAT_ZIP:
+        # What beyond torch's own safe globals it needed: what the trainer must allow.
+        # The file loaded, so a scan that fails is the validator's failure (unknown),
+        # never the file's.
+        job.needs_globals = tuple(sorted(torch.serialization.get_unsafe_globals_in_checkpoint(job.opened)))
+    return root
 
 
 def _unpickling_reason(job: Job, message: str) -> str:
@@ -705,13 +723,21 @@ def _unpickling_reason(job: Job, message: str) -> str:
     unsafe = _UNSAFE_GLOBAL.findall(message)
     if job.format == FORMAT_ZIP:  # a static scan (no unpickling) names them all
         with contextlib.suppress(Exception):
-            unsafe = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(job.request.path)) or unsafe
+            unsafe = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(job.opened)) or unsafe
     if unsafe:
         return f"unsafe global{'s' if len(unsafe) > 1 else ''} not allowed: {', '.join(unsafe)}"
+    return f"unpickling failed: {torch_cause(message) or 'no reason given'}"
+
+
+def torch_cause(message: str) -> str | None:
+    """The cause in one of torch's messages, without its advice around it: what follows
+    "WeightsUnpickler error:", else the first line that is not boilerplate."""
+    message = _ANSI.sub("", message)
+    if _UNPICKLER in message:
+        message = message.split(_UNPICKLER, 1)[1]
     lines = [line.strip() for line in message.splitlines()]
     detail = [line for line in lines if line and not line.startswith(_BOILERPLATE)]
-    text = detail[0].removeprefix("WeightsUnpickler error:").strip() if detail else message
-    return f"unpickling failed: {text}"
+    return " ".join(detail[0].split()) if detail else None
 
 
 # --- torch zip ----------------------------------------------------------------------
@@ -775,8 +801,8 @@ def _check_torch_zip(job: Job) -> None:
     if crc_enabled:
         _compare_crcs(small, small_crcs)
     root = torch_load(job, mmap=True)
-    check_content(job, root)
-    owners = collect_owners(root) if job.request.check_finite else []
+    job.take(check_content(job.request, root))
+    owners = collect_owners(root, job.request.finite_except) if job.request.check_finite else []
     result = data_pass(job.fd, _regions_for_records(job, data, owners))
     data_crcs = result.crcs[: len(data)]  # the regions of the records come first
     if crc_enabled:
@@ -828,7 +854,7 @@ def _file_mappings(st: os.stat_result) -> list[tuple[int, int, int]]:
     """(start, end, file offset) of every mapping of this file in our address space."""
     device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"
     found = []
-    with open("/proc/self/maps") as maps:
+    with open("/proc/self/maps", errors="surrogateescape") as maps:  # (file names need not be UTF-8)
         for line in maps:
             fields = line.split(maxsplit=5)
             if len(fields) >= 5 and fields[4] == str(st.st_ino) and fields[3] == device:
@@ -850,8 +876,8 @@ def _file_offset(mappings: list[tuple[int, int, int]], values: torch.Tensor) -> 
 
 def _check_torch_legacy(job: Job) -> None:
     root = torch_load(job, mmap=False)
-    check_content(job, root)
-    owners = collect_owners(root) if job.request.check_finite else []
+    job.take(check_content(job.request, root))
+    owners = collect_owners(root, job.request.finite_except) if job.request.check_finite else []
     # The storages are in memory (never mmap: torch cannot), the whole file's CRC is the
     # checksum: one pass for both, the file's pages still in the page cache.
     regions = [Region(0, job.size)]
@@ -885,6 +911,8 @@ def safetensors_header(job: Job) -> tuple[int, dict[str, Any]]:
         header = json.loads(os.pread(job.fd, length, 8))
     except (UnicodeDecodeError, ValueError):
         raise Rejected("corrupt safetensors header: not valid JSON") from None
+    except RecursionError:
+        raise Rejected("corrupt safetensors header: JSON nested too deeply") from None
     if not isinstance(header, dict):
         raise Rejected("corrupt safetensors header: not a JSON object")
     metadata = header.get("__metadata__", {})
@@ -945,8 +973,8 @@ def _check_safetensors(job: Job) -> None:
     entries = safetensors_entries(header, job.size - 8 - length)
     _library_agrees(job)
     metadata: dict[str, str] = header.get("__metadata__", {})
-    check_content(job, {**{e.name: None for e in entries}, **metadata})
-    storage = torch.UntypedStorage.from_file(job.request.path, False, job.size)
+    job.take(check_content(job.request, {**{e.name: None for e in entries}, **metadata}))
+    storage = torch.UntypedStorage.from_file(job.opened, False, job.size)
     assert isinstance(storage, torch.UntypedStorage)
     raw = _storage_values(storage, torch.uint8)
     regions = [Region(0, 8 + length)]
@@ -988,7 +1016,7 @@ def _library_agrees(job: Job) -> None:
         job.notes.append("safetensors not installed: not cross-checked with the library")
         return
     try:
-        with safe_open(job.request.path, framework="numpy") as handle:
+        with safe_open(job.opened, framework="numpy") as handle:
             handle.keys()
     except SafetensorError as exc:
         raise Rejected(f"safetensors rejects it: {exc}") from None
