@@ -98,3 +98,28 @@ def test_older_ledgers_gain_the_new_columns(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / LEDGER_FILE)
     assert {"best_step", "progressed"} <= {row[1] for row in conn.execute("PRAGMA table_info(run)")}
     assert "ctime_ns" in {row[1] for row in conn.execute("PRAGMA table_info(checkpoints)")}
+
+
+def test_a_busy_ledger_is_an_error_never_damaged(tmp_path: Path) -> None:
+    # Locked by another writer is not lost: the advice to start a new ledger (and set
+    # this one aside) would be wrong, and nothing may be set aside.
+    import pytest
+
+    from supervisor.ledger import LedgerDamaged, LedgerError
+
+    Ledger.open(tmp_path).close()
+    (tmp_path / "quarantine").mkdir()
+    (tmp_path / "quarantine" / "G_1.pth").write_bytes(b"kept")  # the run's history beside it
+    holder = sqlite3.connect(tmp_path / LEDGER_FILE, timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(LedgerError) as raised:
+            Ledger.open(tmp_path)
+        assert not isinstance(raised.value, LedgerDamaged), raised.value
+        assert "--new-ledger" not in str(raised.value)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert not list(tmp_path.glob("*damaged*")), "nothing set aside"
+    reopened = Ledger.open(tmp_path)
+    reopened.close()
