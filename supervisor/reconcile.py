@@ -5,8 +5,10 @@ Every write of ours goes to a temporary name first and is renamed into place, an
 quarantine note is written before its move, so an interrupted supervisor leaves only
 these behind:
 
-- `.NAME.partial`: a copy cut short (a verified copy, a restore into the checkpoint
-  directory, a quarantine move across filesystems). Its source is intact: removed.
+- `.NAME.<random>.partial` (or the older `.NAME.partial`): a copy cut short (a verified
+  copy, a restore into the checkpoint directory, a quarantine move across
+  filesystems). Its source is intact: removed (a regular file only: a link or anything
+  else planted under such a name is left alone).
 - `.NAME.tmp`: a note or manifest cut short: removed.
 - a verified copy without its manifest (the manifest is written last): never a copy yet,
   removed; a manifest whose copy is gone: removed.
@@ -22,13 +24,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from supervisor import store
 
-OUTCOME = "outcome"  # set in a quarantine note whose move did not happen
+OUTCOME = store.NOTE_OUTCOME  # set in a quarantine note whose move did not happen
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ def _tidy_verified(root: Path) -> list[Path]:
     removed = []
     for path in _files(root):
         name = path.name
-        if _is_temporary(name):
+        if _is_temporary(name) or store.temporary_target(name) is not None:
             removed.append(_remove(path))
         elif name.endswith(".json"):
             if not path.with_suffix("").exists():
@@ -107,11 +110,18 @@ def _tidy_restores(directory: Path, is_checkpoint: Callable[[Path], bool], recur
         if not recursive:
             dirs.clear()
         for name in files:
-            if name.startswith(".") and name.endswith(".partial"):
-                original = Path(root) / name[1 : -len(".partial")]
-                if is_checkpoint(original):
-                    removed.append(_remove(Path(root) / name))
+            target = store.temporary_target(name)
+            path = Path(root) / name
+            if target is not None and is_checkpoint(Path(root) / target) and _regular(path):
+                removed.append(_remove(path))
     return removed
+
+
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _tidy_quarantine(root: Path, recorded: set[str], result: Tidied) -> None:
@@ -139,13 +149,15 @@ def _check_note(note_path: Path, recorded: set[str], result: Tidied) -> None:
     if not isinstance(note, dict) or OUTCOME in note or not isinstance(note.get("original_path"), str):
         return
     original = Path(note["original_path"])
-    partial = moved_to.with_name(f".{moved_to.name}.partial")
-    if moved_to.exists():
-        if str(moved_to) not in recorded:
+    partials = [p for p in moved_to.parent.iterdir() if store.temporary_target(p.name) == moved_to.name]
+    if os.path.lexists(moved_to):
+        if _still_in_place(original, note):
+            _copied_not_moved(note_path, note, moved_to, result)
+        else:
             result.found_moves.append(FoundMove(str(original), str(moved_to), str(note.get("reason", ""))))
         return
-    if original.exists():
-        if partial.exists():
+    if os.path.lexists(original):
+        for partial in partials:
             _remove(partial)  # a copy across filesystems cut short; the original is intact
         note[OUTCOME] = "not moved: the supervisor stopped before the move; the file stayed in place"
         store.write_json(note_path, note)
@@ -160,6 +172,32 @@ def _check_note(note_path: Path, recorded: set[str], result: Tidied) -> None:
     result.findings.append(
         Finding(
             "quarantine_lost", "warning", f"{original} was to be moved aside but is gone from both places"
+        )
+    )
+
+
+def _still_in_place(original: Path, note: dict[str, object]) -> bool:
+    """The very version whose move began is still at its original path: a move across
+    filesystems stopped after its copy, before the original was removed. (After a rename,
+    a file there is a new one the trainer saved.)"""
+    try:
+        return store.version_note(os.lstat(original)) == note.get(store.NOTE_ORIGINAL_VERSION)
+    except OSError:
+        return False
+
+
+def _copied_not_moved(note_path: Path, note: dict[str, object], copy: Path, result: Tidied) -> None:
+    """Our copy of an original that is intact where it was is a duplicate: it goes, as it
+    does when the original cannot be removed; the plan moves the original again."""
+    _remove(copy)
+    note[OUTCOME] = "not moved: the supervisor stopped after copying it; the copy went, the file stayed"
+    store.write_json(note_path, note)
+    result.findings.append(
+        Finding(
+            "quarantine_unfinished",
+            "info",
+            f"a move aside to another filesystem was cut short after the copy; {note['original_path']} "
+            "is still in place",
         )
     )
 

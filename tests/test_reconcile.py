@@ -56,7 +56,7 @@ def moved_aside(state: Path, checkpoints: Path, *reasons: str) -> list[Path]:
     for n, reason in enumerate(reasons):
         path = checkpoints / f"ckpt_{30 + 10 * n}.pt"
         path.write_bytes(b"torn")
-        moved.append(store.quarantine(path, state, reason, {}, NOW))
+        moved.append(store.quarantine(path, state, reason, {}, NOW).destination)
     return moved
 
 
@@ -130,6 +130,32 @@ def test_a_copy_across_filesystems_cut_short_goes_and_the_original_stays(tmp_pat
 
     assert not (folder / ".ckpt_30.pt.partial").exists()
     assert original.read_bytes() == b"torn"
+
+
+def test_a_move_across_filesystems_cut_after_its_copy_is_not_recorded_as_done(tmp_path: Path) -> None:
+    """The copy was made, the original not yet removed: the original is intact in place,
+    so the move did not happen, and the duplicate goes. A file the trainer saved under a
+    name already moved aside (a rename, then a new save) is a new file: that move was done."""
+    state, checkpoints = tmp_path / "state", tmp_path / "run"
+    (renamed,) = moved_aside(state, checkpoints, "rejected: torn")
+    (checkpoints / "ckpt_30.pt").write_bytes(b"the trainer's next save")
+    original = checkpoints / "ckpt_90.pt"
+    original.write_bytes(b"torn")
+    note = note_before_move(state, original)
+    store.write_json(
+        note,
+        {**json.loads(note.read_text()), store.NOTE_ORIGINAL_VERSION: store.version_note(os.lstat(original))},
+    )
+    copy = note.with_suffix("")
+    copy.write_bytes(original.read_bytes())
+
+    tidied = tidy(state, [checkpoints], is_checkpoint, set())
+
+    assert [m.moved_to for m in tidied.found_moves] == [str(renamed)]
+    assert original.read_bytes() == b"torn"
+    assert not copy.exists()
+    assert json.loads(note.read_text())[OUTCOME].startswith("not moved")
+    assert [f.kind for f in tidied.findings] == ["quarantine_unfinished"]
 
 
 def test_a_file_gone_from_both_places_is_reported_not_invented(tmp_path: Path) -> None:
