@@ -8,47 +8,109 @@ from the caller's thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
 
-from supervisor import store
+from supervisor import copies, store
+from supervisor.entries import Kind, describe, kind_of
 from supervisor.ledger import Ledger, VerdictRow
+from supervisor.pinned import DirectoryChanged, PinnedDir, open_below
 from supervisor.planner import Candidate, Plan, Snapshot, Status, plan, retention, with_content_step
+from supervisor.shapes import shape_change
 from supervisor.validation import ValidationRequest, ValidatorClient, Verdict
 from trainer_adapters.base import Layout, NamedCheckpoint
 
 log = structlog.get_logger("supervisor.checkpoints")
 
+DEFAULT_RESERVE_BYTES = 512 * 1024 * 1024
+SHAPES_META = "model_shapes:"  # ledger meta, per role: a ShapeReference
+
 
 @dataclass(frozen=True)
 class OnDisk:
+    """An entry named like a checkpoint, as `lstat` sees it (a link is never followed)."""
+
     ckpt: NamedCheckpoint
     size: int
     mtime_ns: int
     inode: int
     ctime_ns: int
+    kind: Kind = Kind.FILE
 
     @property
     def key(self) -> tuple[str, int, int, int, int]:
         return (str(self.ckpt.path), self.size, self.mtime_ns, self.inode, self.ctime_ns)
 
+    @property
+    def judged(self) -> bool:
+        """Whether the validator is asked about it: a regular file the trainer may resume
+        from (not a link, a directory, a FIFO..., nor a stray file in its way)."""
+        return self.kind is Kind.FILE and self.ckpt.interferes is None
+
+
+SHAPES_DIFFER = "the model's keys or shapes differ"  # how a shape rejection begins
+
+
+def _shape_rejection(row: VerdictRow) -> bool:
+    """Rejected for its model's shapes alone: judged again where the change is accepted."""
+    return not row.ok and (row.reason or "").startswith(SHAPES_DIFFER)
+
+
+@dataclass(frozen=True)
+class ShapeReference:
+    """The model keys and shapes a role's checkpoints must have, and the file they are
+    from (kept in the ledger's meta, one per role)."""
+
+    path: str
+    mtime_ns: int
+    shapes: dict[str, list[int]]
+
+    def dump(self) -> str:
+        return json.dumps({"path": self.path, "mtime_ns": self.mtime_ns, "shapes": self.shapes})
+
+    @classmethod
+    def parse(cls, stored: str) -> ShapeReference | None:
+        try:
+            data = json.loads(stored)
+            shapes = {str(k): [int(n) for n in v] for k, v in data["shapes"].items()}
+            return cls(str(data["path"]), int(data.get("mtime_ns", 0)), shapes)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+
 
 def stat_checkpoint(layout: Layout, path: Path) -> OnDisk | None:
-    """The file as a resume checkpoint of this layout, or None (not one, or gone)."""
+    """The entry as a resume checkpoint of this layout, or None (not one, or gone)."""
     ckpt = layout.parse(path)
     if ckpt is None:
         return None
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except OSError:
         return None
-    return OnDisk(ckpt, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    return OnDisk(ckpt, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, kind_of(st.st_mode))
+
+
+def listing(directory: Path, recursive: bool) -> Iterator[Path]:
+    """Every entry below `directory` in directory order (what the trainer's `os.listdir`
+    and `glob` see, and the order its ties follow); only real directories are entered."""
+    stack = [directory]
+    while stack:
+        folder = stack.pop()
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            below = []
+            for entry in entries:
+                yield Path(entry.path)
+                with contextlib.suppress(OSError):
+                    if recursive and entry.is_dir(follow_symlinks=False):
+                        below.append(Path(entry.path))
+            stack.extend(reversed(below))
 
 
 def request_for(layout: Layout, ckpt: NamedCheckpoint) -> ValidationRequest:
@@ -61,7 +123,24 @@ def request_for(layout: Layout, ckpt: NamedCheckpoint) -> ValidationRequest:
         expected_step=ckpt.step,
         expected_epoch=ckpt.epoch,
         allowed_globals=expect.allowed_globals,
+        model_key=expect.model_key,
+        each_item=expect.each_item,
+        when_not_empty=expect.when_not_empty,
+        finite_except=expect.finite_except,
     )
+
+
+MOVE_FAILED = "could not move"  # how the reason for a move that did not happen begins
+
+
+def validated_globals(layout: Layout) -> tuple[str, ...]:
+    """Every global the validator allows in this layout's checkpoints, any role."""
+    allowed: list[str] = []
+    for role in layout.roles:
+        for name in layout.expect(NamedCheckpoint(Path("checkpoint"), role, None)).allowed_globals:
+            if name not in allowed:
+                allowed.append(name)
+    return tuple(allowed)
 
 
 def row_from(verdict: Verdict, role: str | None) -> VerdictRow:
@@ -80,6 +159,7 @@ def row_from(verdict: Verdict, role: str | None) -> VerdictRow:
         seconds=verdict.seconds,
         verified_at=time.time(),
         ctime_ns=verdict.ctime_ns,
+        needs_globals=verdict.needs_globals,
     )
 
 
@@ -96,6 +176,10 @@ class CheckpointBook:
         validator: ValidatorClient,
         keep_verified: int,
         record: bool = True,
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+        on_copy_refused: Callable[[str], None] | None = None,
+        accept_model_change: bool = False,
+        unit: str = "step",
     ) -> None:
         self.layout = layout
         self.directories = list(directories)
@@ -110,20 +194,32 @@ class CheckpointBook:
         self.recheck_before: float | None = None
         # Files the validator failed on (crash, timeout): not verdicts, retried next time.
         self.errors: dict[tuple[str, int, int, int, int], str] = {}
+        # Free space kept on the state filesystem for the ledger: no copy eats into it.
+        self.reserve_bytes = reserve_bytes
+        self._on_copy_refused = on_copy_refused
+        self._copies_refused = False  # said once until a copy is made again
+        self.accept_model_change = accept_model_change
+        self.unit = unit  # what the trainer's states count, for what the plan says
+        self._shape_references: dict[str, ShapeReference | None] = {}
+
+    def copy_refused(self, message: str) -> None:
+        """A verified copy could not be kept (a full or failing state disk): warned once
+        until copies work again; supervision goes on without it."""
+        log.warning(message)
+        if not self._copies_refused and self._on_copy_refused is not None:
+            self._on_copy_refused(message)
+        self._copies_refused = True
 
     # --- what is on disk, and what we know of it -----------------------------------
 
     def scan(self) -> list[OnDisk]:
+        """Every entry named like a checkpoint, whatever it is, in directory order."""
         found = []
         for directory in self.directories:
-            for root, dirs, files in os.walk(directory):
-                if not self.layout.recursive:
-                    dirs.clear()  # the trainer looks at this directory only
-                dirs.sort()
-                for name in sorted(files):
-                    on_disk = stat_checkpoint(self.layout, Path(root) / name)
-                    if on_disk is not None:
-                        found.append(on_disk)
+            for path in listing(directory, self.layout.recursive):
+                on_disk = stat_checkpoint(self.layout, path)
+                if on_disk is not None:
+                    found.append(on_disk)
         return found
 
     def known(self, f: OnDisk) -> VerdictRow | None:
@@ -131,20 +227,24 @@ class CheckpointBook:
             return self._memory[f.key]
         return self.ledger.verdict(*f.key) if self.ledger is not None else None
 
-    async def verify(self, f: OnDisk) -> VerdictRow | None:
+    async def verify(self, f: OnDisk, attempt: int | None = None) -> VerdictRow | None:
         """The verdict for this file version, from the ledger or the validator; None when
-        the validator failed (its reason is in `errors`)."""
+        the validator failed (its reason is in `errors`). `attempt`: what the log lines
+        name (the current one when not given)."""
         row = self.known(f)
-        if row is not None:
+        if row is not None and not (self.accept_model_change and _shape_rejection(row)):
             return row
+        about = {"attempt": attempt} if attempt is not None else {}
         row = await self._validate(f, "could not verify a checkpoint")
         if row is None:
             return None
         self._remember(row)
         if row.ok:
-            log.info("checkpoint verified", path=row.path, step=row.step, seconds=round(row.seconds, 3))
+            log.info(
+                "checkpoint verified", path=row.path, step=row.step, seconds=round(row.seconds, 3), **about
+            )
         else:
-            log.warning("checkpoint rejected", path=row.path, reason=row.reason)
+            log.warning("checkpoint rejected", path=row.path, reason=row.reason, **about)
         return row
 
     async def _validate(self, f: OnDisk, failed: str) -> VerdictRow | None:
@@ -156,10 +256,47 @@ class CheckpointBook:
             log.error(failed, path=str(f.ckpt.path), error=verdict.reason)
             return None
         self.errors.pop(f.key, None)
-        return row_from(verdict, f.ckpt.role)
+        return self._against_shapes(row_from(verdict, f.ckpt.role), verdict.shapes)
+
+    def _against_shapes(self, row: VerdictRow, shapes: dict[str, list[int]] | None) -> VerdictRow:
+        """A good file whose model keys or shapes differ from the run's reference for its
+        role (the newest-written verified file of that role: the model the trainer now
+        builds) is rejected, since the trainer would load it partly, unless the change is
+        accepted. A good file written after the reference becomes the reference."""
+        if not row.ok or shapes is None or row.role is None:
+            return row
+        reference = self._shape_reference(row.role)
+        change = shape_change(reference.shapes, shapes) if reference is not None else None
+        if reference is not None and change is not None:
+            if not self.accept_model_change:
+                reason = (
+                    f"{SHAPES_DIFFER} from {Path(reference.path).name}, the run's newest "
+                    f"verified {row.role}: {change}; the trainer would load it with the mis-shaped keys "
+                    "dropped and train them from scratch (run --accept-model-change if the model was "
+                    "changed on purpose)"
+                )
+                return replace(row, ok=False, reason=reason)
+            log.warning("the model's shape changed, accepted", path=row.path, change=change)
+        if reference is None or row.mtime_ns >= reference.mtime_ns:
+            self._set_shape_reference(row.role, ShapeReference(row.path, row.mtime_ns, shapes))
+        return row
+
+    def _shape_reference(self, role: str) -> ShapeReference | None:
+        if role not in self._shape_references:
+            stored = self.ledger.meta(SHAPES_META + role) if self.ledger is not None else None
+            self._shape_references[role] = ShapeReference.parse(stored) if stored else None
+        return self._shape_references[role]
+
+    def _set_shape_reference(self, role: str, reference: ShapeReference) -> None:
+        self._shape_references[role] = reference
+        if self.record and self.ledger is not None:
+            self.ledger.set_meta(SHAPES_META + role, reference.dump())
 
     async def verify_all(self) -> list[VerdictRow | None]:
-        return [await self.verify(f) for f in self.scan()]
+        """Every file to judge, newest-written first: where the ledger holds no model
+        shapes yet, the newest file sets them (it is what the trainer would resume)."""
+        files = sorted((f for f in self.scan() if f.judged), key=lambda f: f.mtime_ns, reverse=True)
+        return [await self.verify(f) for f in files]
 
     def stale_targets(self, the_plan: Plan) -> list[OnDisk]:
         """The plan's files on disk whose good verdict predates `recheck_before` (a
@@ -194,126 +331,194 @@ class CheckpointBook:
             self.ledger.add_verdict(row)
             self.ledger.commit()
 
-    def candidates(self, files: Sequence[OnDisk]) -> list[Candidate]:
-        result = []
-        for f in files:
-            row = self.known(f)
-            if f.key in self.errors:  # (a verdict that could not be confirmed is no verdict)
-                result.append(Candidate(f.ckpt, Status.UNKNOWN, self.errors[f.key]))
-            elif row is None:
-                result.append(Candidate(f.ckpt, Status.UNVERIFIED))
-            elif row.ok:
-                result.append(Candidate(with_content_step(f.ckpt, row.step), Status.OK))
-            else:
-                result.append(Candidate(with_content_step(f.ckpt, row.step), Status.REJECTED, row.reason))
-        return result
+    def candidates(
+        self, files: Sequence[OnDisk], writing: Mapping[Path, str] | None = None
+    ) -> list[Candidate]:
+        """What the planner knows of each entry. `writing`: entries still being written
+        (and by whom): never moved, never resumed from."""
+        return [self._candidate(f, (writing or {}).get(f.ckpt.path)) for f in files]
+
+    def _candidate(self, f: OnDisk, writing: str | None) -> Candidate:
+        written = f.mtime_ns
+        if f.kind is not Kind.FILE:
+            reason = describe(f.kind, f.ckpt.path)
+            return Candidate(f.ckpt, Status.REJECTED, reason, not_a_file=True, written_ns=written)
+        if writing is not None:
+            return Candidate(f.ckpt, Status.WRITING, writing, written_ns=written)
+        if f.ckpt.interferes is not None:
+            return Candidate(f.ckpt, Status.UNVERIFIED, written_ns=written)
+        row = self.known(f)
+        if f.key in self.errors:  # (a verdict that could not be confirmed is no verdict)
+            return Candidate(f.ckpt, Status.UNKNOWN, self.errors[f.key], written_ns=written)
+        if row is None:
+            return Candidate(f.ckpt, Status.UNVERIFIED, written_ns=written)
+        ckpt = with_content_step(f.ckpt, row.step)
+        if row.ok:
+            return Candidate(ckpt, Status.OK, written_ns=written)
+        return Candidate(ckpt, Status.REJECTED, row.reason, written_ns=written)
 
     # --- verified copies ------------------------------------------------------------
 
     def snapshots(self) -> list[Snapshot]:
-        return store.snapshots(self.state_dir) if self.keep_verified > 0 else []
+        return copies.snapshots(self.state_dir) if self.keep_verified > 0 else []
 
-    async def keep_copy(self, f: OnDisk, row: VerdictRow) -> None:
-        """Keep a copy of a good checkpoint as it was verified, then apply retention."""
+    async def keep_copy(self, f: OnDisk, row: VerdictRow, dir_fd: int | None = None) -> None:
+        """Keep a copy of a good checkpoint as it was verified, then apply retention. A
+        newer version of a name already kept at its step (re-saved after a resume)
+        replaces the older copy. `dir_fd`: the checkpoint directory's descriptor."""
         step = with_content_step(f.ckpt, row.step).step
-        if self.keep_verified <= 0 or not row.ok or step is None:
+        if self.keep_verified <= 0 or not row.ok or step is None or not f.judged:
             return
         kept = self.snapshots()
-        if any(s.original == f.ckpt.path and s.step == step for s in kept):
-            return  # this state is kept already (e.g. seen again by a restarted supervisor)
+        same = [s for s in kept if s.original == f.ckpt.path and s.step == step]
+        if same and (row.checksum is None or all(s.checksum == row.checksum for s in same)):
+            return  # this version is kept already (e.g. seen again by a restarted supervisor)
         newest_steps = sorted({s.step for s in kept}, reverse=True)[: self.keep_verified]
         if len(newest_steps) >= self.keep_verified and step < newest_steps[-1]:
             return  # older than every copy kept: retention would drop it at once
-        verdict = {"checksum": row.checksum, "step": row.step, "epoch": row.epoch, "format": row.format}
-        snap = await asyncio.to_thread(
-            store.snapshot,
-            f.ckpt.path,
-            self.state_dir,
-            f.ckpt.role,
-            step,
-            in_place=f.ckpt.in_place,
-            verdict=verdict,
-            identity=(row.size, row.mtime_ns, row.inode),
-        )
+        room = copies.room_for(self.state_dir, f.size, self.reserve_bytes)
+        if room is not None:
+            self.copy_refused(f"no verified copy of {f.ckpt.path} kept: {room}")
+            return
+        verdict = {
+            "checksum": row.checksum,
+            "step": row.step,
+            "epoch": row.epoch,
+            "format": row.format,
+            "needs_globals": list(row.needs_globals),
+        }
+        try:
+            snap = await asyncio.to_thread(
+                copies.snapshot,
+                f.ckpt.path,
+                self.state_dir,
+                f.ckpt.role,
+                step,
+                in_place=f.ckpt.in_place,
+                verdict=verdict,
+                identity=(row.size, row.mtime_ns, row.inode),
+                dir_fd=dir_fd,
+            )
+        except OSError as exc:  # a full or failing state disk costs the copy, never the run
+            self.copy_refused(f"no verified copy of {f.ckpt.path} kept: {exc.strerror or exc}")
+            return
         if snap is None:
             log.info(
                 "checkpoint changed since it was verified; its newer version is verified next",
                 path=str(f.ckpt.path),
             )
             return
+        self._copies_refused = False
         await self.drop(retention(self.snapshots(), self.keep_verified))
 
     async def drop(self, snaps: Sequence[Snapshot]) -> None:
         """Remove some of our verified copies (never a trainer's file)."""
         for snap in snaps:
-            await asyncio.to_thread(store.drop_snapshot, snap)
+            await asyncio.to_thread(copies.drop_snapshot, snap)
 
     # --- the plan -------------------------------------------------------------------
 
-    def plan(self, below_step: int | None = None) -> Plan:
+    def plan(self, below_step: int | None = None, writing: Mapping[Path, str] | None = None) -> Plan:
         return plan(
             self.layout,
-            self.candidates(self.scan()),
-            self.snapshots(),
+            self.candidates(self.scan(), writing),
+            [snap for snap in self.snapshots() if self._in_directories(snap.original)],
             below_step=below_step,
-            below_reason=f"saved at or after step {below_step}, when the loss had gone NaN/Inf",
+            below_reason=f"saved at or after {self.unit} {below_step}, when the loss had gone NaN/Inf",
+            unit=self.unit,
         )
 
-    async def apply(self, the_plan: Plan, attempt: int) -> None:
-        """Move aside and restore as planned; record it all."""
+    async def apply(self, the_plan: Plan, attempt: int, pinned: PinnedDir | None = None) -> list[str]:
+        """Move aside and restore as planned (through the pinned directory, when given);
+        record what really happened. Returns why each move that did not happen did not."""
         reasons = {str(m.path): m.reason for m in the_plan.moves}
-        verdicts = {str(m.path): _verdict_dict(self._verdict_of(m.path)) for m in the_plan.moves}
-        moved = await asyncio.to_thread(self._move_aside, the_plan, verdicts)
-        restored = await asyncio.to_thread(self._restore, the_plan)
-        if self.ledger is None:
-            return
-        now = time.time()
-        for original, dest in moved:
-            self.ledger.add_quarantined(now, original, dest, reasons[original])
-            self.ledger.add_event(
-                now, attempt, "quarantined", "warning", f"moved {original} to {dest}: {reasons[original]}"
-            )
+        verdicts = {str(m.path): _verdict_dict(self.verdict_of(m.path)) for m in the_plan.moves}
+        results = await asyncio.to_thread(self._move_aside, the_plan, verdicts, pinned)
+        kept = [
+            f"{MOVE_FAILED} {original} aside: {result.why_not}"
+            for original, result in results
+            if not result.moved
+        ]
+        restored: list[VerdictRow] = []
+        if not kept:  # (a restore never goes over a file that is still there)
+            restored, failed = await asyncio.to_thread(self._restore, the_plan, pinned)
+            kept += failed
+        if self.ledger is not None:
+            now = time.time()
+            for original, result in results:
+                if result.moved:
+                    reason = reasons[original]
+                    self.ledger.add_quarantined(now, original, str(result.destination), reason)
+                    message = f"moved {original} to {result.destination}: {reason}"
+                    self.ledger.add_event(now, attempt, "quarantined", "warning", message)
+            for why in kept:
+                self.ledger.add_event(now, attempt, "move_failed", "error", why)
         for row in restored:
             self._remember(row)
-        self.record_plan(the_plan, attempt)
+        return kept
 
-    def record_plan(self, the_plan: Plan, attempt: int) -> None:
-        """Keep the plan (carried out or refused) in the ledger."""
+    def record_plan(self, the_plan: Plan, attempt: int, refusal: str | None = None) -> None:
+        """Keep the plan (carried out or refused, and why) in the ledger."""
         if self.ledger is None:
             return
+        problem = refusal or the_plan.problem
         detail = {
             "target": {role: str(p) for role, p in the_plan.target.items()},
             "moves": [{"path": str(m.path), "reason": m.reason} for m in the_plan.moves],
             "restores": [{"from": str(r.copy), "to": str(r.path), "step": r.step} for r in the_plan.restores],
-            "problem": the_plan.problem,
+            "problem": problem,
         }
-        summary, target_step = the_plan.summary(), the_plan.target_step
+        summary = the_plan.summary() + (f"; REFUSED: {refusal}" if refusal and the_plan.ok else "")
+        ok = the_plan.ok and refusal is None
         self.ledger.add_plan(
-            time.time(), attempt, target_step, the_plan.ok, summary, json.dumps(detail, sort_keys=True)
+            time.time(), attempt, the_plan.target_step, ok, summary, json.dumps(detail, sort_keys=True)
         )
         self.ledger.commit()
 
-    def _move_aside(self, the_plan: Plan, verdicts: Mapping[str, object]) -> list[tuple[str, str]]:
-        """Runs in a thread: files only, no ledger."""
-        moved = []
+    def _move_aside(
+        self, the_plan: Plan, verdicts: Mapping[str, object], pinned: PinnedDir | None
+    ) -> list[tuple[str, store.MoveResult]]:
+        """Runs in a thread: files only, no ledger. A move that fails (a full state disk, a
+        directory swapped under us) is a result too: the moves before it stay recorded."""
+        results = []
         now = store.now_utc()
         for move in the_plan.moves:
-            if not move.path.exists():
+            if not os.path.lexists(move.path):
                 continue
             details = {"verdict": verdicts.get(str(move.path))}
-            dest = store.quarantine(move.path, self.state_dir, move.reason, details, now)
-            log.warning("moved a checkpoint aside", path=str(move.path), to=str(dest), reason=move.reason)
-            moved.append((str(move.path), str(dest)))
-        return moved
+            try:
+                with self._directory(move.path.parent, pinned) as dir_fd:
+                    result = store.quarantine(
+                        move.path, self.state_dir, move.reason, details, now, dir_fd=dir_fd
+                    )
+            except (OSError, DirectoryChanged) as exc:
+                result = store.MoveResult(move.path, False, _why(exc))
+            if result.moved:
+                log.warning(
+                    "moved a checkpoint aside",
+                    path=str(move.path),
+                    to=str(result.destination),
+                    reason=move.reason,
+                )
+            else:
+                log.error("could not move a checkpoint aside", path=str(move.path), why=result.why_not)
+            results.append((str(move.path), result))
+        return results
 
-    def _restore(self, the_plan: Plan) -> list[VerdictRow]:
-        """Runs in a thread: files only; returns the verdicts to record for the copies."""
-        rows = []
+    def _restore(self, the_plan: Plan, pinned: PinnedDir | None) -> tuple[list[VerdictRow], list[str]]:
+        """Runs in a thread: files only; returns the verdicts to record for the copies put
+        back, and why each that could not be put back was not."""
+        rows, failed = [], []
         for r in the_plan.restores:
-            store.restore(r.copy, r.path)
-            st = os.stat(r.path)
+            try:
+                with self._directory(r.path.parent, pinned) as dir_fd:
+                    st = copies.restore(r.copy, r.path, dir_fd=dir_fd)
+            except (OSError, DirectoryChanged) as exc:
+                failed.append(f"could not restore {r.path} from {r.copy}: {_why(exc)}")
+                continue
             log.info("restored a verified copy", path=str(r.path), step=r.step)
             role = next((role for role, p in the_plan.target.items() if p == r.path), None)
+            verified = copies.snapshot_verdict(r.copy)
             rows.append(
                 VerdictRow(
                     path=str(r.path),
@@ -323,20 +528,55 @@ class CheckpointBook:
                     ok=True,
                     reason=None,
                     step=r.step,
-                    epoch=store.snapshot_epoch(r.copy),
+                    epoch=verified.get("epoch") if isinstance(verified.get("epoch"), int) else None,
                     role=role,
-                    checksum=None,
+                    checksum=verified.get("checksum") if isinstance(verified.get("checksum"), str) else None,
                     format=None,
                     seconds=0.0,
                     verified_at=time.time(),
                     ctime_ns=st.st_ctime_ns,
+                    needs_globals=tuple(str(g) for g in verified.get("needs_globals") or ()),
                 )
             )
-        return rows
+        return rows, failed
 
-    def _verdict_of(self, path: Path) -> VerdictRow | None:
+    @contextlib.contextmanager
+    def _directory(self, folder: Path, pinned: PinnedDir | None) -> Iterator[int | None]:
+        """The descriptor to move and restore through: the pinned checkpoint directory
+        (checked to be the one pinned at start), or the folder below it."""
+        if pinned is None:
+            yield None
+            return
+        if not folder.is_relative_to(pinned.path):
+            raise DirectoryChanged(
+                f"{folder} is not in the checkpoint directory {pinned.path}: nothing goes there"
+            )
+        with pinned.opened() as root_fd:
+            if folder == pinned.path:
+                yield root_fd
+                return
+            fd = open_below(root_fd, pinned.path, folder)
+            try:
+                yield fd
+            finally:
+                os.close(fd)
+
+    def _in_directories(self, path: Path) -> bool:
+        """A copy of a file from elsewhere (the run directory moved since it was kept) is
+        never put back: its original path is no longer the trainer's."""
+        return any(
+            path.parent == d or (self.layout.recursive and path.is_relative_to(d)) for d in self.directories
+        )
+
+    def verdict_of(self, path: Path) -> VerdictRow | None:
         on_disk = stat_checkpoint(self.layout, path)
         return self.known(on_disk) if on_disk is not None else None
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror if not exc.filename else f"{exc.strerror} ({exc.filename})"
+    return str(exc)
 
 
 def _verdict_dict(row: VerdictRow | None) -> dict[str, object] | None:

@@ -2,81 +2,105 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 import trainer_adapters
-from supervisor.checkpoints import CheckpointBook, request_for
+from supervisor import entries
+from supervisor.checkpoints import request_for
 from supervisor.config import Config
 from supervisor.ledger import Ledger
 from supervisor.planner import Plan
+from supervisor.prepare import Preparation, book_for
 from supervisor.validation import ValidatorClient
-from trainer_adapters.base import Layout
+from trainer_adapters.base import TrainerAdapter
+
+log = structlog.get_logger("supervisor")
 
 
-async def verify_paths(layouts: dict[Path, Layout]) -> list[dict[str, Any]]:
-    """One result per path: could the trainer resume from it?"""
+async def verify_paths(files: dict[Path, TrainerAdapter]) -> list[dict[str, Any]]:
+    """One result per path: could the trainer resume from it? `step` is the trainer's
+    step (the number it counts batches or updates in), `epoch` beside it, and
+    `resume_unit` says which of the two orders its resume states."""
     client = ValidatorClient()
     results = []
     try:
-        for path, layout in layouts.items():
-            results.append(await _verify_one(client, path, layout))
+        for path, adapter in files.items():
+            results.append(await _verify_one(client, path, adapter))
     finally:
         await client.close()
     return results
 
 
-async def _verify_one(client: ValidatorClient, path: Path, layout: Layout) -> dict[str, Any]:
-    if not path.exists():
-        return _rejected(path, "not found")
-    if not path.is_file():
-        return _rejected(path, "not a regular file")
+async def _verify_one(client: ValidatorClient, path: Path, adapter: TrainerAdapter) -> dict[str, Any]:
+    layout = adapter.layout(adapter.options())
+    unit = adapter.position_unit
+    if not os.path.lexists(path):
+        return _rejected(path, "not found", unit)
+    mode = os.lstat(path).st_mode
+    if not stat.S_ISREG(mode):
+        return _rejected(path, entries.describe(entries.kind_of(mode), path), unit)
     ckpt = layout.parse(path.absolute())
     if ckpt is None:
         what = layout.ignored(path.absolute()) or "an export, a pretrained or a temporary file?"
-        return _rejected(path, f"not a resume checkpoint of this trainer ({what})")
+        return _rejected(path, f"not a resume checkpoint of this trainer ({what})", unit)
     verdict = await client.validate(request_for(layout, ckpt))
-    return {**verdict.to_json(), "path": str(path)}
+    result = {**verdict.to_json(), "path": str(path), "resume_unit": unit}
+    del result["shapes"]
+    if unit == "epoch":  # the content's counter is the epoch; the trainer's step is in the name
+        result["step"] = ckpt.save
+    return result
 
 
-def _rejected(path: Path, reason: str) -> dict[str, Any]:
-    return {"path": str(path), "ok": False, "step": None, "epoch": None, "reason": reason}
+def _rejected(path: Path, reason: str, unit: str) -> dict[str, Any]:
+    return {
+        "path": str(path),
+        "ok": False,
+        "step": None,
+        "epoch": None,
+        "reason": reason,
+        "resume_unit": unit,
+    }
 
 
-async def plan_run(config: Config, *, apply: bool) -> dict[str, Any]:
-    """Verify what is unverified, plan the resume, and with `apply` carry it out."""
+async def plan_run(config: Config, *, apply: bool, accept_model_change: bool = False) -> dict[str, Any]:
+    """Verify what is unverified and plan the resume; with `apply`, prepare the run
+    directory exactly as the daemon does before a launch (supervisor/prepare.py)."""
     assert config.adapter.checkpoint_dir is not None
     layout = trainer_adapters.get(config.adapter.name).layout(config.adapter.options)
     ledger = Ledger.open(config.state_dir) if apply else Ledger.open_readonly(config.state_dir)
-    client = ValidatorClient(
-        job_timeout_s=config.checkpoints.validation_timeout_s,
-        memory_limit_mb=config.checkpoints.validator_memory_mb or None,
-    )
-    book = CheckpointBook(
-        layout=layout,
-        directories=[config.adapter.checkpoint_dir],
-        state_dir=config.state_dir,
-        ledger=ledger,
-        validator=client,
-        keep_verified=config.checkpoints.keep_verified,
-        record=apply,
-    )
+    run = ledger.run() if ledger is not None else None
+    attempt = run.attempt if run is not None else 0
+
+    def report(kind: str, level: str, message: str) -> None:
+        if ledger is not None and apply:
+            ledger.tell(attempt, kind, level, message)
+        else:
+            getattr(log, level)(message, kind=kind)
+
+    book = book_for(config, layout, ledger, report, record=apply, accept_model_change=accept_model_change)
+    preparation = Preparation(config, layout, ledger, book, report=report)
     try:
-        await book.verify_all()
         if apply:
-            for on_disk in book.scan():  # what a running supervisor keeps, plan --apply keeps too
-                row = book.known(on_disk)
-                if row is not None and row.ok:
-                    await book.keep_copy(on_disk, row)
-        the_plan = book.plan()
-        if apply and the_plan.ok:
-            run = ledger.run() if ledger is not None else None
-            await book.apply(the_plan, run.attempt if run is not None else 0)
+            await preparation.start(attempt, run.best_step if run is not None else None)
+        else:
+            preparation.read_reboot_marks()
+        outcome = await preparation.run(attempt, apply=apply)
     finally:
-        await client.close()
+        preparation.stop()
+        await book.validator.close()
         if ledger is not None:
             ledger.close()
-    return {**describe(the_plan), "applied": apply and the_plan.ok}
+    result = describe(outcome.plan)
+    if outcome.refusal is not None:
+        result |= {"ok": False, "problem": outcome.refusal}
+    # "applied": the preparation carried (some of) the plan out; with "ok" false it was
+    # refused after that, and the moves made are in the ledger and the quarantine.
+    return {**result, "applied": outcome.applied}
 
 
 def describe(the_plan: Plan) -> dict[str, Any]:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
+
+import torch
 
 from supervisor.checkpoints import CheckpointBook, OnDisk, stat_checkpoint
 from supervisor.ledger import Ledger
 from supervisor.validation import ValidatorClient
 from tests import ckpt_factory as ck
+from tests.twins import run_cli, write_config
+from trainer_adapters.f5_tts import F5Layout, F5Options
 from trainer_adapters.generic import GenericLayout, GenericOptions
 
 LAYOUT = GenericLayout(GenericOptions(pattern="ckpt_{step}.pt", step_key="step"))
@@ -56,3 +61,109 @@ def _on_disk(path: Path) -> OnDisk:
     on_disk = stat_checkpoint(LAYOUT, path)
     assert on_disk is not None
     return on_disk
+
+
+# --- the model's shapes: one reference per role, the newest-written verified file --------------
+
+F5 = F5Layout(F5Options())
+
+
+def _f5_file(path: Path, *, width: int, update: int, mtime_s: int) -> Path:
+    model = {"proj.weight": torch.zeros(width, 2), "proj.bias": torch.zeros(width)}
+    state = {
+        "model_state_dict": model,
+        "optimizer_state_dict": {"state": {}, "param_groups": []},
+        "ema_model_state_dict": model,
+        "scheduler_state_dict": {},
+        "update": update,
+    }
+    torch.save(state, path)
+    os.utime(path, (mtime_s, mtime_s))
+    return path
+
+
+def _judge(tmp_path: Path, ckpt_dir: Path, *, accept: bool, paths: list[Path] | None) -> dict[str, bool]:
+    """Verdicts (name -> ok) from one book: of `paths` in this order, or of verify_all."""
+
+    async def body() -> dict[str, bool]:
+        ledger = Ledger.open(tmp_path / "state")
+        client = ValidatorClient(idle_timeout_s=None)
+        book = CheckpointBook(
+            layout=F5,
+            directories=[ckpt_dir],
+            state_dir=tmp_path / "state",
+            ledger=ledger,
+            validator=client,
+            keep_verified=0,
+            accept_model_change=accept,
+        )
+        try:
+            if paths is None:
+                rows = await book.verify_all()
+            else:
+                rows = [await book.verify(on_disk) for p in paths if (on_disk := stat_checkpoint(F5, p))]
+        finally:
+            await client.close()
+            ledger.close()
+        return {Path(r.path).name: r.ok for r in rows if r is not None}
+
+    return asyncio.run(body())
+
+
+def test_at_a_cold_start_the_newest_written_file_sets_the_models_shapes(tmp_path: Path) -> None:
+    # A file of another model copied in with its old mtime kept (cp -p): whatever order
+    # the directory lists them in, it is the one judged against the run's newest file.
+    ckpt_dir = tmp_path / "ckpts"
+    ckpt_dir.mkdir()
+    _f5_file(ckpt_dir / "model_900.pt", width=3, update=900, mtime_s=1_000)  # foreign, oldest
+    _f5_file(ckpt_dir / "model_100.pt", width=2, update=100, mtime_s=2_000)
+    _f5_file(ckpt_dir / "model_200.pt", width=2, update=200, mtime_s=3_000)
+    verdicts = _judge(tmp_path, ckpt_dir, accept=False, paths=None)
+    assert verdicts == {"model_200.pt": True, "model_100.pt": True, "model_900.pt": False}
+
+
+def test_an_older_file_accepted_later_never_becomes_the_reference(tmp_path: Path) -> None:
+    ckpt_dir = tmp_path / "ckpts"
+    ckpt_dir.mkdir()
+    old_model = _f5_file(ckpt_dir / "model_100.pt", width=2, update=100, mtime_s=1_000)
+    assert _judge(tmp_path, ckpt_dir, accept=False, paths=[old_model]) == {"model_100.pt": True}
+    changed = _f5_file(ckpt_dir / "model_200.pt", width=3, update=200, mtime_s=2_000)
+    assert _judge(tmp_path, ckpt_dir, accept=False, paths=[changed]) == {"model_200.pt": False}
+    # Changed on purpose: the file rejected for its shapes is judged again, and accepted.
+    # An older file of the old model, first seen now, is accepted too, but the model the
+    # trainer now builds is still the changed one.
+    assert _judge(tmp_path, ckpt_dir, accept=True, paths=[changed]) == {"model_200.pt": True}
+    older = _f5_file(ckpt_dir / "model_50.pt", width=2, update=50, mtime_s=500)
+    assert _judge(tmp_path, ckpt_dir, accept=True, paths=[older]) == {"model_50.pt": True}
+    # Without the flag again: a new file of the changed model is the run's model.
+    landed = _f5_file(ckpt_dir / "model_300.pt", width=3, update=300, mtime_s=3_000)
+    assert _judge(tmp_path, ckpt_dir, accept=False, paths=[landed]) == {"model_300.pt": True}
+    stray = _f5_file(ckpt_dir / "model_400.pt", width=2, update=400, mtime_s=4_000)
+    assert _judge(tmp_path, ckpt_dir, accept=False, paths=[stray]) == {"model_400.pt": False}
+
+
+def test_the_daemon_and_plan_take_the_same_newest_file_as_the_models_shapes(tmp_path: Path) -> None:
+    """A cold start on model_1000/2000 of one shape and a newer model_3000 of another (the
+    model changed on purpose): the daemon judges what is there as `plan --apply` does,
+    newest first, whatever order its watcher would have listed the files in."""
+    left = {}
+    for way in ("plan", "run"):
+        base = tmp_path / way
+        ckpt_dir = base / "ckpts" / "x"
+        ckpt_dir.mkdir(parents=True)
+        for n, (update, width) in enumerate([(1000, 2), (2000, 2), (3000, 3)]):
+            _f5_file(ckpt_dir / f"model_{update}.pt", width=width, update=update, mtime_s=1_000 + 10 * n)
+        config = write_config(
+            base,
+            adapter="f5-tts",
+            command=[sys.executable, "-c", "pass"],
+            cwd=base,
+            checkpoint_dir=ckpt_dir,
+            checkpoints={"quiet_s": 0.05, "keep_verified": 0},
+            more={"heartbeat": {"mode": "off"}},
+        )
+        args = ["plan", "-c", str(config), "--apply"] if way == "plan" else ["run", "-c", str(config)]
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+        left[way] = sorted(p.name for p in ckpt_dir.iterdir())
+    assert left["plan"] == left["run"] == ["model_3000.pt"]

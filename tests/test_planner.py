@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from supervisor.planner import Candidate, Move, Restore, Snapshot, Status, plan, retention, with_content_step
-from trainer_adapters.base import Expectations, NamedCheckpoint
+from trainer_adapters.base import Expectations, LayoutDefaults, NamedCheckpoint
 from trainer_adapters.generic import GenericLayout, GenericOptions
 from trainer_adapters.vits_family import GlobLayout
 
@@ -21,7 +21,7 @@ GENERIC = GenericLayout(GenericOptions(pattern="ckpt_{step}.pt", latest="last.pt
 
 
 @dataclass(frozen=True)
-class PairedLayout:
+class PairedLayout(LayoutDefaults):
     """Like VITS: newest G_* and newest D_* are picked independently, by digits in the path."""
 
     roles: tuple[str, ...] = ("G", "D")
@@ -220,10 +220,12 @@ def test_a_file_the_validator_failed_on_is_never_moved_on_a_guess() -> None:
 @given(
     files=st.dictionaries(st.tuples(st.sampled_from("GD"), st.integers(1, 9)), st.sampled_from(list(Status)))
 )
-def test_only_files_it_could_not_judge_can_block_a_plan(files: dict[tuple[str, int], Status]) -> None:
+def test_only_files_it_could_not_judge_or_still_being_written_can_block_a_plan(
+    files: dict[tuple[str, int], Status],
+) -> None:
     candidates = [paired(role, step * 100, status) for (role, step), status in files.items()]
     result = plan(PAIRED, candidates)
-    unknown = {c.ckpt.path for c in candidates if c.status is Status.UNKNOWN}
+    unknown = {c.ckpt.path for c in candidates if c.status in (Status.UNKNOWN, Status.WRITING)}
     assert {m.path for m in result.blocked} <= unknown
     if not unknown:
         assert result.ok, result.summary()
