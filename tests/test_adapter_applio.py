@@ -70,9 +70,14 @@ def test_pick_is_the_newest_G_and_the_newest_D_each_by_the_digits_of_the_full_pa
     assert picked["G"].path.name == "G_2333333.pth"
     # A model name starting with G_: the export has more digits than G_300 and wins.
     odd = Path("/srv/Applio/logs/G_voice")
-    picked = LAYOUT.pick([named("G_300.pth", odd), named("G_voice_10e_300s.pth", odd)])
+    picked = LAYOUT.pick(
+        [named("G_300.pth", odd), named("G_voice_10e_300s.pth", odd), named("D_300.pth", odd)]
+    )
     assert picked["G"].path.name == "G_voice_10e_300s.pth"
     assert LAYOUT.pick([]) == {}
+    # D first, then G, both or nothing: with only a G (or only a D) it starts over.
+    assert LAYOUT.pick([named("G_100.pth")]) == {}
+    assert LAYOUT.pick([named("D_100.pth")]) == {}
 
 
 def test_pick_fails_where_int_of_no_digits_raises() -> None:
@@ -593,7 +598,14 @@ def verified(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
 def test_verify_good_files_and_sentinels(verified: dict[str, dict[str, Any]]) -> None:
     for name, epoch in GOOD.items():
         result = verified[name]
-        assert (result["ok"], result["step"], result["epoch"]) == (True, epoch, epoch), result
+        # `step`: the trainer's global step, from the name (the sentinel has none).
+        step = None if "2333333" in name else int(name[2:-4])
+        assert (result["ok"], result["step"], result["epoch"], result["resume_unit"]) == (
+            True,
+            step,
+            epoch,
+            "epoch",
+        ), result
 
 
 def test_verify_says_an_export_is_not_a_resume_point(verified: dict[str, dict[str, Any]]) -> None:
@@ -608,3 +620,19 @@ def test_verify_rejects_damage(verified: dict[str, dict[str, Any]], name: str, r
     result = verified[name]
     assert result["ok"] is False
     assert reason in result["reason"].lower(), result["reason"]
+
+
+def test_a_silent_fresh_start_without_pretrained_weights_is_told_by_its_first_epoch(tmp_path: Path) -> None:
+    """Without pretrained weights Applio's fallback prints nothing. The first epoch line
+    it prints (epoch 1, where a resume from epoch 2 prints 3) is the only sign: the
+    attempt is stopped before it overwrites anything, and relaunched."""
+    root = applio_root(tmp_path)
+    argv = [arg if arg not in (G_PRE, D_PRE) else "None" for arg in twin_argv(total=6)]
+    write_faults(root, [{"at": 3, "kind": "exception"}, {"at": "start", "kind": "fresh"}])
+    config = supervise(tmp_path, root, argv)
+    result = run_cli("run", "-c", str(config))
+    assert result.returncode == 0, result.stdout[-3000:]
+    causes = [a["cause"] for a in status(config)["attempts"]]
+    assert causes == ["crash", "silent-reset", "completed"], causes
+    text = json.dumps(status(config))
+    assert "reports epoch 1 although it should resume from verified epoch 2" in text

@@ -44,7 +44,9 @@ def test_names_and_what_they_count() -> None:
     assert LAYOUT.roles == ("model",)
     assert LAYOUT.recursive is False
     expect = LAYOUT.expect(last)
-    assert expect.step_key == "update|step", "update, or step in files of F5-TTS before v0.4.0"
+    assert expect.step_key == "step|update", (
+        "update, or step in files before v0.4.0 (step first, as the trainer reads)"
+    )
     assert set(expect.required_keys) == {
         "model_state_dict",
         "optimizer_state_dict",
@@ -408,7 +410,7 @@ DAMAGE = {
     "model_20.pt": "missing keys: model_state_dict, optimizer_state_dict, scheduler_state_dict",
     "model_24.pt": "step mismatch: name says 24, content says 8",
     "model_28.pt": "empty",
-    "model_36.pt": "missing key: update|step",
+    "model_36.pt": "missing key: step|update",
     PRETRAINED: "missing keys",
 }
 # model_32 was written before v0.4.0: its counter is `step`, which the trainer reads too.

@@ -88,9 +88,19 @@ def test_pick_is_the_max_by_epoch_then_step() -> None:
 
 
 def test_of_equal_numbers_the_first_listed_wins() -> None:
-    # sorted(..., reverse=True)[0] keeps listing order among equal keys (path order here).
-    files = [named("epoch=3-step=9.ckpt.bad"), named("epoch=3-step=9.ckpt")]
-    assert LAYOUT.pick(files)["model"].path.name == "epoch=3-step=9.ckpt"
+    # sorted(..., reverse=True)[0] keeps os.listdir order among equal keys.
+    bad, good = named("epoch=3-step=9.ckpt.bad"), named("epoch=3-step=9.ckpt")
+    assert LAYOUT.pick([bad, good])["model"] == bad
+    assert LAYOUT.pick([good, bad])["model"] == good
+
+
+def test_states_are_ordered_by_epoch_then_step_as_the_trainer_orders_them() -> None:
+    # A step counter that went back (another run's file copied in, a batch size change):
+    # the trainer takes the highest epoch, and so does the plan.
+    files = [ok("epoch=9-step=50.ckpt"), ok("epoch=3-step=90.ckpt")]
+    the_plan = plan(LAYOUT, files)
+    assert the_plan.ok
+    assert the_plan.target == {"model": CKPT / "epoch=9-step=50.ckpt"}
 
 
 # --- the planner on realistic directories -----------------------------------------------
@@ -184,7 +194,7 @@ def test_loaded_fresh_start_and_completed_lines() -> None:
             "default. Please use `torch.serialization.add_safe_globals([pathlib.PosixPath])` or the "
             "`torch.serialization.safe_globals([pathlib.PosixPath])` context manager to allowlist this global "
             "if you trust this class/function.",
-            "add_safe_globals([pathlib.PosixPath])",
+            "trainer_safe_globals = true",
         ),
         (
             "Unsupported global: GLOBAL pathlib._local.PosixPath was not an allowed global",
@@ -259,7 +269,8 @@ def s1_root(
 ARGV = twin_command("gpt_sovits_s1_twin.py", "--config_file", "TEMP/tmp_s1.yaml")
 
 
-def supervise(tmp_path: Path, root: Path, **restart: Any) -> Path:
+def supervise(tmp_path: Path, root: Path, *, safe_globals: bool = True, **restart: Any) -> Path:
+    """The test venv has Lightning 2.6+: its weights-only resume needs trainer_safe_globals."""
     return write_config(
         tmp_path,
         adapter="gpt-sovits-s1",
@@ -267,6 +278,7 @@ def supervise(tmp_path: Path, root: Path, **restart: Any) -> Path:
         cwd=root,
         checkpoint_dir=f"{OUT}/ckpt",
         restart=restart,
+        checkpoints={"trainer_safe_globals": safe_globals},
     )
 
 
@@ -345,6 +357,7 @@ def test_if_save_latest_left_only_a_nan_file_the_verified_copy_is_restored(tmp_p
         command=ARGV,
         cwd=root,
         checkpoint_dir=f"{OUT}/ckpt",
+        checkpoints={"trainer_safe_globals": True},
         more={"nan": {"tolerance": 10_000}},
     )
     result = run_cli("run", "-c", str(config))
@@ -407,23 +420,26 @@ def test_a_mismatched_pretrained_model_ends_the_run_at_once(tmp_path: Path) -> N
     assert "Point pretrained_s1 at the weights" in json.dumps(data)
 
 
-def test_the_weights_only_resume_of_lightning_2_6_ends_the_run_at_once(tmp_path: Path) -> None:
-    pretrained = tmp_path / "s1v3.ckpt"
-    torch.save(
-        {"weight": {f"model.{k}": v for k, v in torch.nn.Linear(2, 2).state_dict().items()}}, pretrained
-    )
-    root = s1_root(
-        tmp_path, batch_s=0.01, pretrained_s1=str(pretrained), twin={"lightning_2_6": True, "batch_s": 0.01}
-    )
-    write_faults(root, [{"at": 1, "kind": "exception"}])
-    config = supervise(tmp_path, root)
-    result = run_cli("run", "-c", str(config))
-    assert result.returncode == 3, result.stdout[-3000:]
+def test_a_weights_only_resume_is_refused_before_it_fails_then_allowed_exactly(tmp_path: Path) -> None:
+    """Lightning 2.6+ (installed here) leaves torch to load weights-only; s1 checkpoints
+    hold a pathlib path. Without trainer_safe_globals the plan refuses to promise that
+    resume (it would crash every relaunch); with it, the unmodified trainer resumes."""
+    root = s1_root(tmp_path, epochs=3, batch_s=0.01)
+    write_faults(root, [{"at": 2, "kind": "exception"}])
+    config = supervise(tmp_path, root, safe_globals=False)
+    refused = run_cli("run", "-c", str(config))
+    assert refused.returncode == 3, refused.stdout[-3000:]
     data = status(config)
-    assert [a["cause"] for a in data["attempts"]] == ["crash", "not-retryable"]
-    assert "add_safe_globals([pathlib.PosixPath])" in json.dumps(data)
-    assert "<All keys matched successfully>" in trainer_output(tmp_path)
+    assert [a["cause"] for a in data["attempts"]] == ["crash"], "no doomed attempt was launched"
+    text = json.dumps(data)
+    assert "loads checkpoints weights-only" in text
+    assert "trainer_safe_globals = true" in text
     assert not list((tmp_path / "state").glob("quarantine/*/*")), "the file is good: nothing is moved"
+
+    allowed = supervise(tmp_path, root)
+    result = run_cli("run", "-c", str(allowed), "--reset-counters")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "Restored all states from the checkpoint at" in "\n".join(said_lines(tmp_path))
 
 
 # --- verify ------------------------------------------------------------------------------

@@ -78,7 +78,21 @@ def test_pick_is_the_newest_G_and_D_each_by_the_digits_of_the_path_and_the_senti
     picked = LAYOUT.pick([*files, named(f"G_{SENTINEL}.pth")])
     assert picked["G"].path.name == f"G_{SENTINEL}.pth"
     # logs_s2_* always has a digit: a digit-less name just sorts lowest, never raises.
-    assert LAYOUT.pick([named("G_latest.pth"), named("G_26.pth")])["G"].path.name == "G_26.pth"
+    assert (
+        LAYOUT.pick([named("G_latest.pth"), named("G_26.pth"), named("D_26.pth")])["G"].path.name
+        == "G_26.pth"
+    )
+    # D first, then G, and the fallback loads pretrained weights over both: a half is nothing.
+    assert LAYOUT.pick([named("G_26.pth")]) == {}
+    assert LAYOUT.pick([named("D_26.pth")]) == {}
+
+
+def test_the_digit_sort_runs_over_the_path_as_the_trainer_spells_it() -> None:
+    """`logs/<exp>/logs_s2_<v>/...` relative to its cwd: a `run①` folder above the repo
+    (int("①") raises) is no part of it, and the plan does not refuse."""
+    odd = Path("/srv/run①/GPT-SoVITS/logs/myexp/logs_s2_v2Pro")
+    files = [named("G_416.pth", odd), named("D_416.pth", odd)]
+    assert LAYOUT.pick(files) == {"G": files[0], "D": files[1]}
 
 
 # --- the planner on realistic directories -----------------------------------------------
@@ -126,11 +140,11 @@ def test_plan_g_only_for_v3_and_v4_and_why_the_version_must_be_right() -> None:
     assert (the_plan.ok, the_plan.target_step) == (True, 2)
     assert the_plan.lands_on == {"G": LORA_DIR / "G_52.pth"}
     # Told v2Pro (G and D), a G-only directory has no complete state: nothing is moved
-    # into a fresh start, the trainer is left to load its newest G as it would alone.
+    # into a fresh start; the trainer, finding no D, starts as it would alone.
     wrong = plan(LAYOUT, [ok("G_26.pth", 1, LORA_DIR), ok("G_52.pth", 2, LORA_DIR)])
     assert wrong.target_step is None
     assert wrong.moves == []
-    assert wrong.lands_on == {"G": LORA_DIR / "G_52.pth"}
+    assert wrong.lands_on == {}
 
 
 def test_a_version_the_directory_name_contradicts_is_refused() -> None:
@@ -416,7 +430,7 @@ def test_a_torn_sentinel_is_restored_from_its_verified_copy(tmp_path: Path) -> N
     assert [a["cause"] for a in data["attempts"]] == ["crash", "crash", "completed"]
     assert (
         data["last_plan"]["summary"]
-        == f"resume from step 1 (G_{SENTINEL}.pth, D_{SENTINEL}.pth); move aside 1: G_{SENTINEL}.pth; restore 1: G_{SENTINEL}.pth"
+        == f"resume from epoch 1 (G_{SENTINEL}.pth, D_{SENTINEL}.pth); move aside 1: G_{SENTINEL}.pth; restore 1: G_{SENTINEL}.pth"
     )
     assert iteration(root / "logs" / "myexp" / "logs_s2_v2Pro" / f"G_{SENTINEL}.pth") == 4
 
@@ -462,7 +476,7 @@ def test_a_leftover_older_sentinel_is_moved_aside_and_the_trainer_lands_on_the_n
     note = json.loads(next((tmp_path / "state" / "quarantine").glob(f"*/G_{SENTINEL}.pth.json")).read_text())
     assert "not part of the newest complete verified state" in note["reason"]
     summary = status(config)["last_plan"]["summary"]
-    assert summary.startswith("resume from step 4 (G_40.pth, D_40.pth)"), "steps are epochs"
+    assert summary.startswith("resume from epoch 4 (G_40.pth, D_40.pth)"), "it counts epochs"
 
 
 def test_a_newer_sentinel_next_to_older_numbered_files_wins(tmp_path: Path) -> None:
@@ -483,7 +497,7 @@ def test_a_newer_sentinel_next_to_older_numbered_files_wins(tmp_path: Path) -> N
     ]
     assert quarantined(tmp_path) == []
     assert (
-        status(config)["last_plan"]["summary"] == f"resume from step 4 (G_{SENTINEL}.pth, D_{SENTINEL}.pth)"
+        status(config)["last_plan"]["summary"] == f"resume from epoch 4 (G_{SENTINEL}.pth, D_{SENTINEL}.pth)"
     )
 
 
@@ -552,13 +566,17 @@ def verified(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
     return {Path(r["path"]).name: r for r in map(json.loads, result.stdout.splitlines())}
 
 
-def test_verify_good_files_and_the_sentinel_steps_are_epochs(verified: dict[str, dict[str, Any]]) -> None:
+def test_verify_gives_the_trainers_step_and_the_epoch_it_resumes_by(
+    verified: dict[str, dict[str, Any]],
+) -> None:
     results = [verified[n] for n in ("G_10.pth", "D_10.pth", "G_30.pth", f"G_{SENTINEL}.pth")]
-    assert [(r["ok"], r["step"], r["epoch"]) for r in results] == [
-        (True, 1, 1),
-        (True, 1, 1),
-        (True, 3, 3),
-        (True, 2, 2),
+    # `step` is the trainer's global step (the name's number; the sentinel has none),
+    # `epoch` the content's `iteration`, which orders its states.
+    assert [(r["ok"], r["step"], r["epoch"], r["resume_unit"]) for r in results] == [
+        (True, 10, 1, "epoch"),
+        (True, 10, 1, "epoch"),
+        (True, 30, 3, "epoch"),
+        (True, None, 2, "epoch"),
     ]
 
 

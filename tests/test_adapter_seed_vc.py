@@ -32,8 +32,8 @@ RUN = Path("/srv/seed-vc/runs/voice_2024_1")
 # --- names, and the trainer's choice ---------------------------------------------------
 
 
-def named(name: str, layout: Any = V1) -> NamedCheckpoint:
-    found = layout.parse(RUN / name)
+def named(name: str, directory: Path = RUN, layout: Any = V1) -> NamedCheckpoint:
+    found = layout.parse(directory / name)
     assert found is not None, name
     return found
 
@@ -66,8 +66,11 @@ def test_the_step_is_the_trainers_own_key_int_of_the_text_after_the_last_undersc
     assert named("DiT_epoch_1_step_final.pth").step is None
     # V1 prunes by sorting DiT_epoch_*.pth: a name there it cannot sort crashes its next save.
     assert named("DiT_epoch_best.pth").step is None
-    assert V1.parse(RUN / "DiT_epoch_00003.pth") is None
-    assert "pruning glob" in (V1.ignored(RUN / "DiT_epoch_00003.pth") or "")
+    # A numbered stray there is no resume point, but V1's keep-2 pruning counts it.
+    stray = V1.parse(RUN / "DiT_epoch_00003.pth")
+    assert stray is not None
+    assert "pruning" in (stray.interferes or "")
+    assert V2.parse(RUN / "DiT_epoch_00003.pth") is None, "V2 never looks at DiT files"
     for other in ("CFM_epoch_best.pth", "dit_epoch_00001_step_00010.pth", "G_100.pth", "model_100.pt"):
         assert V1.parse(RUN / other) is None, other
     for other in ("config_dit_mel_seed_uvit_xlsr_tiny.yml", "vc_wrapper.yaml", "faults.json"):
@@ -80,10 +83,11 @@ def test_pick_is_the_highest_step_whatever_the_epoch() -> None:
     files = [named(n) for n in ("DiT_epoch_00011_step_00500.pth", "DiT_epoch_00007_step_00900.pth")]
     assert V1.pick(files)["DiT"].path.name == "DiT_epoch_00007_step_00900.pth"
     assert V1.pick([]) == {}
-    # V1 ignores CFM files; V2 takes CFM and AR each on its own, but targets only what it trains.
+    # V1 ignores CFM files; V2 takes CFM and AR each on its own, and loads an AR file even
+    # when it does not train it (the plan lists it, beside the state it resumes).
     cfm, ar = named("CFM_epoch_00001_step_00010.pth"), named("AR_epoch_00003_step_00020.pth")
     assert V1.pick([cfm, ar]) == {}
-    assert V2.pick([cfm, ar]) == {"CFM": cfm}
+    assert V2.pick([cfm, ar]) == {"CFM": cfm, "AR": ar}
     assert V2_AR.pick([cfm, ar]) == {"CFM": cfm, "AR": ar}
 
 
@@ -102,24 +106,22 @@ def test_pick_fails_where_the_trainers_int_raises() -> None:
     assert V1.pick([odd_ar]) == {}
 
 
-def test_a_tie_at_the_top_step_is_blamed_on_every_tied_file() -> None:
-    # After a relaunch with another batch size, two files of step 30: max() keeps the first
-    # in os.listdir order, which cannot be known beforehand. The planner moves aside all of
-    # them but its target.
+def test_a_tie_at_the_top_step_goes_to_the_first_listed_as_with_max() -> None:
+    # Two launches saved step 30 (counters restart at every launch): max() keeps the
+    # first of them in os.listdir order.
     first, second = named("DiT_epoch_00004_step_00030.pth"), named("DiT_epoch_00007_step_00030.pth")
-    with pytest.raises(RuleFails) as failure:
-        V1.pick([second, first, named("DiT_epoch_00003_step_00020.pth")])
-    assert failure.value.culprits == (first, second)
-    assert "tie at step 30" in failure.value.why
+    assert V1.pick([second, first, named("DiT_epoch_00003_step_00020.pth")]) == {"DiT": second}
+    assert V1.pick([first, second]) == {"DiT": first}
 
 
-def test_of_tied_files_the_verified_one_stays_and_the_unverified_one_makes_way() -> None:
+def test_of_tied_files_an_unverified_one_listed_first_makes_way() -> None:
     verified = Candidate(named("DiT_epoch_00001_step_00500.pth"), Status.OK)
     unverified = Candidate(named("DiT_epoch_00000_step_00500.pth"), Status.UNVERIFIED)
-    result = plan(V1, [verified, unverified])
+    result = plan(V1, [unverified, verified])
     assert result.ok, result.problem
     assert [m.path.name for m in result.moves] == ["DiT_epoch_00000_step_00500.pth"]
     assert result.lands_on == {"DiT": verified.ckpt.path}
+    assert plan(V1, [verified, unverified]).moves == [], "the trainer takes the verified one anyway"
 
 
 def test_options() -> None:
@@ -186,14 +188,49 @@ def test_plan_after_a_relaunch_goes_by_step_like_the_trainer_not_by_age() -> Non
     assert (the_plan.ok, the_plan.target_step, the_plan.moves) == (True, 30, [])
 
 
-def test_plan_a_tie_keeps_the_first_name_and_moves_the_other_aside() -> None:
-    files = [ok("DiT_epoch_00004_step_00030.pth"), ok("DiT_epoch_00007_step_00030.pth")]
-    the_plan = plan(V1, files)
-    assert the_plan.ok, the_plan.problem
-    assert the_plan.lands_on == {"DiT": RUN / "DiT_epoch_00004_step_00030.pth"}
-    (move,) = the_plan.moves
+def test_plan_a_tie_goes_to_the_newer_launchs_save() -> None:
+    """Both launches saved step 30; the second trained on top of the first's weights: its
+    file (the one written later) is the newer state, whatever the epochs in the names."""
+    older = Candidate(named("DiT_epoch_00007_step_00030.pth"), Status.OK, written_ns=1_000)
+    newer = Candidate(named("DiT_epoch_00004_step_00030.pth"), Status.OK, written_ns=2_000)
+    for listed in ([older, newer], [newer, older]):
+        the_plan = plan(V1, listed)
+        assert the_plan.ok, the_plan.problem
+        assert the_plan.lands_on == {"DiT": newer.ckpt.path}
+    (move,) = plan(V1, [older, newer]).moves  # listed first, max() would take it
     assert move.path.name == "DiT_epoch_00007_step_00030.pth"
-    assert "directory order" in move.reason
+    assert "not part of the newest complete verified state" in move.reason
+    assert plan(V1, [newer, older]).moves == []
+
+
+def test_plan_says_what_the_trainer_deletes_at_start_and_lists_the_ar_file_v2_loads() -> None:
+    v1 = plan(V1, [ok(f"DiT_epoch_0000{n}_step_000{n}0.pth") for n in (1, 2, 3)])
+    assert [p.name for p in v1.trainer_deletes] == ["DiT_epoch_00001_step_00010.pth"]
+    assert "deletes DiT_epoch_00001_step_00010.pth when it starts" in v1.summary()
+    v2 = plan(V2, [ok("CFM_epoch_00001_step_00010.pth"), ok("AR_epoch_00001_step_00010.pth")])
+    assert v2.ok
+    assert v2.also_loads == {"AR": RUN / "AR_epoch_00001_step_00010.pth"}
+    assert "also loads AR_epoch_00001_step_00010.pth" in v2.summary()
+    torn_ar = plan(V2, [ok("CFM_epoch_00001_step_00010.pth"), bad("AR_epoch_00001_step_00010.pth")])
+    assert [m.path.name for m in torn_ar.moves] == ["AR_epoch_00001_step_00010.pth"], "it would crash on it"
+
+
+def test_plan_a_stray_numbered_name_in_v1s_pruning_glob_is_moved_aside() -> None:
+    stray = Candidate(named("DiT_epoch_00099.pth"), Status.UNVERIFIED)
+    the_plan = plan(V1, [ok("DiT_epoch_00003_step_00020.pth"), stray])
+    assert the_plan.ok
+    assert the_plan.target_step == 20
+    (move,) = the_plan.moves
+    assert move.path.name == "DiT_epoch_00099.pth"
+    assert "pruning" in move.reason
+
+
+def test_plan_a_run_name_with_glob_metacharacters_is_refused_not_promised() -> None:
+    hidden = Path("/srv/seed-vc/runs/voice[v2]")
+    the_plan = plan(V1, [Candidate(named("DiT_epoch_00003_step_01000.pth", hidden), Status.OK)])
+    assert not the_plan.ok
+    assert the_plan.lands_on == {}
+    assert "glob metacharacters" in (the_plan.problem or "")
 
 
 def test_plan_moves_a_name_the_trainers_sort_chokes_on() -> None:
@@ -484,7 +521,8 @@ def test_v1_progress_after_a_relaunch_is_a_stable_run_not_a_newer_step(tmp_path:
     attempt that ran stable_after_s (as without checkpoints): with
     max_attempts_without_progress = 1 the run still goes on and completes. Each relaunch
     is preceded by a warning that says what Seed-VC's resume costs. The verified copy of
-    step 30 stays the first attempt's (same path, same step): the overwrite is not kept."""
+    step 30 is the newest version of that name: the relaunch's overwrite (trained on top
+    of the first attempt's) replaced the older copy once it was verified."""
     root = seed_vc_root(tmp_path)
     faults = [{"at": 35, "kind": "exception"}, {"at": 35, "kind": "exception"}]
     write_faults(root / "runs" / "svc", faults)
@@ -506,7 +544,7 @@ def test_v1_progress_after_a_relaunch_is_a_stable_run_not_a_newer_step(tmp_path:
     on_disk = root / "runs" / "svc" / copy.name
     newest: dict[str, Any] = torch.load(on_disk, weights_only=True)
     kept: dict[str, Any] = torch.load(copy, weights_only=True)
-    assert not torch.equal(newest["net"]["cfm"]["weight"], kept["net"]["cfm"]["weight"])
+    assert torch.equal(newest["net"]["cfm"]["weight"], kept["net"]["cfm"]["weight"])
 
 
 def test_v2_after_a_relaunch_every_save_below_the_old_step_is_deleted_as_it_is_written(
@@ -613,3 +651,31 @@ def test_verify_rejects_damage(verified: dict[str, dict[str, Any]], name: str, r
     result = verified[name]
     assert result["ok"] is False
     assert reason in result["reason"].lower(), result["reason"]
+
+
+def test_a_run_name_with_glob_metacharacters_is_refused_not_promised(tmp_path: Path) -> None:
+    """`--run-name voice[v2]`: Seed-VC's own glob reads `[v2]` as a character class, finds
+    none of its files and restarts from the hub weights. The plan says so and refuses;
+    it never reports a landing."""
+    root = seed_vc_root(tmp_path)
+    command = [arg if arg != "svc" else "voice[v2]" for arg in argv()]
+    write_faults(root / "runs" / "voice[v2]", [{"at": 25, "kind": "exception"}])
+    config = write_config(
+        tmp_path,
+        adapter="seed-vc",
+        command=command,
+        cwd=root,
+        checkpoint_dir="runs/voice[v2]",
+    )
+    result = run_cli("run", "-c", str(config))
+    assert result.returncode == 3, result.stdout[-3000:]
+    text = json.dumps(status(config))
+    assert "glob metacharacters" in text
+    assert "voice[v2]" in text
+    said = trainer_said(trainer_output(tmp_path))
+    assert said.count("Failed to load any checkpoint, training from scratch.") == 1, (
+        "no second, doomed launch"
+    )
+    plan = run_cli("plan", "-c", str(config))
+    assert plan.returncode == 1
+    assert "REFUSED" in plan.stdout

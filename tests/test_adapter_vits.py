@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import trainer_adapters
-from supervisor.planner import Candidate, Status, plan
+from supervisor.planner import Candidate, Status, plan, with_content_step
 from tests.twins import run_cli, status, trainer_output, twin_command, write_config, write_faults
 from trainer_adapters.base import NamedCheckpoint, RuleFails, Said
 from trainer_adapters.rules import read_line
@@ -35,15 +35,18 @@ def named(name: str, directory: Path = EXP) -> NamedCheckpoint:
 
 def test_names_the_trainer_globs_and_what_they_count() -> None:
     g = named("G_4000.pth")
-    assert (g.role, g.step, g.in_place, g.content_step) == ("G", 4000, False, False)
-    assert (named("D_0.pth").role, named("D_0.pth").step) == ("D", 0)
-    # The step is in the name only; `iteration` holds the epoch.
+    # The name's number is a global step VITS recomputes on resume; states count the
+    # epoch inside (`iteration`), and the number tells the saves of one epoch apart.
+    assert (g.role, g.step, g.save, g.in_place, g.content_step) == ("G", None, 4000, False, True)
+    assert (named("D_0.pth").role, named("D_0.pth").save) == ("D", 0)
     expect = LAYOUT.expect(g)
-    assert (expect.step_key, expect.epoch_key) == (None, "iteration")
+    assert (expect.step_key, expect.epoch_key, expect.model_key) == ("iteration", "iteration", "model")
     assert expect.required_keys == ("model", "iteration", "optimizer", "learning_rate")
+    # Its LR schedulers are built outside its try with last_epoch = epoch - 2.
+    assert expect.each_item == (("optimizer.param_groups", ("initial_lr",)),)
     assert (LAYOUT.roles, LAYOUT.recursive) == (("G", "D"), False)
-    # glob("G_*.pth") matches any such name; only the number makes it a resume step.
-    assert named("G_best.pth").step is None
+    # glob("G_*.pth") matches any such name; only the number makes it a save.
+    assert named("G_best.pth").save is None
     for other in ("G_4000.pth.bad", "config.json", "train.log", "events.out.tfevents.1.host", "g_10.pth"):
         assert LAYOUT.parse(EXP / other) is None, other
     assert LAYOUT.parse(EXP / "pretrained_ljs.pth") is None
@@ -57,7 +60,33 @@ def test_pick_is_the_newest_G_and_the_newest_D_each_on_its_own() -> None:
     # A crash between the two saves: G and D come from different saves.
     assert (picked["G"].path.name, picked["D"].path.name) == ("G_1000.pth", "D_900.pth")
     assert LAYOUT.pick([]) == {}
-    assert LAYOUT.pick([named("D_0.pth")]) == {"D": named("D_0.pth")}
+    # G first: without one, `f_list[-1]` raises before anything loads; without a D, G
+    # stays loaded (and the epoch starts over at 1).
+    assert LAYOUT.pick([named("D_0.pth")]) == {}
+    assert LAYOUT.pick([named("G_0.pth")]) == {"G": named("G_0.pth")}
+
+
+def test_of_equal_numbers_the_last_listed_wins_as_in_its_stable_sort() -> None:
+    first, second = named("G_010.pth"), named("G_10.pth")
+    assert LAYOUT.pick([first, second, named("D_10.pth")])["G"] == second
+    assert LAYOUT.pick([second, first, named("D_10.pth")])["G"] == first
+
+
+def test_a_model_name_with_glob_metacharacters_hides_its_own_files() -> None:
+    hidden = Path("/srv/vits/logs/voice[v2]")
+    files = [named("G_100.pth", hidden), named("D_100.pth", hidden)]
+    assert LAYOUT.pick(files) == {}
+    assert "glob metacharacters" in (LAYOUT.unseen(files[0]) or "")
+    assert LAYOUT.unseen(named("G_100.pth", Path("/srv/vits[1]/logs/ljs"))) is None  # not what it globs
+
+
+def test_a_model_name_that_globs_other_directories_too_is_never_trusted() -> None:
+    # ./logs/voice*/G_*.pth matches its own files and those of ./logs/voice2 alike: which
+    # the trainer takes depends on files the plan does not look at.
+    wide = Path("/srv/vits/logs/voice*")
+    files = [named("G_100.pth", wide), named("D_100.pth", wide)]
+    assert LAYOUT.pick(files) == {}
+    assert "every other directory it matches" in (LAYOUT.unseen(files[0]) or "")
 
 
 def test_pick_sorts_by_the_digits_of_the_path_the_trainer_globs_not_of_where_it_lives() -> None:
@@ -79,42 +108,68 @@ def test_pick_sorts_by_the_digits_of_the_path_the_trainer_globs_not_of_where_it_
 # --- the planner on realistic directories -----------------------------------------------
 
 
-def ok(name: str, directory: Path = EXP) -> Candidate:
-    return Candidate(named(name, directory), Status.OK)
+def ok(name: str, epoch: int, directory: Path = EXP) -> Candidate:
+    return Candidate(with_content_step(named(name, directory), epoch), Status.OK)
 
 
 def bad(name: str, reason: str = "torn") -> Candidate:
     return Candidate(named(name), Status.REJECTED, reason)
 
 
-def pair(step: int) -> list[Candidate]:
-    return [ok(f"G_{step}.pth"), ok(f"D_{step}.pth")]
+def pair(number: int, epoch: int) -> list[Candidate]:
+    return [ok(f"G_{number}.pth", epoch), ok(f"D_{number}.pth", epoch)]
 
 
 @pytest.mark.parametrize("d_1000", ["torn", "missing"])
 def test_plan_a_crash_between_the_G_and_D_saves_resumes_from_the_pair_before(d_1000: str) -> None:
-    files = [*pair(800), *pair(900), ok("G_1000.pth")]
+    files = [*pair(800, 8), *pair(900, 9), ok("G_1000.pth", 10)]
     if d_1000 == "torn":
         files.append(bad("D_1000.pth"))
     the_plan = plan(LAYOUT, files)
     assert the_plan.ok
-    assert the_plan.target_step == 900
+    assert the_plan.target_step == 9
     assert the_plan.lands_on == {"G": EXP / "G_900.pth", "D": EXP / "D_900.pth"}
     moved = [m.path.name for m in the_plan.moves]
     assert moved == (["D_1000.pth", "G_1000.pth"] if d_1000 == "torn" else ["G_1000.pth"])
     assert "not part of the newest complete verified state" in the_plan.moves[-1].reason
 
 
+def test_plan_pairs_the_saves_of_one_epoch_by_their_number() -> None:
+    # Two saves in epoch 3; the second one's D is torn: its G must not be paired with
+    # the first save's D (they are not one state).
+    files = [*pair(600, 3), ok("G_700.pth", 3), bad("D_700.pth")]
+    the_plan = plan(LAYOUT, files)
+    assert the_plan.ok
+    assert the_plan.target == {"G": EXP / "G_600.pth", "D": EXP / "D_600.pth"}
+    assert sorted(m.path.name for m in the_plan.moves) == ["D_700.pth", "G_700.pth"]
+
+
+def test_plan_relaunched_on_another_gpu_count_orders_by_epoch_not_by_number() -> None:
+    """len(train_loader) halved on relaunch: epochs 8 and 9 were saved under lower
+    numbers than epoch 7's. The trainer's digit sort would pick epoch 7: moved aside."""
+    files = [*pair(5000, 5), *pair(7000, 7), *pair(4000, 8), *pair(4500, 9)]
+    the_plan = plan(LAYOUT, files)
+    assert the_plan.ok
+    assert (the_plan.target_step, the_plan.lands_on["G"].name) == (9, "G_4500.pth")
+    assert sorted(m.path.name for m in the_plan.moves) == [
+        "D_5000.pth",
+        "D_7000.pth",
+        "G_5000.pth",
+        "G_7000.pth",
+    ]
+    assert all("not part of the newest complete verified state" in m.reason for m in the_plan.moves)
+
+
 def test_plan_a_nan_pair_is_moved_aside() -> None:
     nan = "non-finite values (nan) in model.weight"
-    the_plan = plan(LAYOUT, [*pair(800), bad("G_900.pth", nan), bad("D_900.pth", nan)])
-    assert (the_plan.ok, the_plan.target_step) == (True, 800)
+    the_plan = plan(LAYOUT, [*pair(800, 8), bad("G_900.pth", nan), bad("D_900.pth", nan)])
+    assert (the_plan.ok, the_plan.target_step) == (True, 8)
     assert sorted(m.path.name for m in the_plan.moves) == ["D_900.pth", "G_900.pth"]
 
 
 def test_plan_moves_a_digitless_name_the_trainer_would_choke_on() -> None:
-    the_plan = plan(LAYOUT, [*pair(800), ok("G_latest.pth")])
-    assert (the_plan.ok, the_plan.target_step) == (True, 800)
+    the_plan = plan(LAYOUT, [*pair(800, 8), ok("G_latest.pth", 9)])
+    assert (the_plan.ok, the_plan.target_step) == (True, 8)
     (move,) = the_plan.moves
     assert move.path.name == "G_latest.pth"
     assert "int('') raises" in move.reason
@@ -295,7 +350,7 @@ def test_a_crash_between_the_G_and_D_saves_resumes_from_the_pair_before(tmp_path
     data = status(config)
     assert data["state"] == "completed"
     assert [a["cause"] for a in data["attempts"]] == ["crash", "completed"]
-    assert data["last_plan"]["summary"].startswith("resume from step 20 (G_20.pth, D_20.pth); move aside")
+    assert data["last_plan"]["summary"].startswith("resume from epoch 2 (G_20.pth, D_20.pth); move aside")
 
 
 def test_a_nan_pair_is_moved_aside(tmp_path: Path) -> None:
@@ -405,11 +460,81 @@ def test_verify_without_an_adapter_recognises_the_trainer_from_name_and_director
     result = run_cli("verify", "--json", str(vits / "G_3000.pth"), str(applio / "G_2333333.pth"))
     assert result.returncode == 0, result.stdout + result.stderr
     first, second = (json.loads(line) for line in result.stdout.splitlines())
-    assert (first["ok"], first["step"], first["epoch"]) == (True, 3000, 3)
-    assert (second["ok"], second["step"], second["epoch"]) == (True, 3, 3), "Applio counts epochs"
+    # `step` is the trainer's own (a sentinel name has none); both resume by epoch.
+    assert (first["ok"], first["step"], first["epoch"], first["resume_unit"]) == (True, 3000, 3, "epoch")
+    assert (second["ok"], second["step"], second["epoch"], second["resume_unit"]) == (True, None, 3, "epoch")
     # A G_<n>.pth beside nothing that tells VITS from Applio, outside logs/: no guess.
     (tmp_path / "loose").mkdir()
     torch.save(state, tmp_path / "loose" / "G_10.pth")
     unknown = run_cli("verify", str(tmp_path / "loose" / "G_10.pth"))
     assert unknown.returncode == 2
     assert "cannot tell which trainer wrote" in unknown.stderr
+
+
+def test_relaunched_with_fewer_batches_an_epoch_it_resumes_the_newest_epoch_not_the_highest_number(
+    tmp_path: Path,
+) -> None:
+    """First 20 batches an epoch (G_0 ... G_50 for epochs 1-3), then the data loader gets
+    shorter (more GPUs, a bigger batch): 5 an epoch. VITS resumes epoch 3 at global step
+    10, so epochs 3 and 5 are saved as G_10 and G_20, over the old files of those names,
+    and a crash in epoch 6 follows. Left alone, its digit sort would resume G_50 (epoch 3);
+    the supervisor resumes epoch 5, moving aside what outnumbers it, and keeps a verified
+    copy of the newer G_20, not the overwritten one."""
+    root = vits_root(tmp_path, epochs=3)
+    assert run_alone(root).returncode == 0
+    config_file = root / "configs" / "ljs_base.json"
+    hps = json.loads(config_file.read_text())
+    hps["twin"]["batches_per_epoch"] = 5
+    hps["train"]["epochs"] = 7
+    config_file.write_text(json.dumps(hps))
+    write_faults(root, [{"at": 27, "kind": "exception"}])  # in epoch 6
+    config = supervise(tmp_path, root)
+    result = run_cli("run", "-c", str(config))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert [a["cause"] for a in status(config)["attempts"]] == ["crash", "completed"]
+    assert loaded(trainer_output(tmp_path))[-2:] == [
+        f"Loaded checkpoint '{MODEL_DIR}/G_20.pth' (iteration 5)",
+        f"Loaded checkpoint '{MODEL_DIR}/D_20.pth' (iteration 5)",
+    ]
+    assert quarantined(tmp_path) == ["D_30.pth", "D_40.pth", "D_50.pth", "G_30.pth", "G_40.pth", "G_50.pth"]
+    # The relaunch re-saved G_20 in epoch 5 once more: the copy kept is that newest version.
+    newest_g20 = tmp_path / "state" / "verified" / "step-5" / "G" / "G_20.pth"
+    assert newest_g20.read_bytes() == (root / "logs" / "ljs_base" / "G_20.pth").read_bytes()
+
+
+def test_a_checkpoint_of_another_model_shape_is_rejected_unless_the_change_is_accepted(
+    tmp_path: Path,
+) -> None:
+    """VITS loads with mis-shaped keys skipped: a file of another model version would
+    verify, then resume a partly untrained model. Its keys and shapes are compared with
+    the run's newest verified file of its role."""
+    root = vits_root(tmp_path, epochs=2)
+    config = supervise(tmp_path, root)
+    assert run_cli("run", "-c", str(config)).returncode == 0
+    model_dir = root / "logs" / "ljs_base"
+    for role in "GD":
+        state: dict[str, Any] = torch.load(model_dir / f"{role}_30.pth", weights_only=True)
+        wider = {"weight": torch.zeros(3, 2), "bias": torch.zeros(3), "extra.weight": torch.zeros(1)}
+        torch.save({**state, "model": wider, "iteration": 3}, model_dir / f"{role}_100.pth")
+    planned = run_cli("plan", "-c", str(config), "--apply", "--json")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    moves = json.loads(planned.stdout)["moves"]
+    assert sorted(Path(m["path"]).name for m in moves) == ["D_100.pth", "G_100.pth"]
+    reason = next(m["reason"] for m in moves if m["path"].endswith("G_100.pth"))
+    assert "the model's keys or shapes differ from G_30.pth" in reason
+    assert "weight [2, 2] -> [3, 2]" in reason
+    assert "1 new key(s): extra.weight" in reason
+    assert "--accept-model-change" in reason
+    for moved in (tmp_path / "state").glob("quarantine/*/*_100.pth"):
+        moved.rename(model_dir / moved.name)  # put back, on purpose this time
+    prepared = run_cli("plan", "-c", str(config), "--apply", "--json", "--accept-model-change")
+    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+    assert json.loads(prepared.stdout)["moves"] == []
+    # The accepted files are the run's model now: no flag needed to run on from them.
+    accepted = run_cli("run", "-c", str(config), "--again")
+    # Accepted, they are the state to resume from. (This twin's model cannot load them: it
+    # starts over, which the supervisor catches as a silent reset, twice, and gives up.)
+    assert accepted.returncode == 3, accepted.stdout[-2000:]
+    data = status(config)
+    assert data["last_plan"]["summary"].startswith("resume from epoch 3 (G_100.pth, D_100.pth)")
+    assert [a["cause"] for a in data["attempts"]][1:] == ["silent-reset", "silent-reset"]

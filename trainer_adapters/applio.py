@@ -3,25 +3,31 @@
 `logs/<model>/G_<n>.pth` and `D_<n>.pth` (or the sentinel pair `G_2333333.pth` /
 `D_2333333.pth`, rewritten in place, with "save only latest"), written G first, then D.
 `n` is a global step the trainer recomputes on resume; the real counter is the epoch in
-`iteration`, so states are ordered by it. On resume it picks the newest `D_*.pth` and the
-newest `G_*.pth` independently (digit sort over the full path) and goes on from G's
-epoch + 1; any error there is swallowed: a silent restart from epoch 1 from the pretrained
-weights. Exit codes say nothing (the parent exits 0 whatever its child did): completion
-is the "successfully completed" line. Losses go to TensorBoard only, not to stdout.
+`iteration`, so states are ordered by it. On resume it loads the newest `D_*.pth`, then
+the newest `G_*.pth` (picked independently, digit sort over the full path), and goes on
+from G's epoch + 1; any error there (no D at all included) is swallowed: a restart from
+epoch 1 from the pretrained weights, silent when there are none. Outside that `try`: LR
+schedulers with `last_epoch = epoch - 2` (param groups need `initial_lr`) and D's
+GradScaler state (`scaler`, loaded when not empty): a bad one crash-loops. Exit codes
+say nothing (the parent exits 0 whatever its child did): completion is the "successfully
+completed" line. Losses go to TensorBoard only, not to stdout.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from trainer_adapters.base import (
     AdapterOptions,
     ArgRule,
+    Expectations,
     LaunchHints,
     LineRule,
     Metrics,
+    NamedCheckpoint,
     Said,
     TrainerAdapter,
 )
@@ -35,8 +41,21 @@ class ApplioOptions(AdapterOptions):
     """Nothing to set: the directory (logs/<model name>) says it all."""
 
 
+# What torch's GradScaler.load_state_dict reads from a state that is not empty.
+SCALER_KEYS = ("scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker")
+
+
+@dataclass(frozen=True)
+class ApplioLayout(GlobLayout):
+    def expect(self, ckpt: NamedCheckpoint) -> Expectations:
+        expected = super().expect(ckpt)
+        if ckpt.role != "D":
+            return expected
+        return replace(expected, when_not_empty=(("scaler", SCALER_KEYS),))
+
+
 def _layout(options: AdapterOptions) -> GlobLayout:
-    return GlobLayout(
+    return ApplioLayout(
         roles=("G", "D"),
         # What `load_checkpoint` needs; `learning_rate` and `scaler` are written too but
         # read with .get(), so a file without them still resumes.
@@ -47,6 +66,8 @@ def _layout(options: AdapterOptions) -> GlobLayout:
             (r".+_\d+e_\d+s\.pth", "an inference export (weights only, written by extract_model)"),
             (r".+_\d+e_\d+s_best_epoch\.pth", "a best-epoch inference export (Applio <= 3.6.3)"),
         ),
+        load_order=("D", "G"),
+        param_group_keys=("initial_lr",),
     )
 
 
@@ -168,6 +189,9 @@ ADAPTER = TrainerAdapter(
     ),
     fp16_loss_scaling=True,
     position_unit="epoch",
+    # Epoch = G's iteration + 1. Without pretrained weights its fallback prints nothing:
+    # a fresh start shows only in the first epoch it reports.
+    first_epoch_after_resume=1,
     config_files=lambda argv, options: [f"{d}/config.json"] if (d := _checkpoint_dir(argv)) else [],
     config_ignore_keys=("process_pids",),  # train.py writes its workers' PIDs into it
     # Losses reach TensorBoard only (logs/<model>/eval), never stdout.

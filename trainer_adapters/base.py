@@ -10,13 +10,21 @@ built from those options that answers three questions about the checkpoint direc
 - `expect(ckpt)`: what a good file of that role must contain (keys, step key, globals).
 - `pick(files)`: which file per role the trainer's *own* resume logic would load from
   these files — a faithful model, so the planner can prove where the trainer will land.
-  Where the trainer's rule itself would fail on a file (a name its sort cannot parse),
-  `pick` raises `RuleFails` naming the files to blame.
+  `files` come in directory order (what `os.listdir` and `glob` return), which decides
+  the trainer's ties. Where the trainer's rule itself would fail on a file (a name its
+  sort cannot parse), `pick` raises `RuleFails` naming the files to blame. It may name
+  files of roles outside `roles`: loaded too, but not part of a resume state.
+- `rank(ckpt)`: how the trainer orders its states, newest last.
+- `unseen(ckpt)`: why the trainer's own listing can never find this file (a glob
+  pattern that its directory's name breaks), if it cannot.
+- `deletes_at_start(files)`: what the trainer itself removes when it starts.
+
+`LayoutDefaults` gives the last three for trainers without such habits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -44,6 +52,13 @@ class NamedCheckpoint:
     # The step comes from the content (Expectations.step_key) although the name is not
     # fixed: for trainers whose file numbers do not order their progress.
     content_step: bool = False
+    # Which save of its step this is, where a step holds several: the number in the name
+    # when it is not the step (VITS's names count batches, its states epochs). The files
+    # of one resume state share it.
+    save: int | None = None
+    # No resume point, but the trainer's own housekeeping counts it (a stray name in its
+    # pruning glob): why it must leave the directory.
+    interferes: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,19 @@ class Expectations:
     step_key: str | None = None
     epoch_key: str | None = None
     allowed_globals: tuple[str, ...] = ()
+    # The state dict whose keys and tensor shapes must not change from one verified
+    # checkpoint of a role to the next (trainers that load it with strict=False skip
+    # mis-shaped keys silently).
+    model_key: str | None = None
+    # (dotted key of a list, keys each of its items must hold): what the trainer's
+    # resume needs outside its try, e.g. ("optimizer.param_groups", ("initial_lr",)).
+    each_item: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # (dotted key of a mapping, keys it must hold unless it is empty): a state the
+    # trainer restores outside its try when there is one (Applio's GradScaler).
+    when_not_empty: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Top-level keys whose tensors need not be finite: bookkeeping, not training state
+    # (Lightning's ModelCheckpoint keeps kth_value = inf until a metric is monitored).
+    finite_except: tuple[str, ...] = ()
 
 
 class RuleFails(Exception):
@@ -89,6 +117,32 @@ class Layout(Protocol):
         """The trainer's choice per role ({} = it would start from scratch). Files whose
         step comes from their content carry it here when it is known."""
         ...
+
+    def rank(self, ckpt: NamedCheckpoint) -> tuple[int, ...]:
+        """The trainer's order of resume states, newest last."""
+        ...
+
+    def unseen(self, ckpt: NamedCheckpoint) -> str | None:
+        """Why the trainer's own listing never finds this file, if it does not."""
+        ...
+
+    def deletes_at_start(self, files: Sequence[NamedCheckpoint]) -> list[NamedCheckpoint]:
+        """What the trainer removes from these files (its own pruning) when it starts."""
+        ...
+
+
+class LayoutDefaults:
+    """For trainers that order states by step (then by save), find every file they look
+    for, and delete nothing at start."""
+
+    def rank(self, ckpt: NamedCheckpoint) -> tuple[int, ...]:
+        return (ckpt.step if ckpt.step is not None else -1, ckpt.save if ckpt.save is not None else -1)
+
+    def unseen(self, ckpt: NamedCheckpoint) -> str | None:
+        return None
+
+    def deletes_at_start(self, files: Sequence[NamedCheckpoint]) -> list[NamedCheckpoint]:
+        return []
 
 
 class Said(StrEnum):
@@ -176,13 +230,17 @@ class TrainerAdapter:
     # Which number of a progress line counts in the unit of the checkpoints' steps:
     # "step" (readings' `step`, and heartbeat steps) or "epoch" (readings' `epoch`).
     position_unit: Literal["step", "epoch"] = "step"
-    # It resumes at the start of the saved epoch, so its first step can be far below the
-    # resumed one (VITS in epoch 1): fresh starts are told by the first epoch it reports.
-    resumes_at_epoch_start: bool = False
+    # Where it resumes, for trainers whose fresh starts are told by the first epoch they
+    # report: 0 = in the saved epoch (VITS: its first step can be far below the resumed
+    # one), 1 = in the epoch after it (GPT-SoVITS s2, Applio). None: by the first step.
+    first_epoch_after_resume: int | None = None
     # The trainer's own config files, from its command line (argv, options -> paths
     # relative to cwd): fingerprinted at every launch to notice edits between restarts.
     config_files: Callable[[Sequence[str], AdapterOptions], list[str]] | None = None
     # Keys the trainer itself rewrites in those files (dotted JSON keys): not an edit.
     config_ignore_keys: tuple[str, ...] = ()
     metrics: Metrics | None = None
+    # Whether its own torch.load is weights-only, from the versions of its packages
+    # ({"torch": "2.13.0", "pytorch-lightning": ...}; None where not installed); None: cannot tell.
+    weights_only_load: Callable[[Mapping[str, str | None]], bool | None] | None = None
     docs: str = ""  # the page in docs/ about this trainer

@@ -3,9 +3,10 @@
 Checkpoints are in `ckpts/<name>/` (finetune_cli: `ckpts/<dataset_name>`): `model_last.pt`, rewritten in
 place every `last_per_updates`, and `model_<update>.pt` every `save_per_updates`. On start the trainer
 takes `model_last.pt` whenever it exists; else the max of the other `model_*` (.pt and .safetensors) by
-`int(all digits of the file name)`, which raises on a name without digits; else the first `pretrained_*`
-(EMA weights only: a fresh start at update 0); else nothing. A file without `update` (or the old `step`)
-key restarts at update 0 silently; one that does not load crashes the run, and every relaunch.
+`int(all digits of the file name)` (ties: the last listed), which raises on a name without digits; else
+the first `pretrained_*` (EMA weights only: a fresh start at update 0); else nothing. A file without
+`update` (or the old `step`) key restarts at update 0 silently; one holding both resumes from `step`
+(divided by grad_accumulation_steps); one that does not load crashes the run, and every relaunch.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from trainer_adapters.base import (
     AdapterOptions,
     Expectations,
     LaunchHints,
+    LayoutDefaults,
     LineRule,
     NamedCheckpoint,
     Said,
@@ -44,11 +46,12 @@ IGNORED = (
 class F5Options(AdapterOptions):
     step_key: Literal["update|step", "update", "step"] = "update|step"
     """The key holding the update counter: `update`, or `step` in checkpoints of F5-TTS
-    before v0.4.0 (January 2025); by default either is accepted, as the trainer does."""
+    before v0.4.0 (January 2025); by default either is accepted, as the trainer does
+    (`step` first, where a file holds both)."""
 
 
 @dataclass(frozen=True)
-class F5Layout:
+class F5Layout(LayoutDefaults):
     options: F5Options
     roles: tuple[str, ...] = ("model",)
     recursive: bool = False  # os.listdir of the directory; Hydra's run dirs below it are not looked at
@@ -67,7 +70,9 @@ class F5Layout:
 
     def expect(self, ckpt: NamedCheckpoint) -> Expectations:
         keys = ("model_state_dict", "optimizer_state_dict", "ema_model_state_dict", "scheduler_state_dict")
-        return Expectations(required_keys=keys, step_key=self.options.step_key)
+        # Where a file holds both, the trainer takes `step` (its load checks "step" first).
+        step_key = "step|update" if self.options.step_key == "update|step" else self.options.step_key
+        return Expectations(required_keys=keys, step_key=step_key, model_key="model_state_dict")
 
     def pick(self, files: Sequence[NamedCheckpoint]) -> dict[str, NamedCheckpoint]:
         last = [f for f in files if f.in_place]

@@ -14,7 +14,14 @@ from pathlib import Path
 
 from pydantic import field_validator, model_validator
 
-from trainer_adapters.base import AdapterOptions, Expectations, LaunchHints, NamedCheckpoint, TrainerAdapter
+from trainer_adapters.base import (
+    AdapterOptions,
+    Expectations,
+    LaunchHints,
+    LayoutDefaults,
+    NamedCheckpoint,
+    TrainerAdapter,
+)
 
 SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
@@ -52,7 +59,7 @@ class GenericOptions(AdapterOptions):
 
 
 @dataclass(frozen=True)
-class GenericLayout:
+class GenericLayout(LayoutDefaults):
     options: GenericOptions
     roles: tuple[str, ...] = ("model",)
     recursive: bool = True

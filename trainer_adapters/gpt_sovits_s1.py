@@ -11,7 +11,7 @@ ckpt/, so often the one good state left is the supervisor's verified copy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +19,13 @@ from trainer_adapters.base import (
     AdapterOptions,
     Expectations,
     LaunchHints,
+    LayoutDefaults,
     LineRule,
     NamedCheckpoint,
     Said,
     TrainerAdapter,
 )
-from trainer_adapters.rules import NamePattern, compiled, config_flag, ignored_by
+from trainer_adapters.rules import NamePattern, compiled, config_flag, ignored_by, release
 
 # The trainer's regex with re.match: a prefix. `(?s:.*)` makes the full match a prefix match.
 TRAINER_REGEX = r"epoch=(\d+)-step=(\d+)\.ckpt"
@@ -58,6 +59,10 @@ EXPECT = Expectations(
     # hyper_parameters.output_dir is Path(output_dir): a PosixPath where the supervisor runs
     # (POSIX only). A WindowsPath cannot even be built on POSIX, and no pure path is ever saved.
     allowed_globals=("pathlib.PosixPath",),
+    model_key="state_dict",
+    # Lightning's callback states (ModelCheckpoint's kth_value, best_model_score) are inf
+    # until a monitored metric comes: bookkeeping, never weights.
+    finite_except=("callbacks",),
 )
 
 
@@ -73,7 +78,7 @@ def order(ckpt: NamedCheckpoint) -> tuple[int, int] | None:
 
 
 @dataclass(frozen=True)
-class S1Layout:
+class S1Layout(LayoutDefaults):
     roles: tuple[str, ...] = ("model",)
     recursive: bool = False
 
@@ -86,13 +91,17 @@ class S1Layout:
     def expect(self, ckpt: NamedCheckpoint) -> Expectations:
         return EXPECT
 
+    def rank(self, ckpt: NamedCheckpoint) -> tuple[int, ...]:
+        # The trainer's order, (epoch, step); a restored copy keeps its original's name.
+        return order(ckpt) or (-1, ckpt.step if ckpt.step is not None else -1)
+
     def pick(self, files: Sequence[NamedCheckpoint]) -> dict[str, NamedCheckpoint]:
         keyed = [(key, f) for f in files if (key := order(f)) is not None]
         if not keyed:
             return {}
         best = max(key for key, _ in keyed)
-        # sorted(reverse=True)[0] is stable: of equal keys the first listed wins (path order here).
-        return {"model": min((f for key, f in keyed if key == best), key=lambda f: str(f.path))}
+        # sorted(reverse=True)[0] is stable: of equal keys the first listed wins.
+        return {"model": next(f for key, f in keyed if key == best)}
 
 
 def recognise(path: Path) -> bool:
@@ -112,10 +121,21 @@ MISMATCH = (
 WEIGHTS_ONLY = (
     "Lightning 2.6+ leaves torch (2.6+) to load checkpoints weights-only, and s1 checkpoints hold a "
     "pathlib path in hyper_parameters, so every resume fails the same way. The checkpoint itself is fine "
-    "(the supervisor verified it allowing exactly that class). Fix one of: pin "
-    "pytorch-lightning<2.6; or make s1_train.py allow that one class for its own checkpoints "
-    "(torch.serialization.add_safe_globals([pathlib.PosixPath]) before trainer.fit)."
+    "(the supervisor verified it allowing exactly that class). Set [checkpoints] trainer_safe_globals = "
+    "true (the supervisor then allows exactly that class inside the trainer's process, with the trainer "
+    "unmodified), or pin pytorch-lightning<2.6."
 )
+
+
+def loads_weights_only(versions: Mapping[str, str | None]) -> bool | None:
+    """s1_train.py passes no weights_only to trainer.fit: Lightning before 2.6 loads with
+    weights_only=False, 2.6 and later leave it to torch, weights-only from torch 2.6."""
+    torch = release(versions.get("torch"))
+    lightning = release(versions.get("pytorch-lightning")) or release(versions.get("lightning"))
+    if torch is None or lightning is None:
+        return None
+    return torch >= (2, 6) and lightning >= (2, 6)
+
 
 LINES = (
     # Lightning's tqdm bar on stdout, one per epoch (0-based); the bar's n/N counts batches.
@@ -152,5 +172,6 @@ ADAPTER = TrainerAdapter(
     # Its lines count epochs only; heartbeat steps (Lightning's global_step) match the names.
     position_unit="step",
     config_files=config_flag("--config_file", "-c"),
+    weights_only_load=loads_weights_only,
     docs="docs/trainers/gpt-sovits-s1.md",
 )

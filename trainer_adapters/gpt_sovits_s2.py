@@ -7,10 +7,11 @@ epoch ends, G then D, through a temp `<time.time()>.pth` in the cwd moved onto t
 With `if_save_latest` (the WebUI default) the name is the sentinel `G_233333333333.pth`,
 rewritten in place; otherwise `n` is a global step the trainer recomputes on resume. So
 progress is the content's `iteration` (the epoch): every step this adapter reports is
-an epoch. On start: D then G, each the largest int of all digits in the path (the
-sentinel always wins), epoch = G's iteration + 1; any error is swallowed (bare
-`except:`): a silent start at epoch 1 from the pretrained weights, whose next save
-overwrites the sentinel.
+an epoch. On start: D then G, each the largest int of all digits in the path as the
+trainer spells it (`logs/<exp>/logs_s2_<ver>/...`, relative to its cwd; the sentinel
+always wins), epoch = G's iteration + 1; any error is swallowed (bare `except:`): a
+silent start at epoch 1 from the pretrained weights, whose next save overwrites the
+sentinel.
 """
 
 from __future__ import annotations
@@ -66,14 +67,24 @@ class GptSovitsS2Options(AdapterOptions):
     )
 
 
+def as_the_trainer_globs(path: Path) -> Path:
+    """`"%s/logs_s2_%s" % (exp_dir, version)` with the WebUI's `exp_dir = "logs/<exp>"`:
+    relative to the cwd, so the digits (and glob metacharacters) of wherever the repo
+    lives take no part."""
+    return Path("logs", path.parent.parent.name, path.parent.name, path.name)
+
+
 def _layout(options: AdapterOptions) -> GlobLayout:
     assert isinstance(options, GptSovitsS2Options)
+    roles = ("G",) if options.version in ("v3", "v4") else ("G", "D")
     return GlobLayout(
-        roles=("G",) if options.version in ("v3", "v4") else ("G", "D"),
+        roles=roles,
         required_keys=KEYS,
         sentinel=SENTINEL,
         steps_from_epochs=True,
         not_resume_points=NOT_RESUME_POINTS,
+        load_order=tuple(reversed(roles)),  # D, then G
+        spell=as_the_trainer_globs,
     )
 
 
@@ -146,6 +157,9 @@ ADAPTER = TrainerAdapter(
     exit_codes_trusted=True,
     fp16_loss_scaling=True,  # train.fp16_run is true in s2.json (the WebUI sets it false without half precision)
     position_unit="epoch",
+    # epoch = G's iteration + 1 since February 2025 (aa07216); before, the saved epoch
+    # itself: only what holds for both (not below the saved epoch) tells a fresh start.
+    first_epoch_after_resume=0,
     config_files=config_flag("-c", "--config"),
     docs="docs/trainers/gpt-sovits-s2.md",
 )

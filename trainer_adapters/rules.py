@@ -3,6 +3,7 @@ keys, log-line readings and command-line checks."""
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import math
 import re
@@ -80,17 +81,38 @@ def max_by(
     key: Callable[[NamedCheckpoint], int | None],
     why: str,
 ) -> NamedCheckpoint | None:
-    """The trainer's `sorted(files, key=...)[-1]`. Ties go to the later file in listing
-    order, which is directory order and cannot be known: taken here as path order (ties
-    need equal numbers under different names, e.g. G_010 and G_10). RuleFails when `key`
-    would raise for some file."""
+    """The trainer's `sorted(files, key=...)[-1]`, `files` in directory order (as `glob`
+    and `os.listdir` list them): Python's sort is stable, so of equal keys (G_010 and
+    G_10) the one listed last wins. RuleFails when `key` would raise for some file."""
     if not files:
         return None
     broken = [f for f in files if key(f) is None]
     if broken:
         raise RuleFails(broken, why)
-    ordered = sorted(files, key=lambda f: str(f.path))
-    return max(reversed(ordered), key=lambda f: key(f) or 0)
+    return max(reversed(files), key=lambda f: key(f) or 0)
+
+
+GLOB_MAGIC = re.compile(r"[*?[]")
+
+
+def glob_misses(directory: Path) -> str | None:
+    """Why `glob.glob(os.path.join(directory, pattern))` cannot be trusted to find the
+    files in `directory`: a component with glob metacharacters is a pattern. One that does
+    not match its own name (`voice[v2]` matches `voicev` and `voice2`) hides the files;
+    one that does (`voice*`) also finds those of every directory it matches."""
+    for part in directory.parts:
+        if GLOB_MAGIC.search(part):
+            effect = (
+                "never finds the files in it"
+                if not fnmatch.fnmatchcase(part, part)
+                else "also finds the files of every other directory it matches"
+            )
+            return (
+                f"the directory name {part!r} holds glob metacharacters ([, *, ?): the trainer's own "
+                f"glob reads it as a pattern and {effect}; rename it (--run-name, -m or the "
+                "experiment name) without them"
+            )
+    return None
 
 
 # --- output lines -----------------------------------------------------------------------
@@ -193,3 +215,14 @@ def flag_value(argv: Sequence[str], *flags: str) -> str | None:
             if arg.startswith(flag + "="):
                 return arg.split("=", 1)[1]
     return None
+
+
+# --- the trainer's packages -----------------------------------------------------------------
+
+
+def release(version: str | None) -> tuple[int, int] | None:
+    """(major, minor) of a version string such as "2.6.6" or "2.13.0+cpu"."""
+    if version is None:
+        return None
+    m = re.match(r"(\d+)\.(\d+)", version)
+    return (int(m[1]), int(m[2])) if m else None

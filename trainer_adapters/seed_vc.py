@@ -4,7 +4,13 @@ V2 `train_v2.py` writes `CFM_epoch_E_step_S.pth` (and `AR_...` with --train-ar),
 
 Resume is weights only, and both counters restart at 0 on every launch: a name's step
 counts the steps of the launch that wrote it. The trainer still resumes from the highest
-such number, so this model of it does too (docs/trainers/seed-vc.md: what that costs).
+such number (`max()` over `glob.glob(os.path.join(log_dir, pattern))`: of equal numbers
+the first listed, and a run name with glob metacharacters hides every file), so this
+model of it does too; of two launches' saves of one step, the newer launch's is the
+newer state (docs/trainers/seed-vc.md: what that costs). At start it deletes the lowest
+file of a kind itself (V1: when more than 2; V2: when more than 1, AR files included,
+which V2 always loads, trained or not). V1's pruning after each save counts every
+`DiT_epoch_*.pth`: a stray numbered name there would make it delete real checkpoints.
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ from trainer_adapters.base import (
     ArgRule,
     Expectations,
     LaunchHints,
+    LayoutDefaults,
     LineRule,
     NamedCheckpoint,
     RuleFails,
     Said,
     TrainerAdapter,
 )
-from trainer_adapters.rules import config_flag, flag_value, ignored_by
+from trainer_adapters.rules import config_flag, flag_value, glob_misses, ignored_by
 
 # What each kind's resume glob is; V1 also sorts `DiT_epoch_*.pth` when it prunes.
 GLOBS = {"DiT": "DiT_epoch_*_step_*.pth", "CFM": "CFM_epoch_*_step_*.pth", "AR": "AR_epoch_*_step_*.pth"}
@@ -40,6 +47,10 @@ IGNORED = (
     (r"DiT_epoch_.*\.pth", "in V1's pruning glob but not its resume glob: never resumed from"),
 )
 UNSORTABLE = "Seed-VC sorts by int(the text after the last '_'), which raises on this name"
+STRAY = (
+    "a stray name in V1's pruning glob (DiT_epoch_*.pth) though not a resume point: its pruning after "
+    "each save counts it, and would delete real checkpoints to keep it"
+)
 
 
 def trainer_key(path: Path) -> int | None:
@@ -69,7 +80,7 @@ class SeedVcOptions(AdapterOptions):
 
 
 @dataclass(frozen=True)
-class SeedVcLayout:
+class SeedVcLayout(LayoutDefaults):
     options: SeedVcOptions
     recursive: bool = False  # runs/<run-name>/ only
 
@@ -92,6 +103,8 @@ class SeedVcLayout:
             if fnmatchcase(name, glob) or unsortable:
                 canonical = CANONICAL.fullmatch(name)
                 return NamedCheckpoint(path, role, key, epoch=int(canonical["epoch"]) if canonical else None)
+        if self.options.version == 1 and fnmatchcase(name, PRUNE_GLOB):
+            return NamedCheckpoint(path, "DiT", key, interferes=STRAY)
         return None
 
     def ignored(self, path: Path) -> str | None:
@@ -100,27 +113,39 @@ class SeedVcLayout:
     def expect(self, ckpt: NamedCheckpoint) -> Expectations:
         model = "net.ar" if ckpt.role == "AR" else "net.cfm"
         return Expectations(
-            required_keys=(model, "net.length_regulator"), step_key="iters", epoch_key="epoch"
+            required_keys=(model, "net.length_regulator"),
+            step_key="iters",
+            epoch_key="epoch",
+            model_key="net",
         )
 
+    def unseen(self, ckpt: NamedCheckpoint) -> str | None:
+        return glob_misses(Path(ckpt.path.parent.name))  # os.path.join(log_dir, run_name)
+
+    def _found(self, files: Sequence[NamedCheckpoint], role: str) -> list[NamedCheckpoint]:
+        return [f for f in files if f.role == role and f.interferes is None and self.unseen(f) is None]
+
     def pick(self, files: Sequence[NamedCheckpoint]) -> dict[str, NamedCheckpoint]:
-        broken = [f for f in files if f.role in self.globbed and f.step is None]
+        broken = [f for role in self.globbed for f in self._found(files, role) if f.step is None]
         if broken:
             raise RuleFails(broken, UNSORTABLE)
         chosen = {}
-        for role in self.roles:
-            mine = [f for f in files if f.role == role]
-            if not mine:
-                continue
-            top = max(f.step or 0 for f in mine)
-            tied = sorted((f for f in mine if f.step == top), key=lambda f: str(f.path))
-            if len(tied) > 1:
-                # max() keeps the first in os.listdir order, which cannot be known here.
-                names = ", ".join(f.path.name for f in tied)
-                why = f"{names} tie at step {top}; Seed-VC takes one of them by directory order"
-                raise RuleFails(tied, why)
-            chosen[role] = tied[0]
+        for role in self.globbed:
+            mine = self._found(files, role)
+            if mine:  # max() keeps the first of equal keys, in directory order
+                chosen[role] = max(mine, key=lambda f: f.step or 0)
         return chosen
+
+    def deletes_at_start(self, files: Sequence[NamedCheckpoint]) -> list[NamedCheckpoint]:
+        keep = 2 if self.options.version == 1 else 1
+        deleted = []
+        for role in self.globbed:
+            mine = self._found(files, role)
+            if len(mine) > keep and all(f.step is not None for f in mine):
+                earliest = min(mine, key=lambda f: f.step or 0)
+                if earliest is not max(mine, key=lambda f: f.step or 0):
+                    deleted.append(earliest)
+        return deleted
 
     def relaunch_warning(self, target_step: int | None) -> str | None:
         """What a user must know when a relaunch resumes from `target_step`."""
@@ -179,6 +204,9 @@ LINES = (
     # V2's wrapper repeats it with "..." after the path: only the trainer's line counts.
     LineRule(Said.LOADED, r"^Loading (?:CFM|AR) checkpoint from (?P<path>.+\.pth)$"),
     LineRule(Said.FRESH_START, r"^Failed to load any checkpoint, training from scratch\.$"),
+    # V1 never raises on a checkpoint that does not fit --config: it drops the keys whose
+    # shape differs (or that the model lacks) and trains them from scratch.
+    LineRule(Said.FRESH_START, r"^Warning: Skipped loading some keys due to shape mismatch: "),
     # The config's pretrained_model (downloaded from Hugging Face): not this run's progress.
     LineRule(Said.FRESH_START, r"^Loaded checkpoint from (?!.*DiT_epoch_[^/\\]*_step_[^/\\]*\.pth$)"),
     LineRule(Said.COMPLETED, r"^Final model saved at (?P<path>.+)$"),

@@ -1,30 +1,27 @@
 """`vits`: jaywalnut310/vits (`train.py`, `train_ms.py`), run from the repo root.
 
 `./logs/<-m model>/G_<step>.pth` and `D_<step>.pth`: the number is the global step (a
-0-based batch counter, saved every `eval_interval` steps, so several times per epoch),
-G written before D, nothing ever deleted, plain `torch.save` onto the final name. Keys
-`model`, `iteration` (the epoch, despite its name), `optimizer`, `learning_rate`.
-On start it globs G and D separately, takes for each the largest int of all the digits
-in the path, loads G then D; any error at all (a torn D, a digit-less name) is swallowed
-by a bare `except:` and it starts over at epoch 1, step 0, silently.
+0-based batch counter, saved every `eval_interval` steps), G written before D, nothing
+ever deleted, plain `torch.save` onto the final name. Keys `model`, `iteration` (the
+epoch, despite its name), `optimizer`, `learning_rate`. On start it globs G and D
+separately, takes for each the largest int of all the digits in `./logs/<model>/<name>`,
+loads G then D; any error at all (a torn D, a digit-less name) is swallowed by a bare
+`except:` and it starts over at epoch 1, step 0, silently (with G's weights if only D
+failed). It resumes at the start of D's epoch with `global_step = (epoch - 1) *
+len(train_loader)`: relaunched on another GPU count or batch size, a newer epoch gets
+*lower* numbers. So states are ordered by the epoch inside the files (then by number),
+and whatever would make the digit sort pick an older epoch is moved aside. Its LR
+schedulers are built outside the `try` (`last_epoch=epoch - 2`): an optimizer state
+without `initial_lr` in its param groups crashes every relaunch.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 
-from trainer_adapters.base import (
-    AdapterOptions,
-    LaunchHints,
-    LineRule,
-    NamedCheckpoint,
-    RuleFails,
-    Said,
-    TrainerAdapter,
-)
+from trainer_adapters.base import AdapterOptions, LaunchHints, LineRule, Said, TrainerAdapter
 from trainer_adapters.rules import config_flag, flag_value
 from trainer_adapters.vits_family import (
     APPLIO_MARKERS,
@@ -41,29 +38,23 @@ from trainer_adapters.vits_family import (
 
 
 def as_the_trainer_globs(path: Path) -> Path:
-    """`./logs/<model>/<name>`: VITS sorts by the digits of this relative path, so the
-    digits of wherever the run directory lives must not take part."""
+    """`./logs/<model>/<name>`: VITS globs and digit-sorts this relative path, so the
+    digits (and glob metacharacters) of wherever the run directory lives take no part."""
     return Path(".", "logs", path.parent.name, path.name)
 
 
-@dataclass(frozen=True)
-class VitsLayout(GlobLayout):
-    def pick(self, files: Sequence[NamedCheckpoint]) -> dict[str, NamedCheckpoint]:
-        seen = {replace(f, path=as_the_trainer_globs(f.path)): f for f in files}
-        try:
-            picked = super().pick(list(seen))
-        except RuleFails as failure:
-            raise RuleFails([seen[f] for f in failure.culprits], failure.why) from None
-        return {role: seen[f] for role, f in picked.items()}
-
-
-def _layout(options: AdapterOptions) -> VitsLayout:
-    return VitsLayout(
+def _layout(options: AdapterOptions) -> GlobLayout:
+    return GlobLayout(
         roles=("G", "D"),
         required_keys=KEYS,
+        steps_from_epochs=True,
         not_resume_points=(
             (r"pretrained_\w+\.pth", "a released pretrained VITS model (for inference), not a resume point"),
         ),
+        load_order=("G", "D"),
+        keeps_partial=True,
+        spell=as_the_trainer_globs,
+        param_group_keys=("initial_lr",),
     )
 
 
@@ -140,7 +131,10 @@ ADAPTER = TrainerAdapter(
     ),
     exit_codes_trusted=True,
     fp16_loss_scaling=True,  # "fp16_run": true in the shipped configs
-    config_files=config_flag("-c", "--config"),
-    resumes_at_epoch_start=True,  # global_step = (epoch - 1) * len(train_loader)  # (train.py copies it over logs/<model>/config.json)
+    # Its checkpoints count epochs (the `iteration` inside), and so do its progress lines.
+    position_unit="epoch",
+    config_files=config_flag("-c", "--config"),  # (train.py copies it over logs/<model>/config.json)
+    # It resumes at the start of D's epoch (global_step = (epoch - 1) * len(train_loader)).
+    first_epoch_after_resume=0,
     docs="docs/trainers/vits.md",
 )

@@ -25,7 +25,9 @@ success. What the real trainer does and the twin does the same way:
 
 Faults (faults.json in the cwd), "at" = the epoch, checked after its progress line:
 "torn" cuts the G save of that epoch, "torn:D" the D save (after a good G), "nan" saves NaN
-weights (and trains on with them), others as in twinlib (crash before the save).
+weights (and trains on with them), others as in twinlib (crash before the save); "at"
+"start" with "fresh": the first resume from files fails inside its try (a silent restart
+when no pretrained weights are given).
 Seconds per batch: env APPLIO_TWIN_BATCH_S (default 0.05). Uses fork, not spawn, to spare
 a second torch import; nothing about the files depends on it.
 """
@@ -70,7 +72,9 @@ def latest_checkpoint_path(dir_path: str, regex: str) -> str | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def load_checkpoint(path: str | None, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+def load_checkpoint(
+    path: str | None, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[int, dict[str, Any]]:
     assert os.path.isfile(path), f"Checkpoint file not found: {path}"  # type: ignore[arg-type]
     assert path is not None
     saved = load(Path(path))
@@ -78,7 +82,7 @@ def load_checkpoint(path: str | None, model: torch.nn.Module, optimizer: torch.o
     model.load_state_dict({k: saved["model"].get(k, v) for k, v in current.items()}, strict=False)
     optimizer.load_state_dict(saved.get("optimizer", {}))
     say(f"Loaded checkpoint '{path}' (epoch {saved['iteration']})")
-    return int(saved["iteration"])
+    return int(saved["iteration"]), saved.get("scaler", {})
 
 
 def save_checkpoint(
@@ -105,9 +109,13 @@ def export(model: torch.nn.Module, name: str, path: str, epoch: int, step: int) 
     say(f"Saved model '{path}' (epoch {epoch} and step {step})")
 
 
-def resume(args: dict[str, Any], experiment_dir: str, nets: list[Any], optims: list[Any]) -> int:
-    """The epoch to start from: the probe, then D, then G; any error is a silent restart."""
+def resume(
+    args: dict[str, Any], experiment_dir: str, nets: list[Any], optims: list[Any]
+) -> tuple[int, dict[str, Any]]:
+    """The epoch to start from and D's GradScaler state: the probe, then D, then G; any
+    error is a restart (silent without pretrained weights)."""
     (net_g, net_d), (optim_g, optim_d) = nets, optims
+    scaler: dict[str, Any] = {}
     probe = latest_checkpoint_path(experiment_dir, "G_*.pth") or args["pretrain_g"]
     if probe:
         try:
@@ -117,15 +125,19 @@ def resume(args: dict[str, Any], experiment_dir: str, nets: list[Any], optims: l
             say(f"Failed to load checkpoint: {exc}. Using default number of speakers.")
     try:
         say("Starting training...")
-        load_checkpoint(latest_checkpoint_path(experiment_dir, "D_*.pth"), net_d, optim_d)
-        return load_checkpoint(latest_checkpoint_path(experiment_dir, "G_*.pth"), net_g, optim_g) + 1
+        resuming = latest_checkpoint_path(experiment_dir, "D_*.pth") is not None
+        if resuming and due_fault(Path.cwd(), "start") == "fresh":
+            raise OSError("(twin) a resume that fails the way its except hides")
+        _, scaler = load_checkpoint(latest_checkpoint_path(experiment_dir, "D_*.pth"), net_d, optim_d)
+        epoch, _ = load_checkpoint(latest_checkpoint_path(experiment_dir, "G_*.pth"), net_g, optim_g)
+        return epoch + 1, scaler
     except Exception:
         for role, net in (("G", net_g), ("D", net_d)):
             pretrained = args[f"pretrain_{role.lower()}"]
             if pretrained not in ("", "None"):
                 say(f"Loaded pretrained ({role}) '{pretrained}'")
                 net.load_state_dict(load(Path(pretrained))["model"])
-        return 1
+        return 1, scaler
 
 
 def run(args: dict[str, Any], experiment_dir: str, batches: int) -> None:
@@ -134,7 +146,16 @@ def run(args: dict[str, Any], experiment_dir: str, batches: int) -> None:
     net_g, net_d = tiny_model(1), tiny_model(2)
     optim_g = torch.optim.AdamW(net_g.parameters(), LEARNING_RATE)
     optim_d = torch.optim.AdamW(net_d.parameters(), LEARNING_RATE)
-    epoch_str = resume(args, experiment_dir, [net_g, net_d], [optim_g, optim_d])
+    epoch_str, scaler_dict = resume(args, experiment_dir, [net_g, net_d], [optim_g, optim_d])
+    # As Applio does, outside its try: the schedulers (last_epoch = epoch - 2: param groups
+    # need `initial_lr`) and D's GradScaler state when there is one (fp16 on a GPU; the
+    # twin's CPU scaler is on exactly when a state was saved).
+    schedulers = [
+        torch.optim.lr_scheduler.ExponentialLR(optim, gamma=0.999875, last_epoch=epoch_str - 2)
+        for optim in (optim_g, optim_d)
+    ]
+    if len(scaler_dict) > 0:
+        torch.amp.GradScaler("cpu", enabled=True).load_state_dict(scaler_dict)
     global_step = (epoch_str - 1) * batches
     batch_s = float(os.environ.get("APPLIO_TWIN_BATCH_S", "0.05"))
     lowest = {"value": math.inf, "epoch": 0, "step": 0}
@@ -149,6 +170,8 @@ def run(args: dict[str, Any], experiment_dir: str, batches: int) -> None:
             if loss < lowest["value"]:
                 lowest = {"value": loss, "epoch": epoch, "step": global_step}
             time.sleep(batch_s)
+        for scheduler in schedulers:
+            scheduler.step()
         elapsed = datetime.timedelta(seconds=int(time.monotonic() - started))
         record = f"{model_name} | epoch={epoch} | step={global_step} | time={time.strftime('%H:%M:%S')}"
         record += f" | training_speed={elapsed}"

@@ -5,9 +5,9 @@
 CONFIG is what the WebUI writes to TEMP/tmp_s1.yaml, as JSON (which is YAML): `output_dir`,
 `pretrained_s1` (optional), `train.{epochs, save_every_n_epoch, if_save_latest, precision,
 if_save_every_weights, half_weights_save_dir, exp_name}`, and twin-only `twin.batches` (per epoch,
-default 9) and `twin.batch_s` (seconds per batch). `twin.lightning_2_6` makes the resume load
-weights-only with torch's defaults, as Lightning 2.6+ does (the pathlib hazard). Paths are relative
-to the cwd. What the real trainer does and the twin does the same way:
+default 9) and `twin.batch_s` (seconds per batch). The resume loads weights-only with torch's
+defaults (the pathlib hazard) where Lightning 2.6+ is installed, as Lightning 2.6+ does, or where
+`twin.lightning_2_6` says so; else as Lightning < 2.6 does. Paths are relative to the cwd. What the real trainer does and the twin does the same way:
 
 - the pretrained weights (key `weight`) are loaded strictly into the module at every start,
   printing `<All keys matched successfully>` (a mismatch raises: exit 1);
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import json
 import os
 import re
@@ -100,6 +101,15 @@ def lightning_save(state: dict[str, Any], path: Path, torn: bool) -> None:
     shutil.move(tmp, path)
 
 
+def lightning_2_6_installed() -> bool:
+    try:
+        version = importlib.metadata.version("pytorch-lightning")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    major, minor = (int(part) for part in version.split(".")[:2])
+    return (major, minor) >= (2, 6)
+
+
 def restore(path: Path, lightning_2_6: bool) -> dict[str, Any]:
     if lightning_2_6:
         return load(path)  # type: ignore[no-any-return]
@@ -150,7 +160,13 @@ class Run:
             "pytorch-lightning_version": LIGHTNING_VERSION,
             "state_dict": self.module.state_dict(),
             "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": self.epoch}}}},
-            "callbacks": {"my_model_ckpt{'monitor': 'top_3_acc'}": {"dirpath": str(self.ckpt_dir.resolve())}},
+            # As Lightning's ModelCheckpoint keeps it: kth_value inf until a score is monitored.
+            "callbacks": {
+                "my_model_ckpt{'monitor': 'top_3_acc'}": {
+                    "dirpath": str(self.ckpt_dir.resolve()),
+                    "kth_value": torch.tensor(float("inf")),
+                }
+            },
             "optimizer_states": [self.optimizer.state_dict()],
             "lr_schedulers": [self.scheduler.state_dict()],
             "MixedPrecision": {"scale": 65536.0, "growth_factor": 2.0, "_growth_tracker": 0},
@@ -194,7 +210,7 @@ def main() -> int:
     except Exception:
         ckpt_path = None
     say("ckpt_path:", ckpt_path)
-    run.fit(ckpt_path, twin.get("lightning_2_6", False))
+    run.fit(ckpt_path, twin.get("lightning_2_6", lightning_2_6_installed()))
 
     versions = output_dir / output_dir.stem  # TensorBoardLogger(save_dir=output_dir, name=stem)
     v_num = len(list(versions.glob("version_*"))) if versions.exists() else 0

@@ -6,12 +6,13 @@ again from step 0, silently but for one line).
 
 It saves `RUN_DIR/checkpoints/ckpt_<step>.pt` with a plain write onto the final name, in
 chunks with pauses between them (no fsync: like `torch.save`), and resumes from the
-highest step.
+highest step. POWERCUT_TWIN_WIDTH sets the model's width (64; 512 makes files of ~3 MB).
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
 import sys
 import time
@@ -47,7 +48,8 @@ def main(run_dir: Path, steps: int, save_every: int) -> int:
     checkpoints = run_dir / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    model = torch.nn.Linear(64, 64)
+    width = int(os.environ.get("POWERCUT_TWIN_WIDTH", "64"))  # 512: files of about 3 MB
+    model = torch.nn.Linear(width, width)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     step = 0
     latest = newest(checkpoints)
@@ -62,7 +64,7 @@ def main(run_dir: Path, steps: int, save_every: int) -> int:
             print(f"resumed from {latest.name} at step {step}", flush=True)
         except Exception as exc:
             print(f"failed to load {latest.name} ({type(exc).__name__}); starting from step 0", flush=True)
-    x = torch.randn(32, 64)
+    x = torch.randn(32, width)
     while step < steps:
         step += 1
         loss = torch.nn.functional.mse_loss(model(x), x)

@@ -11,9 +11,11 @@ VITS's JSON (`train.epochs`, `eval_interval`, `log_interval`, `learning_rate`, `
   (logging.basicConfig on stdout) and to logs/MODEL/train.log (tab separated);
 - resume: `latest_checkpoint_path` globs `G_*.pth`, sorts by int(all digits of the path),
   prints the last, loads it (with optim_g); the same for `D_*.pth`; epoch = D's
-  `iteration`, global step = (epoch - 1) * batches_per_epoch (the epoch is repeated).
-  A bare `except:` around all of it: any error means epoch 1, step 0, silently (with G
-  still loaded when only D failed);
+  `iteration`, global step = (epoch - 1) * batches_per_epoch (the epoch is repeated;
+  relaunched with another batches_per_epoch, newer epochs get lower numbers). A bare
+  `except:` around all of it: any error means epoch 1, step 0, silently (with G still
+  loaded when only D failed). Then, outside it, ExponentialLR(last_epoch=epoch - 2) per
+  optimizer (stepped at each epoch end), which needs `initial_lr` in the loaded groups;
 - every `log_interval` global steps: `Train Epoch: E [P%]` and the loss list
   `[d, g, fm, mel, dur, kl, global_step, lr]`; every `eval_interval` steps (step 0 too):
   `G_<step>.pth` then `D_<step>.pth`, plain torch.save onto the name, keys model,
@@ -127,8 +129,16 @@ def run(hps: dict[str, Any]) -> None:
     except:  # noqa: E722  (the real trainer's bare except: a silent fresh start)
         epoch_str = 1
         global_step = 0
+    # As VITS does: outside the try, so an optimizer state without `initial_lr` in its
+    # param groups (last_epoch != -1) crashes here, at every relaunch.
+    schedulers = [
+        torch.optim.lr_scheduler.ExponentialLR(optim, gamma=train["lr_decay"], last_epoch=epoch_str - 2)
+        for optim in optims
+    ]
     for epoch in range(epoch_str, train["epochs"] + 1):
         global_step = train_and_evaluate(hps, epoch, global_step, nets, optims)
+        for scheduler in schedulers:
+            scheduler.step()
 
 
 def train_and_evaluate(
@@ -139,10 +149,7 @@ def train_and_evaluate(
     optims: list[torch.optim.Optimizer],
 ) -> int:
     train, batches = hps["train"], hps["twin"]["batches_per_epoch"]
-    lr = train["learning_rate"] * train["lr_decay"] ** (epoch - 1)  # ExponentialLR stepped per epoch
-    for optim in optims:
-        for group in optim.param_groups:
-            group["lr"] = lr
+    lr = optims[0].param_groups[0]["lr"]
     for batch_idx in range(batches):
         fault = due_fault(Path.cwd(), global_step)
         if fault == "nan":
