@@ -27,6 +27,7 @@ from supervisor import config as config_module
 from supervisor.config import Config, ConfigError
 from supervisor.gpu import GpuUnavailable
 from supervisor.ledger import LedgerError
+from supervisor.ledger_text import readable
 
 EXIT_USAGE = 2
 
@@ -45,9 +46,9 @@ def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     sys.exit(code)
 
 
-def _load(path: Path, for_launch: bool = True) -> Config:
+def _load(path: Path, for_launch: bool = True, runs_as: int | None = None, acting: bool = False) -> Config:
     try:
-        return config_module.load(path, for_launch=for_launch)
+        return config_module.load(path, for_launch=for_launch, runs_as=runs_as, acting=acting)
     except ConfigError as exc:
         _fail(str(exc))
 
@@ -61,6 +62,14 @@ def main() -> None:
     backoff, gives up (exit 3) after too many attempts without progress, and keeps
     a ledger of everything in the run's state_dir.
     """
+
+
+ACCEPT_MODEL_CHANGE = click.option(
+    "--accept-model-change",
+    is_flag=True,
+    help="The model's shape was changed on purpose: accept checkpoints whose keys or tensor shapes "
+    "differ from the run's newest verified one (otherwise they are rejected).",
+)
 
 
 @main.command()
@@ -82,15 +91,29 @@ def main() -> None:
     is_flag=True,
     help="The trainer's config files were edited on purpose: launch even with [drift] policy = 'refuse'.",
 )
-def run(config_path: Path, reset_counters: bool, again: bool, accept_config_change: bool) -> None:
+@ACCEPT_MODEL_CHANGE
+@click.option(
+    "--new-ledger",
+    is_flag=True,
+    help="The ledger is lost or damaged: start a new one (the old file is kept beside it, renamed).",
+)
+def run(
+    config_path: Path,
+    reset_counters: bool,
+    again: bool,
+    accept_config_change: bool,
+    accept_model_change: bool,
+    new_ledger: bool,
+) -> None:
     """Run the trainer in the foreground and keep it running.
 
     SIGINT, SIGTERM or SIGHUP stop the trainer with grace and exit 0; a second
     signal kills it at once.
     """
     from supervisor.daemon import Daemon
-    from supervisor.ledger import Ledger
+    from supervisor.ledger import Ledger, LedgerDamaged
     from supervisor.lock import AlreadyRunning, RunLock
+    from supervisor.pinned import DirectoryTaken
 
     config = _load(config_path)
     lock = RunLock(config.state_dir)
@@ -101,10 +124,12 @@ def run(config_path: Path, reset_counters: bool, again: bool, accept_config_chan
     except OSError as exc:
         _fail(f"cannot use state_dir {config.state_dir}: {exc.strerror or exc}")
     logs.configure()
-    logs.bind(run=config.name, attempt=0)
+    logs.bind(run=config.name)
     log = structlog.get_logger("supervisor")
     try:
-        ledger = Ledger.open(config.state_dir)
+        ledger = Ledger.open(config.state_dir, new_ledger=new_ledger)
+    except LedgerDamaged as exc:
+        _fail(str(exc))
     except LedgerError as exc:
         _fail(str(exc), 1)
     owner = ledger.run()
@@ -114,13 +139,6 @@ def run(config_path: Path, reset_counters: bool, again: bool, accept_config_chan
             f"state_dir {config.state_dir} belongs to the run configured in {owner.config_path}; "
             "give this run its own run.name or run.state_dir"
         )
-    log.info(
-        "supervising",
-        command=" ".join(config.run.command),
-        cwd=str(config.cwd),
-        state_dir=str(config.state_dir),
-        trainer_log=str(config.trainer_log),
-    )
     try:
         daemon = Daemon(
             config,
@@ -128,12 +146,24 @@ def run(config_path: Path, reset_counters: bool, again: bool, accept_config_chan
             reset_counters=reset_counters,
             again=again,
             accept_config_change=accept_config_change,
+            accept_model_change=accept_model_change,
         )
     except GpuUnavailable as exc:
         ledger.close()
         _fail(f"[gpu] probe: {exc}")
+    log.info(  # (after the daemon: it knows the secrets to keep out of every line)
+        "supervising",
+        command=" ".join(config.run.command),
+        cwd=str(config.cwd),
+        state_dir=str(config.state_dir),
+        trainer_log=str(config.trainer_log),
+    )
     try:
         code = asyncio.run(daemon.run())
+    except DirectoryTaken as exc:
+        ledger.close()
+        lock.release()
+        _fail(str(exc))
     except Exception:
         log.exception("internal error; the supervisor exits")
         code = 1
@@ -191,16 +221,23 @@ def verify(paths: tuple[Path, ...], adapter_name: str | None, as_json: bool) -> 
                 f"cannot tell which trainer wrote {path}{looks}; pass --adapter NAME "
                 f"(known: {', '.join(trainer_adapters.names())})"
             )
-        layouts[path] = adapter.layout(adapter.options())
+        layouts[path] = adapter
     results = asyncio.run(verify_paths(layouts))
     for result in results:
         if as_json:
             click.echo(json.dumps(result))
         elif result["ok"]:
-            click.echo(f"ok        {result['path']}  (step {result['step']}, {result['seconds']:.2f}s)")
+            click.echo(f"ok        {result['path']}  ({_counters(result)}, {result['seconds']:.2f}s)")
         else:
             click.echo(f"REJECTED  {result['path']}: {result['reason']}")
     sys.exit(0 if all(r["ok"] for r in results) else 1)
+
+
+def _counters(result: dict[str, object]) -> str:
+    """`step 2400, epoch 8; resumes by epoch`: what a verified file says, in its units."""
+    parts = [f"{what} {result[what]}" for what in ("step", "epoch") if result.get(what) is not None]
+    text = ", ".join(parts) or "no step"
+    return f"{text}; resumes by epoch" if result.get("resume_unit") == "epoch" else text
 
 
 @main.command()
@@ -211,11 +248,14 @@ def checkpoints(config_path: Path, as_json: bool) -> None:
     from supervisor.ledger import Ledger
 
     config = _load(config_path, for_launch=False)
-    ledger = Ledger.open_readonly(config.state_dir)
-    rows = ledger.verdicts() if ledger is not None else []
+    try:
+        ledger = Ledger.open_readonly(config.state_dir)
+        rows = ledger.verdicts() if ledger is not None else []
+    except LedgerError as exc:
+        _fail(str(exc), 1)
     for row in rows:
         data = {
-            "path": row.path,
+            "path": readable(row.path),
             "step": row.step,
             "ok": row.ok,
             "verdict": "ok" if row.ok else "rejected",
@@ -228,7 +268,7 @@ def checkpoints(config_path: Path, as_json: bool) -> None:
             click.echo(json.dumps(data))
         else:
             verdict = "ok" if row.ok else f"REJECTED: {row.reason}"
-            click.echo(f"{data['verified_at']}  step {row.step!s:>8}  {row.path}  {verdict}")
+            click.echo(f"{data['verified_at']}  step {row.step!s:>8}  {data['path']}  {verdict}")
     if not rows and not as_json:
         click.echo("no checkpoint verified yet")
 
@@ -237,7 +277,8 @@ def checkpoints(config_path: Path, as_json: bool) -> None:
 @CONFIG_OPTION
 @click.option("--apply", "apply_plan", is_flag=True, help="Carry the plan out (launches nothing).")
 @click.option("--json", "as_json", is_flag=True, help="The plan as one JSON object.")
-def plan(config_path: Path, apply_plan: bool, as_json: bool) -> None:
+@ACCEPT_MODEL_CHANGE
+def plan(config_path: Path, apply_plan: bool, as_json: bool, accept_model_change: bool) -> None:
     """Show the resume plan: what the trainer will load, what is moved aside or restored.
 
     Unverified checkpoints are verified first. With --apply the run directory is prepared
@@ -247,9 +288,11 @@ def plan(config_path: Path, apply_plan: bool, as_json: bool) -> None:
     from supervisor.verify import plan_run
 
     logs.configure(level=logging.WARNING, stream=sys.stderr)
-    config = _load(config_path, for_launch=False)
+    config = _load(config_path, for_launch=False, acting=True)
     if config.adapter.checkpoint_dir is None:
         _fail(f"config {config.path}: adapter.checkpoint_dir is not set: there is nothing to plan")
+    from supervisor.pinned import DirectoryChanged, DirectoryTaken
+
     lock = None
     if apply_plan:
         from supervisor.lock import AlreadyRunning, RunLock
@@ -260,9 +303,9 @@ def plan(config_path: Path, apply_plan: bool, as_json: bool) -> None:
         except AlreadyRunning as exc:
             _fail(f"{exc}; it prepares the run directory itself before every launch")
     try:
-        result = asyncio.run(plan_run(config, apply=apply_plan))
-    except LedgerError as exc:
-        _fail(str(exc), 1)
+        result = asyncio.run(plan_run(config, apply=apply_plan, accept_model_change=accept_model_change))
+    except (LedgerError, DirectoryTaken, DirectoryChanged) as exc:
+        _fail(str(exc), EXIT_USAGE if isinstance(exc, DirectoryTaken) else 1)
     finally:
         if lock is not None:
             lock.release()
@@ -270,12 +313,27 @@ def plan(config_path: Path, apply_plan: bool, as_json: bool) -> None:
         click.echo(json.dumps(result, indent=2))
     else:
         click.echo(result["summary"])
+        if result["problem"] and "REFUSED" not in result["summary"]:
+            click.echo(f"REFUSED: {result['problem']}")
         for move in result["moves"]:
             click.echo(f"  move aside  {move['path']}: {move['reason']}")
         for restore in result["restores"]:
             click.echo(f"  restore     {restore['path']} (step {restore['step']}) from {restore['from']}")
-        click.echo("applied." if result["applied"] else "(dry run: nothing changed; --apply to carry it out)")
+        click.echo(_applied_line(apply_plan, result["applied"], result["ok"]))
     sys.exit(0 if result["ok"] else 1)
+
+
+def _applied_line(asked: bool, applied: bool, ok: bool) -> str:
+    if not asked:
+        return "(dry run: nothing changed; --apply to carry it out)"
+    if applied and ok:
+        return "applied."
+    if applied:
+        return (
+            "partly applied: some of it was carried out before it was refused (see the quarantine and "
+            "'train-supervisor checkpoints'); do not start the trainer yet"
+        )
+    return "not applied: refused before anything was changed"
 
 
 @main.group(name="config")
@@ -379,8 +437,13 @@ def init(
 def install_service(config_path: Path, user: bool, dry_run: bool, unit_dir: Path | None) -> None:
     """Install this run as a systemd service: the unit template, a drop-in naming this
     config and this installation's Python, then daemon-reload and enable --now."""
-    config = _load(config_path)
-    installation = service.plan(config, user=user, unit_dir=unit_dir)
+    # A system unit runs the config's owner's command as that owner (User=): theirs to trust.
+    runs_as = None if user else service.runs_as(config_path)
+    config = _load(config_path, runs_as=runs_as)
+    try:
+        installation = service.plan(config, user=user, unit_dir=unit_dir)
+    except service.UnitError as exc:
+        _fail(str(exc))
     if dry_run:
         click.echo(f"# {installation.template}\n{installation.template_text}")
         click.echo(f"# {installation.drop_in}\n{installation.drop_in_text}")

@@ -10,6 +10,7 @@ import difflib
 import ipaddress
 import math
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -31,6 +32,7 @@ from pydantic import (
 
 import trainer_adapters
 from supervisor.health import Remedy
+from supervisor.trust import others_can_write
 from trainer_adapters.base import AdapterOptions
 from trainer_adapters.rules import arg_problems
 
@@ -207,7 +209,7 @@ class WebhookSection(Section):
         if (self.url is None) == (self.url_env is None):
             raise ValueError("give exactly one of url and url_env")
         if self.url is not None and not self.url.startswith(("http://", "https://")):
-            raise ValueError("url must start with http:// or https://")
+            raise ValueError(f"url must start with http:// or https:// (got {shown_url(self.url)})")
         return self
 
 
@@ -243,6 +245,13 @@ class CheckpointsSection(Section):
     verify_wait_s: Seconds = 900.0
     # Warn before a relaunch when the checkpoint filesystem has less free space (GB).
     min_free_gb: Seconds = 5.0
+    # Free space (MiB) kept on the state_dir filesystem for the ledger and the notes: a
+    # verified copy that would leave less is not made (warned once; supervision goes on).
+    state_reserve_mb: Annotated[Count, Field(ge=0)] = 512
+    # Add to torch's safe globals, inside the trainer's process (a sitecustomize on its
+    # PYTHONPATH), exactly the globals the validator allows in this trainer's checkpoints
+    # (GPT-SoVITS s1: pathlib.PosixPath), so that its weights-only torch.load resumes.
+    trainer_safe_globals: bool = False
 
 
 class LogsSection(Section):
@@ -354,11 +363,20 @@ class ConfigError(Exception):
         return f"config {self.path}: {len(self.problems)} problems\n{lines}"
 
 
-def load(path: str | os.PathLike[str], *, for_launch: bool = True) -> Config:
+def load(
+    path: str | os.PathLike[str],
+    *,
+    for_launch: bool = True,
+    runs_as: int | None = None,
+    acting: bool = False,
+) -> Config:
     """Read, validate and resolve a config file; ConfigError on any problem.
 
     With `for_launch`, also check that run.cwd exists and the command can be found
-    (`status` reads a run's ledger even when its trainer is gone)."""
+    (`status` reads a run's ledger even when its trainer is gone), and that no user but
+    root and `runs_as` (who will run the command; default: us) could have written it.
+    `acting`: only that last check, for a command that acts on the config's word without
+    launching (`plan` moves files and asks the trainer's interpreter for its packages)."""
     config_path = Path(path).expanduser().absolute()
     raw = _read_toml(config_path)
     try:
@@ -367,6 +385,8 @@ def load(path: str | os.PathLike[str], *, for_launch: bool = True) -> Config:
         raise ConfigError(config_path, _describe(exc)) from None
     config = _resolve(config)
     problems = _check_adapter(config)
+    if for_launch or acting:
+        problems += _check_trusted(config_path, runs_as)
     if for_launch:
         problems += _check_paths(config) + _check_command(config) + _check_webhooks(config)
     if problems:
@@ -444,7 +464,9 @@ def _describe(
             problems.append(f"{where}: required key is missing")
         else:
             message = str(err["msg"]).removeprefix("Value error, ")
-            problems.append(f"{where}: {message} (got {err['input']!r})")
+            # A webhook's values may be secrets (a token in its URL): never echoed.
+            got = "" if loc[:1] == ("notify",) else f" (got {err['input']!r})"
+            problems.append(f"{where}: {message}{got}")
     return problems
 
 
@@ -519,6 +541,26 @@ def _check_adapter(config: Config) -> list[str]:
         return []
     problem = adapter.check_dir(config.adapter.options, directory)
     return [problem] if problem else []
+
+
+def _check_trusted(path: Path, runs_as: int | None) -> list[str]:
+    """Its command runs as `runs_as` (as root, under a system unit without User=): a
+    config that another user could have written is not theirs to run."""
+    why = others_can_write(path, runs_as)
+    if why is None:
+        return []
+    user = _user(os.geteuid() if runs_as is None else runs_as)
+    return [
+        f"(file): refusing a config another user can change: {why}; its command would run as "
+        f"{user}. Make it and its directories writable by {user} (and root) only, e.g. chmod go-w"
+    ]
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _check_command(config: Config) -> list[str]:
@@ -599,9 +641,18 @@ def _redacted(hook: WebhookSection) -> dict[str, Any]:
     """A webhook as `config check` may print it: a URL shows its scheme and host only."""
     data = hook.model_dump(exclude_none=True)
     if hook.url is not None:
-        parts = urlsplit(hook.url)
-        data["url"] = f"{parts.scheme}://{parts.hostname or '?'}/…"
+        data["url"] = f"{shown_url(hook.url)}/…"
     return data
+
+
+def shown_url(url: str) -> str:
+    """A URL as it may be shown: scheme and host, never its path, query or credentials."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return "an unparsable URL"
+    return f"{parts.scheme or '?'}://{host or '?'}"
 
 
 def _toml_key(key: str) -> str:

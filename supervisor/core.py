@@ -13,6 +13,8 @@ Phases and their transitions (every move is marked where it happens below):
     RECLAIMING --StopRequested--> STOPPING
     PREPARING  --Prepared--> STARTING                (the run directory is ready: resume plan applied)
     PREPARING  --PrepareFailed--> GAVE_UP            (the trainer would not land on verified state)
+    PREPARING  --PrepareFailed(retry)--> BACKOFF | PREPARING (zero backoff) | GAVE_UP
+                                                     (a move that may work later: a full disk)
     PREPARING  --StopRequested--> STOPPING
     STARTING   --Launched--> RUNNING
     STARTING   --LaunchFailed--> BACKOFF | PREPARING (zero backoff) | GAVE_UP
@@ -142,9 +144,11 @@ class Policy:
     oom_cuda_remedies: tuple[Remedy, ...] = ()
     oom_host_remedies: tuple[Remedy, ...] = ()
     max_silent_resets: int = 1  # the next one gives up
-    # The trainer resumes at the start of the saved epoch (VITS): its first step says
-    # little in epoch 1, so a fresh start is told by the first epoch it reports instead.
-    reset_by_epoch: bool = False
+    # Fresh starts are told by the first epoch the trainer reports, which is the resumed
+    # state's epoch plus this (0: VITS resumes in the saved epoch; 1: the epoch after it).
+    # None: by the first step (far below the resumed one).
+    reset_epoch_offset: int | None = None
+    unit: str = "step"  # what checkpoint steps and positions count ("epoch" for some trainers)
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,7 @@ class State:
     last_exit: ExitStatus | None = None
     exit_code: int | None = None  # set in a final phase
     seed: int = 0  # jitter draws are uniform(seed, attempt)
+    prepare_retries: int = 0  # consecutive preparations that failed in a way that may clear
 
 
 # --- events -----------------------------------------------------------------------
@@ -232,6 +237,7 @@ class Prepared:
 class PrepareFailed:
     attempt: int
     reason: str
+    retry: bool = False  # it may work later by itself (a full disk, a file that could not move)
 
 
 @dataclass(frozen=True)
@@ -263,6 +269,7 @@ class Progress:
     nonfinite: bool | None = None
     line: str = ""
     epoch: int | None = None
+    at: float | None = None  # when the sign was given (a checkpoint's last write), if before now
 
 
 @dataclass(frozen=True)
@@ -349,11 +356,13 @@ class RecordAttemptEnd:
 
 @dataclass(frozen=True)
 class Note:
-    """Something worth a log line and a ledger event."""
+    """Something worth a log line and a ledger event, about `attempt` (set by `decide`
+    to the attempt the decision was about, when not set where the note is made)."""
 
     kind: str
     message: str
     level: str = "info"
+    attempt: int | None = None
 
 
 @dataclass(frozen=True)
@@ -371,13 +380,23 @@ Decision = tuple[State, list[Action]]
 
 
 def decide(state: State, event: Event, now: float, policy: Policy) -> Decision:
+    new, actions = _decide(state, event, now, policy)
+    # A note is about the attempt the event found (with zero backoff the decision that
+    # records attempt 1's failure also starts attempt 2).
+    stamped = [
+        replace(a, attempt=state.attempt) if isinstance(a, Note) and a.attempt is None else a for a in actions
+    ]
+    return new, stamped
+
+
+def _decide(state: State, event: Event, now: float, policy: Policy) -> Decision:
     if state.phase.final:
         return state, []
     match event:
         case Boot():
             return _boot(state, event, policy) if state.phase is Phase.IDLE else (state, [])
         case Prepared() | PrepareFailed():
-            return _prepared(state, event, policy)
+            return _prepared(state, event, now, policy)
         case CheckpointVerified():
             return _checkpoint_verified(state, event, policy)
         case TrainerSaid() | Progress():
@@ -466,7 +485,7 @@ def _next_attempt(state: State, actions: list[Action]) -> Decision:
     return state, [*actions, Prepare(attempt, state.carry.nan_below)]
 
 
-def _prepared(state: State, event: Prepared | PrepareFailed, policy: Policy) -> Decision:
+def _prepared(state: State, event: Prepared | PrepareFailed, now: float, policy: Policy) -> Decision:
     if event.attempt != state.attempt:
         return state, []
     if state.phase is Phase.STOPPING:
@@ -475,10 +494,13 @@ def _prepared(state: State, event: Prepared | PrepareFailed, policy: Policy) -> 
     if state.phase is not Phase.PREPARING:
         return state, []
     if isinstance(event, PrepareFailed):
+        unlaunched = replace(state, attempt=state.attempt - 1)  # only launched attempts count
+        if event.retry and state.prepare_retries < policy.max_attempts_without_progress:
+            return _prepare_again(unlaunched, event.reason, now, policy)
         # PREPARING -> GAVE_UP: relaunching could not resume from verified state
         message = f"giving up: cannot prepare attempt {state.attempt}: {event.reason}"
-        unlaunched = replace(state, attempt=state.attempt - 1)  # only launched attempts count
         return _final(unlaunched, Phase.GAVE_UP, [], Note("gave_up", message, "error"))
+    state = replace(state, prepare_retries=0)
     if state.give_up_pending and state.without_progress >= policy.max_attempts_without_progress:
         # PREPARING -> GAVE_UP: even with every checkpoint verified, no progress
         last = state.last_exit.describe() if state.last_exit else ""
@@ -494,6 +516,23 @@ def _prepared(state: State, event: Prepared | PrepareFailed, policy: Policy) -> 
     # PREPARING -> STARTING
     fixes = remedies(state.carry, policy.oom_cuda_remedies, policy.oom_host_remedies, policy.nan_remedy)
     return replace(state, phase=Phase.STARTING), [*notes, Launch(state.attempt, fixes)]
+
+
+def _prepare_again(state: State, reason: str, now: float, policy: Policy) -> Decision:
+    """A preparation that may work later (room made on a full disk) is tried again after
+    a backoff, up to max_attempts_without_progress times in a row."""
+    retries = state.prepare_retries + 1
+    state = replace(state, prepare_retries=retries)
+    delay = policy.backoff.delay_s(retries, uniform(state.seed, state.attempt + 1))
+    left = policy.max_attempts_without_progress - retries
+    message = f"cannot prepare attempt {state.attempt + 1}: {reason}; trying again"
+    if delay == 0:
+        # PREPARING -> PREPARING
+        return _next_attempt(state, [Note("prepare_failed", f"{message} now ({left} more tries)", "error")])
+    # PREPARING -> BACKOFF
+    state = replace(state, phase=Phase.BACKOFF, relaunch_at=now + delay)
+    note = Note("prepare_failed", f"{message} in {delay:.1f}s ({left} more tries)", "error")
+    return state, [note, StartTimer(Timer.RELAUNCH, state.attempt, delay)]
 
 
 def _checkpoint_verified(state: State, event: CheckpointVerified, policy: Policy) -> Decision:
@@ -512,7 +551,7 @@ def _checkpoint_verified(state: State, event: CheckpointVerified, policy: Policy
         # Credit the live attempt. Otherwise the file came from the attempt that already
         # ended: its count was just cleared, and the next attempt must earn its own.
         state = replace(state, progressed=True)
-    return state, [Note("progress", f"newest verified checkpoint: step {event.step}")]
+    return state, [Note("progress", f"newest verified checkpoint: {policy.unit} {event.step}")]
 
 
 def _trainer_signal(state: State, event: TrainerSaid | Progress, now: float, policy: Policy) -> Decision:
@@ -539,7 +578,7 @@ def _trainer_said(state: State, event: TrainerSaid, policy: Policy) -> Decision:
             state = replace(state, carry=replace(state.carry, silent_resets=0))
             return state, [Note("trainer_loaded", f"the trainer says it resumed: {line}")]
         case Said.FRESH_START if state.watch.resume_step is not None and state.phase is Phase.RUNNING:
-            why = f"the trainer says it starts afresh although it should resume from step {state.watch.resume_step}: {line}"
+            why = f"the trainer says it starts afresh although it should resume from {policy.unit} {state.watch.resume_step}: {line}"
             return _silent_reset(state, why, policy)
         case Said.FRESH_START:
             return state, [
@@ -551,21 +590,27 @@ def _trainer_said(state: State, event: TrainerSaid, policy: Policy) -> Decision:
 def _progress(state: State, event: Progress, now: float, policy: Policy) -> Decision:
     if event.attempt != state.attempt or state.phase is not Phase.RUNNING:
         return state, []
+    # When the sign was given: a checkpoint's is its last write, not its landing.
+    given = min(now, event.at) if event.at is not None else now
+    if state.started_at is not None and given < state.started_at:
+        return state, []  # written before this attempt began: no sign of its life
     watch, carry, actions = state.watch, state.carry, list[Action]()
-    if watch.last_progress_at is not None and watch.armed:
-        gap = now - watch.last_progress_at
+    last = watch.last_progress_at
+    if last is not None and watch.armed and given > last:
+        gap = given - last
         if carry.longest_gap_s is None or gap > carry.longest_gap_s:
             carry = replace(carry, longest_gap_s=gap)
     sign = f"{event.source}" + (f" at {event.position}" if event.position is not None else "")
-    watch = replace(watch, last_progress_at=now, last_sign=sign)
+    watch = replace(watch, last_progress_at=max(given, last) if last is not None else given, last_sign=sign)
     if not watch.armed and policy.hang_timeout_s is not None and event.source == "heartbeat":
         watch = replace(watch, armed=True)  # the trainer sends heartbeats: watch it from now on
     if watch.armed:
         # The pending check may be for a later deadline (the startup budget): bring it forward.
-        deadline = now + _hang_budget(watch, carry, policy)
+        assert watch.last_progress_at is not None
+        deadline = watch.last_progress_at + _hang_budget(watch, carry, policy)
         if watch.check_at is None or deadline < watch.check_at - 1e-6:
             watch = replace(watch, check_at=deadline)
-            actions.append(StartTimer(Timer.LIVENESS, state.attempt, deadline - now))
+            actions.append(StartTimer(Timer.LIVENESS, state.attempt, max(0.0, deadline - now)))
     state = replace(state, carry=carry)
     if event.source == "output" and (state.fatal is not None or watch.oom_line is not None):
         # It went on after the error it printed (e.g. an export that failed and was
@@ -575,7 +620,7 @@ def _progress(state: State, event: Progress, now: float, policy: Policy) -> Deci
         state, watch = replace(state, fatal=None), replace(watch, oom_line=None)
     if event.position is not None:
         watch = replace(watch, position=event.position)
-    counted = event.epoch if policy.reset_by_epoch else event.position
+    counted = event.epoch if policy.reset_epoch_offset is not None else event.position
     if counted is not None and not watch.reset_checked and watch.resume_step is not None:
         watch = replace(watch, reset_checked=True)
         reset = _check_reset(watch, counted, policy)
@@ -592,17 +637,19 @@ def _check_reset(watch: Watch, counted: int, policy: Policy) -> str | None:
     assert resume is not None
     if not policy.positions_comparable:
         return None
-    if policy.reset_by_epoch:
+    if policy.reset_epoch_offset is not None:
         epoch = watch.resume_epoch
-        if epoch is None or counted >= epoch:
-            return None  # (resuming in epoch 1 looks like a fresh start: not told apart)
+        if epoch is None or counted >= epoch + policy.reset_epoch_offset:
+            return None  # (VITS resuming in epoch 1 looks like a fresh start: not told apart)
+        saved_in = f" (epoch {epoch})" if policy.unit != "epoch" else ""
         return (
-            f"the trainer reports epoch {counted} although it should resume from verified step "
-            f"{resume} (epoch {epoch})"
+            f"the trainer reports epoch {counted} although it should resume from verified {policy.unit} "
+            f"{resume}{saved_in}"
         )
     if not far_below(counted, resume):
         return None
-    return f"the trainer reports step {counted} although it should resume from verified step {resume}"
+    unit = policy.unit
+    return f"the trainer reports {unit} {counted} although it should resume from verified {unit} {resume}"
 
 
 def _nan_streak(state: State, event: Progress, actions: list[Action], policy: Policy) -> Decision:
@@ -635,9 +682,9 @@ def _nan_streak(state: State, event: Progress, actions: list[Action], policy: Po
         nan_rollbacks=state.carry.nan_rollbacks + 1,
         nan_remedy=policy.nan_remedy is not None,
     )
-    where = f" from step {watch.first_bad_position}" if watch.first_bad_position is not None else ""
+    where = f" from {policy.unit} {watch.first_bad_position}" if watch.first_bad_position is not None else ""
     rollback = (
-        f"rolling back below step {bound}"
+        f"rolling back below {policy.unit} {bound}"
         if bound is not None
         else "steps restart at every launch, so no rollback by step"
     )

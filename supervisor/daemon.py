@@ -20,8 +20,9 @@ from typing import Any
 import structlog
 
 import trainer_adapters
-from supervisor import core, gpu
+from supervisor import core, gpu, logs
 from supervisor.backoff import Backoff
+from supervisor.checkpoints import validated_globals
 from supervisor.config import Config, RemedySection, nan_tolerance
 from supervisor.core import (
     Action,
@@ -53,9 +54,10 @@ from supervisor.detectors import PROGRESSING, OutputReader
 from supervisor.guard import CheckpointGuard
 from supervisor.health import Remedy, Watch, with_remedies
 from supervisor.housekeeping import DaemonChores, Every, Housekeeping
+from supervisor.interpreter import shim_env
 from supervisor.ledger import AttemptRow, EventRow, Ledger
+from supervisor.ledger_text import Redactor
 from supervisor.live import LiveStatusServer, Snapshot
-from supervisor.logs import bind
 from supervisor.metrics import MetricsServer, exposition
 from supervisor.oom import OomCounter, OomEvidence
 from supervisor.output import OutputSink, RotatingLog
@@ -73,9 +75,10 @@ from supervisor.process import (
 )
 from supervisor.sdnotify import Notifier
 from supervisor.vitals import Vitals
-from supervisor.webhooks import Message, Notifications, Webhook, url_from
+from supervisor.webhooks import Message, Notifications, Webhook, secret_values, url_from
 
 log = structlog.get_logger("supervisor")
+
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PROGRESS_SAVE_S = 5.0
@@ -107,10 +110,16 @@ def policy_for(config: Config) -> Policy:
         max_nan_rollbacks=config.nan.max_rollbacks,
         nan_remedy=config.nan.remedy.remedy("nan remedy") if config.nan.remedy is not None else None,
         positions_comparable=not adapter.steps_restart,
-        reset_by_epoch=adapter.resumes_at_epoch_start,
+        reset_epoch_offset=adapter.first_epoch_after_resume,
+        unit=adapter.position_unit,
         oom_cuda_remedies=_ladder(config.oom.cuda_remedies, "oom-cuda"),
         oom_host_remedies=_ladder(config.oom.host_remedies, "oom-host"),
     )
+
+
+def secret_env_names(config: Config) -> list[str]:
+    """The environment variables that hold the supervisor's own secrets."""
+    return [name for hook in config.notify.webhooks for name in (hook.url_env, hook.token_env) if name]
 
 
 def webhooks_from(config: Config) -> list[Webhook]:
@@ -138,6 +147,7 @@ class Daemon:
         reset_counters: bool = False,
         again: bool = False,
         accept_config_change: bool = False,
+        accept_model_change: bool = False,
         gpu_probe: gpu.GpuProbe | None = None,
     ) -> None:
         self.config = config
@@ -170,6 +180,8 @@ class Daemon:
                 self._queue.put_nowait,
                 attempt=lambda: self.state.attempt,
                 best_step=lambda: self.state.best_step,
+                report=self._report,
+                accept_model_change=accept_model_change,
             )
         self._last_marker: str | None = None  # of the newest attempt launched
         metrics_dir = None
@@ -189,7 +201,17 @@ class Daemon:
         self.oom = OomCounter(events_path=config.oom.memory_events)
         self._oom_evidence: OomEvidence | None = None  # of the attempt running
         self.notifier = Notifier()
-        self.webhooks = Notifications(webhooks_from(config))
+        hooks = webhooks_from(config)
+        # Read once; then gone from our environment, so that no child (trainer, validator)
+        # inherits them, and withheld from the trainer's (unless [run] env names them).
+        self.withheld_env = secret_env_names(config)
+        for name in self.withheld_env:
+            os.environ.pop(name, None)
+        self.webhooks = Notifications(hooks)
+        self.secrets = Redactor(secret_values(hooks))
+        ledger.redact = self.secrets
+        logs.redact_secrets(self.secrets)
+        logs.follow_attempt(lambda: self.state.attempt)
         ledger.on_event = self._event_added
         self._notified: tuple[object, ...] | None = None  # what systemd was last told
         self._saved: State | None = None  # what the ledger holds (less the detectors' view)
@@ -407,10 +429,9 @@ class Daemon:
                 )
                 self._attempt_ended(action)
             case Note():
-                getattr(log, action.level)(action.message, kind=action.kind)
-                self.ledger.add_event(
-                    time.time(), self.state.attempt, action.kind, action.level, action.message
-                )
+                attempt = action.attempt if action.attempt is not None else self.state.attempt
+                getattr(log, action.level)(action.message, kind=action.kind, attempt=attempt)
+                self.ledger.add_event(time.time(), attempt, action.kind, action.level, action.message)
 
     def _start_timer(self, action: StartTimer, now: float) -> None:
         assert self._loop is not None
@@ -479,18 +500,22 @@ class Daemon:
     # --- launching --------------------------------------------------------------------
 
     def _launch(self, attempt: int, remedies: Sequence[Remedy]) -> None:
-        bind(attempt=attempt)
         marker = f"{self.config.name}:{attempt}:{secrets.token_hex(4)}"
         self.ledger.begin_attempt(attempt, time.time(), marker)
-        self.ledger.commit()  # durable before the trainer exists
+        if not self.ledger.commit():  # durable before the trainer exists, or no trainer
+            why = "cannot record the attempt in the ledger (the state disk is full or failing)"
+            self._queue.put_nowait(LaunchFailed(attempt, why))
+            return
         self._last_marker = marker
         self.tail.lines.clear()
         self.sink.forget_partial_lines()
         self.sink.write_log(f"\n=== train-supervisor: attempt {attempt} ===\n".encode())
         command, overrides = with_remedies(
-            self.config.run.command, {**self.config.run.env, **self.vitals.env()}, remedies
+            self.config.run.command,
+            {**self.config.run.env, **self.vitals.env(), **self._shim_env()},
+            remedies,
         )
-        env = trainer_env(os.environ, overrides, marker)
+        env = trainer_env(os.environ, overrides, marker, withheld=self.withheld_env)
         self._oom_evidence = OomEvidence(self.oom)
         try:
             trainer = Trainer.spawn(command, self.config.cwd, env, marker, self.sink)
@@ -502,6 +527,14 @@ class Daemon:
         self._spawn_task(self._watch(attempt, trainer))  # first: a failing write below must not orphan it
         self._queue.put_nowait(Launched(attempt, trainer.pid))
         self.ledger.set_attempt_process(attempt, trainer.pid, trainer.identity)
+
+    def _shim_env(self) -> dict[str, str]:
+        """[checkpoints] trainer_safe_globals: the sitecustomize that allows, in the
+        trainer's process, exactly the globals its checkpoints were verified with."""
+        allowed = validated_globals(self.layout)
+        if not self.config.checkpoints.trainer_safe_globals or not allowed:
+            return {}
+        return shim_env(allowed, self.config.run.env.get("PYTHONPATH", os.environ.get("PYTHONPATH", "")))
 
     def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

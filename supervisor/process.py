@@ -35,8 +35,13 @@ KILL_WAIT_S = 5.0  # after SIGKILL: how long to wait for the kernel to remove pr
 DRAIN_TIMEOUT_S = 2.0  # after the session is gone: how long to wait for pipe EOF
 
 
-def trainer_env(base: Mapping[str, str], overrides: Mapping[str, str], marker: str) -> dict[str, str]:
-    env = {**base, **overrides}
+def trainer_env(
+    base: Mapping[str, str], overrides: Mapping[str, str], marker: str, *, withheld: Sequence[str] = ()
+) -> dict[str, str]:
+    """The trainer's environment: ours less what is withheld (the supervisor's own
+    secrets, e.g. webhook tokens) and less systemd's notify socket, plus the overrides."""
+    env = {name: value for name, value in base.items() if name not in withheld}
+    env.update(overrides)
     for name in STRIPPED_ENV:
         env.pop(name, None)
     env["PYTHONUNBUFFERED"] = "1"

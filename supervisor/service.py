@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,10 @@ SYSTEM_UNIT = "train-supervisor@.service"
 USER_UNIT = "train-supervisor-user@.service"
 SYSTEM_DIR = Path("/etc/systemd/system")
 DROP_IN = "train-supervisor.conf"
-STOP_MARGIN_S = 60  # TimeoutStopSec above [stop] grace_s: the trainer's grace, then our own exit
+STOP_MARGIN_S = 60
+USER_NAME = re.compile(
+    r"[a-zA-Z_][a-zA-Z0-9_.-]{0,31}"
+)  # what systemd's strict user-name check allows  # TimeoutStopSec above [stop] grace_s: the trainer's grace, then our own exit
 
 SYSTEM_TEXT = """\
 # One supervised training run per instance: `systemctl enable --now train-supervisor@NAME`
@@ -133,19 +137,37 @@ def plan(config: Config, *, user: bool, unit_dir: Path | None = None) -> Install
     )
 
 
+class UnitError(ValueError):
+    """Something that cannot be written into a unit file safely."""
+
+
 def drop_in(config: Config, *, user: bool) -> str:
+    """The per-run drop-in. Every value from outside (paths, the owner's name) is quoted
+    and escaped by systemd's rules, so none can end a line, close a quote, or be read as
+    a specifier (`%`) or a variable (`$`); a control character is refused outright."""
+    config_path = _plain(str(config.path), "the config's path")
+    python = _program(_plain(sys.executable, "this Python's path"))
     lines = [
-        f"# Written by `train-supervisor install-service -c {config.path}`.",
+        "# Written by `train-supervisor install-service`.",
         "[Service]",
-        f"Environment=TRAIN_SUPERVISOR_CONFIG={_quoted(str(config.path))}",
+        f"Environment={_quoted(f'TRAIN_SUPERVISOR_CONFIG={config_path}')}",
         "ExecStart=",
-        f"ExecStart={_quoted(sys.executable)} -m supervisor.cli run -c ${{TRAIN_SUPERVISOR_CONFIG}}",
+        f"ExecStart={python} -m supervisor.cli run -c ${{TRAIN_SUPERVISOR_CONFIG}}",
         f"TimeoutStopSec={int(config.stop.grace_s) + STOP_MARGIN_S}",
     ]
     owner = _owner(config.path)
     if not user and owner not in (None, "root"):
-        lines.append(f"User={owner}")  # the run's files are its owner's: never train as root
+        # The run's files are its owner's: never train as root.
+        lines.append(f"User={_user_name(owner)}")
     return "\n".join(lines) + "\n"
+
+
+def _plain(text: str, what: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise UnitError(
+            f"{what} holds a control character (a newline?): {text!r}; refusing to write it into a unit"
+        )
+    return text
 
 
 def install(installation: Installation, *, enable: bool) -> list[str]:
@@ -174,6 +196,26 @@ def _user_unit_dir() -> Path:
     return Path(config_home) / "systemd" / "user"
 
 
+def _user_name(name: str) -> str:
+    """A user name as User= takes it: unquoted (systemd keeps quotes as part of the
+    name), so it must be one systemd accepts as it is."""
+    if not USER_NAME.fullmatch(name):
+        raise UnitError(
+            f"the config's owner {name!r} is not a user name systemd accepts in User=; "
+            "chown the config to the user the run should train as"
+        )
+    return name
+
+
+def runs_as(config_path: Path) -> int | None:
+    """Whom a system unit runs the config's command as: its owner (User=), root if root
+    owns it; None where that cannot be told."""
+    try:
+        return os.stat(config_path).st_uid
+    except OSError:
+        return None
+
+
 def _owner(path: Path) -> str | None:
     try:
         return pwd.getpwuid(path.stat().st_uid).pw_name
@@ -182,6 +224,17 @@ def _owner(path: Path) -> str | None:
 
 
 def _quoted(text: str) -> str:
-    """A path as systemd reads it: quoted when it has spaces, `%` escaped."""
-    text = text.replace("%", "%%")
-    return f'"{text}"' if any(c.isspace() for c in text) else text
+    """`text` as one double-quoted value systemd reads back exactly (Environment=):
+    `\\` and `"` escaped, `%` (specifiers) doubled; no variable is expanded there."""
+    text = text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{text}"'
+
+
+def _program(path: str) -> str:
+    """An ExecStart= program, quoted: `%` doubled (`$` is not expanded in the program's
+    own name); systemd refuses a `"` or `\\` there outright, so such a path is refused."""
+    if any(c in path for c in '"\\'):
+        raise UnitError(
+            f"this Python's path holds a quote or a backslash, which systemd refuses in a program name: {path}"
+        )
+    return '"' + path.replace("%", "%%") + '"'

@@ -29,6 +29,9 @@ log = structlog.get_logger("supervisor.tfevents")
 
 PATTERN = "events.out.tfevents.*"
 CHUNK_BYTES = 4 * 1024 * 1024
+# A scalar event is tens of bytes (a long tag: hundreds). Larger records (images, audio,
+# histograms) are skipped unread: their length is known from the header alone.
+MAX_RECORD_BYTES = 64 * 1024
 
 _HEADER = struct.Struct("<QI")
 _U32 = struct.Struct("<I")
@@ -91,11 +94,14 @@ def read_records(data: bytes, offset: int = 0) -> tuple[list[bytes], int, str | 
 
     A record whose bytes are not all there yet ends the list without an error (its writer
     is mid-write; read again from the returned offset). A record failing its CRC ends it
-    with an error, and the returned offset is that record's start.
+    with an error, and the returned offset is that record's start. A record longer than
+    MAX_RECORD_BYTES ends it too, with no error: the caller skips it unread.
     """
     records: list[bytes] = []
     while True:
         length, error = _frame(data, offset)
+        if length is not None and length > MAX_RECORD_BYTES:
+            return records, offset, None
         if length is None or offset + _HEADER.size + length + _FOOTER > len(data):
             return records, offset, error
         start = offset + _HEADER.size
@@ -219,16 +225,19 @@ def parse_event(data: bytes, file: Path | None = None) -> list[Scalar]:
         return []
 
 
-def _read_chunk(fh: BinaryIO, offset: int, size: int) -> bytes:
-    """Up to CHUNK_BYTES from `offset`, longer where the first record alone is longer."""
+def _read_chunk(fh: BinaryIO, offset: int) -> bytes:
+    """Up to CHUNK_BYTES from `offset` (a record is at most MAX_RECORD_BYTES: it fits)."""
     fh.seek(offset)
-    data = fh.read(CHUNK_BYTES)
-    length, _ = _frame(data, 0)
-    if length is not None:
-        missing = min(_HEADER.size + length + _FOOTER, size - offset) - len(data)
-        if missing > 0:
-            data += fh.read(missing)
-    return data
+    return fh.read(CHUNK_BYTES)
+
+
+def _oversized(data: bytes) -> int | None:
+    """The whole length of the record at the start of `data` when it is too large to
+    read (header, data and footer), else None."""
+    length, error = _frame(data, 0)
+    if error is None and length is not None and length > MAX_RECORD_BYTES:
+        return _HEADER.size + length + _FOOTER
+    return None
 
 
 @dataclass
@@ -283,9 +292,17 @@ class EventDirReader:
         state.identity, state.size = identity, stat.st_size
 
     def _next_records(self, path: Path, fh: BinaryIO, state: _FileState) -> list[bytes]:
+        while state.offset < state.size:  # records too large for a scalar: skipped unread
+            fh.seek(state.offset)
+            skip = _oversized(fh.read(_HEADER.size))
+            if skip is None:
+                break
+            if state.offset + skip > state.size:
+                return []  # still being written: skipped once it is whole
+            state.offset += skip
         if state.offset >= state.size:
             return []
-        records, used, error = read_records(_read_chunk(fh, state.offset, state.size))
+        records, used, error = read_records(_read_chunk(fh, state.offset))
         state.offset += used
         if error is not None:
             state.broken = True

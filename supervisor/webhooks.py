@@ -14,12 +14,14 @@ import asyncio
 import json
 import time
 import urllib.request
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 from urllib.parse import urlsplit
 
 import structlog
+
+from supervisor.ledger_text import Redactor
 
 log = structlog.get_logger("supervisor.webhooks")
 
@@ -87,9 +89,12 @@ class Notifications:
     def __init__(self, hooks: list[Webhook]) -> None:
         self.hooks = hooks
         self._tasks: set[asyncio.Task[None]] = set()
+        self._redact = Redactor(secret_values(hooks))
 
     def send(self, message: Message) -> None:
-        """Queue the message for every webhook that wants it (from the event loop)."""
+        """Queue the message for every webhook that wants it (from the event loop); no
+        secret of any webhook is ever in what goes out."""
+        message = replace(message, text=self._redact(message.text))
         now = time.monotonic()
         for hook in self.hooks:
             if message.event not in hook.events:
@@ -107,7 +112,10 @@ class Notifications:
             await asyncio.to_thread(_urlopen, req, hook.timeout_s)
         except Exception as exc:  # never an error of the supervisor
             if not hook.failing:
-                log.warning("webhook failed", webhook=hook.shown, error=type(exc).__name__)
+                # The exception's text may hold the URL (its token path): only its kind,
+                # or what a refused redirect says (scheme and host).
+                error = str(exc) if isinstance(exc, RedirectRefused) else type(exc).__name__
+                log.warning("webhook failed", webhook=hook.shown, error=error)
             hook.failing = True
         else:
             hook.failing = False
@@ -118,9 +126,38 @@ class Notifications:
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
 
 
+class RedirectRefused(Exception):
+    """The webhook answered with a redirect: never followed (a bearer token must not go
+    to another host, and a redirected POST would lose its body)."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: object,
+        code: int,
+        msg: str,
+        headers: object,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        parts = urlsplit(newurl)
+        raise RedirectRefused(
+            f"HTTP {code} redirect to {parts.scheme}://{parts.hostname or '?'}: not followed"
+        )
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def _urlopen(req: urllib.request.Request, timeout_s: float) -> None:
-    with urllib.request.urlopen(req, timeout=timeout_s) as response:  # noqa: S310 (the user's URL)
+    with _OPENER.open(req, timeout=timeout_s) as response:
         response.read(1024)
+
+
+def secret_values(hooks: Sequence[Webhook]) -> list[str]:
+    """What must never be written anywhere: every webhook's URL and token."""
+    return [value for hook in hooks for value in (hook.url, hook.token) if value]
 
 
 def url_from(url: str | None, url_env: str | None, environ: Mapping[str, str]) -> str | None:

@@ -107,7 +107,7 @@ def test_boot_prepares_then_launches_the_first_attempt() -> None:
     assert replay.send(Boot()) == [Prepare(1)]
     assert replay.state.phase is Phase.PREPARING
     actions = replay.send(Prepared(1, "resume from step 100 (ckpt_100.pt)"))
-    assert actions == [Note("plan", "resume from step 100 (ckpt_100.pt)"), Launch(1)]
+    assert actions == [Note("plan", "resume from step 100 (ckpt_100.pt)", attempt=1), Launch(1)]
     assert replay.state.phase is Phase.STARTING
 
 
@@ -382,6 +382,43 @@ def test_a_failed_preparation_gives_up_without_launching() -> None:
     assert "cannot prepare attempt 1" in of_type(actions, Note)[0].message
     assert not of_type(replay.actions, Launch)
     assert replay.state.attempt == 0, "only launched attempts count"
+
+
+def test_a_preparation_that_may_work_later_is_tried_again_then_given_up() -> None:
+    """A move that failed (a full state disk): backed off and prepared again, never
+    launched until it works; max_attempts_without_progress times in a row at most."""
+    replay = Replay()
+    replay.send(Boot())
+
+    def fail_again() -> list[Action]:
+        return replay.send(PrepareFailed(replay.state.attempt, "could not move x aside: full", retry=True))
+
+    def retry_fires() -> None:
+        replay.send(TimerFired(Timer.RELAUNCH, replay.state.attempt), at=replay.state.relaunch_at)
+        assert replay.state.phase is Phase.PREPARING
+
+    delays = []
+    for _ in range(2):
+        actions = fail_again()
+        assert replay.state.phase is Phase.BACKOFF
+        assert replay.state.attempt == 0, "no attempt was launched"
+        assert "trying again" in of_type(actions, Note)[0].message
+        delays += [timer.delay_s for timer in of_type(actions, StartTimer)]
+        retry_fires()
+    assert delays == [10.0, 20.0]
+    assert not of_type(replay.actions, Launch)
+    replay.send(Prepared(1))  # room was made: it launches, and the count starts over
+    assert of_type(replay.actions, Launch)
+    replay.run_attempt(lasting=5)
+    retry_fires()
+    for _ in range(POLICY.max_attempts_without_progress):
+        fail_again()
+        assert replay.state.phase is Phase.BACKOFF
+        retry_fires()
+    actions = fail_again()
+    assert replay.state.phase is Phase.GAVE_UP
+    assert actions[-1] == Finish(EXIT_GAVE_UP)
+    assert replay.state.attempt == 1
 
 
 def test_a_stop_while_preparing_exits_once_the_preparation_is_done() -> None:

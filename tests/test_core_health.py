@@ -341,7 +341,7 @@ def test_a_proper_resume_clears_the_count_and_later_positions_are_not_checked() 
 
 
 def test_a_trainer_that_resumes_at_its_epoch_start_is_judged_by_the_epoch() -> None:
-    policy = replace(WATCHED, reset_by_epoch=True)
+    policy = replace(WATCHED, reset_epoch_offset=0)
     replay = Replay(policy=policy)
     replay.send(Boot())
     replay.send(Prepared(1, resume_step=1500, resume_epoch=1))
@@ -446,3 +446,76 @@ def test_a_hang_after_a_fatal_line_gives_up_and_after_an_oom_line_is_that_oom() 
     fire_liveness(replay)
     assert ended_with(replay).cause is Cause.OOM_CUDA
     assert replay.state.carry.oom_cuda_level == 1
+
+
+# --- signs of life dated by when they were given ---------------------------------------------
+
+
+def test_a_checkpoint_is_a_sign_of_life_when_it_was_written_not_when_it_landed() -> None:
+    """A hang right after a save: the landing is reported quiet_s (and a verification)
+    after the file's last write. The budget runs from the write."""
+    policy = replace(WATCHED, hang_timeout_s=3.0)
+    replay = running(policy)
+    start = replay.now
+    replay.send(Progress(1, "output", position=1), at=start + 1)  # a check is due at +4
+    replay.send(Progress(1, "checkpoint", at=start + 1.5), at=start + 3.5)  # written at +1.5
+    actions = replay.send(TimerFired(Timer.LIVENESS, 1), at=start + 4)
+    assert replay.state.phase is Phase.RUNNING
+    assert liveness_timers(actions) == [pytest.approx(0.5)]  # +1.5 + 3, not +3.5 + 3
+    replay.send(TimerFired(Timer.LIVENESS, 1), at=start + 4.5)
+    assert replay.state.phase is Phase.ENDING
+    assert replay.state.ending is Cause.HANG
+
+
+def test_a_file_written_before_the_attempt_began_is_no_sign_of_its_life() -> None:
+    replay = running(replace(WATCHED, hang_timeout_s=3.0))
+    actions = replay.send(Progress(1, "checkpoint", at=replay.now - 100), at=replay.now + 1)
+    assert actions == []
+    assert replay.state.watch.last_progress_at is None, "the startup budget still applies"
+
+
+def test_a_sign_older_than_the_newest_never_moves_the_clock_back() -> None:
+    replay = running(replace(WATCHED, hang_timeout_s=3.0))
+    replay.send(Progress(1, "output", position=1), at=replay.now + 2)
+    newest = replay.state.watch.last_progress_at
+    replay.send(Progress(1, "checkpoint", at=replay.now - 1), at=replay.now + 0.5)
+    assert replay.state.watch.last_progress_at == newest
+
+
+# --- every note names the attempt it is about -------------------------------------------------
+
+
+def test_with_zero_backoff_the_failure_is_noted_under_the_attempt_that_failed() -> None:
+    policy = replace(POLICY, backoff=replace(POLICY.backoff, initial_s=0.0, max_s=0.0))
+    replay = Replay(policy=policy)
+    replay.send(Boot())
+    replay.send(Prepared(1))
+    replay.send(Launched(1, pid=10))
+    actions = replay.send(Exited(1, CRASH))
+    assert replay.state.attempt == 2, "the same decision starts attempt 2"
+    crashed = [n for n in of_type(actions, Note) if n.kind == "crashed"]
+    assert [(n.attempt, "attempt 1 failed" in n.message) for n in crashed] == [(1, True)]
+    assert all(isinstance(n, Note) and n.attempt is not None for n in of_type(actions, Note))
+
+
+# --- fresh starts told by the first epoch ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("resumed", "first", "reset"), [(5, 1, True), (5, 6, False), (1, 1, True), (1, 2, False)]
+)
+def test_a_trainer_that_resumes_in_the_next_epoch_is_told_by_it(
+    resumed: int, first: int, reset: bool
+) -> None:
+    """Applio and s2 resume at the epoch after the saved one; a fresh start (silent in
+    Applio without pretrained weights) reports epoch 1, even when it resumed from 1."""
+    policy = replace(WATCHED, reset_epoch_offset=1, unit="epoch")
+    replay = Replay(policy=policy)
+    replay.send(Boot())
+    replay.send(Prepared(1, resume_step=resumed, resume_epoch=resumed))
+    replay.send(Launched(1, pid=10))
+    actions = replay.send(Progress(1, "output", position=first, epoch=first))
+    assert (replay.state.phase is Phase.ENDING) == reset
+    if reset:
+        message = of_type(actions, Note)[0].message
+        assert f"reports epoch {first} although it should resume from verified epoch {resumed}" in message

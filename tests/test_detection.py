@@ -114,24 +114,28 @@ def test_heartbeats_from_the_client_arm_the_watch_and_their_loss_is_read(tmp_pat
 def test_nan_losses_roll_back_below_where_they_began_even_past_finite_looking_saves(tmp_path: Path) -> None:
     root = vits_root(tmp_path)
     write_faults(root, [{"at": 25, "kind": "nanloss"}])
-    # fp16 VITS: 3 bad readings in a row (steps 25, 30, 35); the pair saved at 30 holds
-    # finite weights, but the loss had gone bad before it.
+    # fp16 VITS: 3 bad readings in a row (steps 25, 30, 35), in epoch 2; the pair saved at
+    # 30 (epoch 3) holds finite weights, but the loss had gone bad before it. VITS's states
+    # count epochs, and it resumes at the start of one: the rollback goes below the epoch
+    # in which the loss went bad (the pair saved at 20, in that epoch, goes too).
     remedy = {"env": {"TWIN_REMEDY": "1"}, "args": {"--model": "ljs_base"}}
     config = supervise_vits(tmp_path, root, nan={"remedy": remedy})
     completed(config)
     assert causes(config) == ["nan", "completed"]
-    assert quarantined(tmp_path) == ["D_30.pth", "G_30.pth"]
+    assert quarantined(tmp_path) == ["D_20.pth", "D_30.pth", "G_20.pth", "G_30.pth"]
     assert loaded(trainer_output(tmp_path)) == [
-        f"Loaded checkpoint '{MODEL_DIR}/G_20.pth' (iteration 2)",
-        f"Loaded checkpoint '{MODEL_DIR}/D_20.pth' (iteration 2)",
+        f"Loaded checkpoint '{MODEL_DIR}/G_10.pth' (iteration 1)",
+        f"Loaded checkpoint '{MODEL_DIR}/D_10.pth' (iteration 1)",
     ]
     ((_, _, _, message),) = events(tmp_path, "nan")
-    assert "from step 25" in message
-    assert "rolling back below step 25" in message
+    assert "from epoch 2" in message
+    assert "rolling back below epoch 2" in message
     # Our own verified copies of the pair saved at 30 went too: never a resume point again.
     assert "G_30.pth" in events(tmp_path, "rollback")[0][3]
-    kept = [p.name for p in (tmp_path / "state" / "verified").rglob("*.pth")]
-    assert "G_30.pth" not in kept
+    bad_pair = {p.read_bytes() for p in (tmp_path / "state" / "quarantine").rglob("*_30.pth")}
+    kept = {p.read_bytes() for p in (tmp_path / "state" / "verified").rglob("*.pth")}
+    assert bad_pair
+    assert not bad_pair & kept, "(the relaunch's own saves of those names are new versions)"
     assert "TWIN_REMEDY=1" in events(tmp_path, "remedy")[0][3]
 
 
@@ -172,7 +176,7 @@ def test_a_silent_fresh_start_is_stopped_and_relaunched_then_a_repeat_gives_up(t
     assert causes(config) == ["crash", "silent-reset", "completed"]
     # VITS resumes at the start of the saved epoch: the first epoch it reports tells.
     message = events(tmp_path, "silent-reset")[0][3]
-    assert "epoch 1 although it should resume from verified step 20 (epoch 2)" in message
+    assert "epoch 1 although it should resume from verified epoch 2" in message
     assert loaded(trainer_output(tmp_path))[-2:] == [
         f"Loaded checkpoint '{MODEL_DIR}/G_20.pth' (iteration 2)",
         f"Loaded checkpoint '{MODEL_DIR}/D_20.pth' (iteration 2)",

@@ -25,14 +25,15 @@ def progress(events: list[Event]) -> list[tuple[int | None, bool | None]]:
     return [(e.position, e.nonfinite) for e in events if isinstance(e, Progress)]
 
 
-def test_vits_loss_lists_give_the_global_step_and_nan() -> None:
+def test_vits_epoch_lines_give_the_position_and_its_loss_lists_the_nan() -> None:
     lines = (
         "INFO:ljs:Train Epoch: 3 [40%]",
         "INFO:ljs:[2.61, 2.33, 1.16, 104.9, 0.23, 0.46, 45, 0.0002]",
         "INFO:ljs:[nan, nan, nan, nan, nan, nan, 50, 0.0002]",
     )
-    # The epoch line has no step (VITS checkpoints count steps): progress, no position.
-    assert progress(read("vits", *lines)) == [(None, None), (45, False), (50, True)]
+    # VITS's states count epochs (its names' global steps are renumbered on resume): the
+    # epoch line is the position; the loss lists (global steps) carry the losses only.
+    assert progress(read("vits", *lines)) == [(3, None), (None, False), (None, True)]
 
 
 def test_gpt_sovits_s2_counts_epochs_and_its_loss_lines_carry_none() -> None:

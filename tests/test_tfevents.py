@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -319,3 +319,40 @@ def test_importing_it_loads_no_protobuf_or_tensorboard() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_huge_record_is_skipped_unread_and_the_scalars_after_it_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 300 MB record (an image, audio, a histogram) between two scalars: its header says
+    how long it is, so the reader steps over it without reading it into memory (it
+    used to, CRC-checking it in pure Python for minutes). The file is sparse here."""
+    first = write_scalars(tmp_path / "a", [("loss/g/total", 1.0, 1)])
+    after = write_scalars(tmp_path / "b", [("loss/g/total", NAN, 2)])
+    big_length = 300 * 1024 * 1024
+    header = struct.pack("<Q", big_length)
+    path = tmp_path / "events.out.tfevents.1.host"
+    with path.open("wb") as fh:
+        fh.write(first.read_bytes())
+        big_at = fh.tell()
+        fh.write(header + struct.pack("<I", masked_crc32c(header)))
+        fh.seek(big_length, os.SEEK_CUR)  # the payload: a hole, never read
+        fh.write(struct.pack("<I", 0))  # its data CRC: never checked either
+        fh.write(after.read_bytes())
+    reads: list[tuple[int, int]] = []
+    original = tfevents._read_chunk
+
+    def counted(fh: Any, *args: Any) -> bytes:
+        data = original(fh, *args)
+        reads.append((args[0], len(data)))
+        return data
+
+    monkeypatch.setattr(tfevents, "_read_chunk", counted)
+    scalars = EventDirReader(tmp_path).poll()
+    assert triples(scalars)[0] == ("loss/g/total", 1.0, 1)
+    assert math.isnan(scalars[-1].value)
+    assert scalars[-1].step == 2
+    payload = range(big_at + 12, big_at + 12 + big_length)
+    assert reads
+    assert not [offset for offset, _ in reads if offset in payload]
+    assert sum(size for _, size in reads) < 2 * tfevents.CHUNK_BYTES, "the big record was never read"

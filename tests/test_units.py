@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisor import config as config_module
 from supervisor import service
 
 UNITS = Path(__file__).parent.parent / "systemd"
@@ -102,8 +103,8 @@ def test_install_service_writes_a_unit_and_drop_in_that_verify(tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     assert f"wrote {units / 'train-supervisor@.service'}" in result.stdout
     drop_in = (units / "train-supervisor@ljs.service.d" / "train-supervisor.conf").read_text()
-    assert f"Environment=TRAIN_SUPERVISOR_CONFIG={config}" in drop_in
-    assert f"ExecStart={sys.executable} -m supervisor.cli run -c ${{TRAIN_SUPERVISOR_CONFIG}}" in drop_in
+    assert f'Environment="TRAIN_SUPERVISOR_CONFIG={config}"' in drop_in
+    assert f'ExecStart="{sys.executable}" -m supervisor.cli run -c ${{TRAIN_SUPERVISOR_CONFIG}}' in drop_in
     assert "TimeoutStopSec=105" in drop_in  # above the run's 45 s of grace
     # The template's own ExecStart (/usr/local/bin) is replaced by the drop-in: it verifies.
     env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{units}:"}
@@ -135,3 +136,61 @@ def test_install_service_refuses_a_broken_config(tmp_path: Path) -> None:
 def test_the_shipped_unit_files_are_what_install_service_writes() -> None:
     assert (UNITS / "train-supervisor@.service").read_text() == service.SYSTEM_TEXT
     assert (UNITS / "train-supervisor-user@.service").read_text() == service.USER_TEXT
+
+
+HOSTILE = 'evil "dir %h $HOME\\x'  # a quote, a specifier, a variable, a backslash, spaces
+PROGRAM_DIR = "py dir %h $HOME"  # what systemd allows in a program's path: no quote, no backslash
+
+
+def test_install_service_refuses_a_path_with_a_newline_before_writing_anything(tmp_path: Path) -> None:
+    """A newline in the config's path would start a new directive: ExecStartPre=+... runs as
+    root whatever User= says."""
+    folder = tmp_path / "runs\nExecStartPre=+touch PWNED"
+    folder.mkdir()
+    config = run_config(folder)
+    result = cli("install-service", "-c", str(config), "--unit-dir", str(tmp_path / "units"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "control character" in result.stderr
+    assert not (tmp_path / "units").exists()
+
+
+def test_install_service_quotes_hostile_paths_so_systemd_reads_them_back_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `"` in the config's path must not close the quoted value (and let a further
+    LD_PRELOAD=... in); `%h` and `$HOME` must not expand. systemd-analyze checks that the
+    ExecStart program exists: it does only at the exact path, `%h` and all."""
+    folder = tmp_path / HOSTILE
+    folder.mkdir()
+    config = run_config(folder)
+    (tmp_path / PROGRAM_DIR).mkdir()
+    python = tmp_path / PROGRAM_DIR / "python3"
+    python.symlink_to(sys.executable)
+    monkeypatch.setattr(sys, "executable", str(python))
+    loaded = config_module.load(config, for_launch=False)
+    units = tmp_path / "units"
+    service.install(service.plan(loaded, user=False, unit_dir=units), enable=False)
+    drop_in_path = units / "train-supervisor@ljs.service.d" / "train-supervisor.conf"
+    drop_in = drop_in_path.read_text()
+    environment = next(line for line in drop_in.splitlines() if line.startswith("Environment="))
+    assert (
+        environment
+        == 'Environment="TRAIN_SUPERVISOR_CONFIG='
+        + str(config).replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+        + '"'
+    )
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{units}:"}
+    verified = verify("verify", "train-supervisor@ljs.service", env=env)
+    assert verified.returncode == 0, verified.stderr
+    # Left unescaped, %h is read as a specifier: the program is not found. The check can fail.
+    drop_in_path.write_text(drop_in.replace("%%h", "%h"))
+    assert verify("verify", "train-supervisor@ljs.service", env=env).returncode != 0
+
+
+def test_install_service_refuses_a_python_path_systemd_cannot_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = config_module.load(run_config(tmp_path), for_launch=False)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / 'a"b' / "python3"))
+    with pytest.raises(service.UnitError, match="refuses in a program name"):
+        service.plan(loaded, user=False, unit_dir=tmp_path / "units")

@@ -151,3 +151,106 @@ def test_low_disk_space_is_told_once(tmp_path: Path, server: tuple[str, list[dic
     assert told["event"] == "disk_space"
     assert told["message"].startswith("only ")
     assert "free on the state filesystem" in told["message"]
+
+
+class Redirector(BaseHTTPRequestHandler):
+    """Answers every POST with a 302 to `target` (another host: another port here)."""
+
+    target: str
+    got: list[dict[str, Any]]
+
+    def do_POST(self) -> None:
+        self.got.append({"path": self.path, "headers": dict(self.headers)})
+        self.send_response(302)
+        self.send_header("Location", f"{self.target}/stolen")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        self.got.append({"path": self.path, "headers": dict(self.headers)})
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_bearer_token_never_follows_a_redirect(
+    tmp_path: Path, server: tuple[str, list[dict[str, Any]]]
+) -> None:
+    elsewhere, stolen = server  # "another host": whatever it receives was sent after a redirect
+    got: list[dict[str, Any]] = []
+    handler = type("Handler", (Redirector,), {"target": elsewhere, "got": got})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        hooks = f'[[notify.webhooks]]\nurl = "http://127.0.0.1:{httpd.server_address[1]}/hook"\ntoken_env = "HOOK_TOKEN"\nmin_interval_s = 0\n'
+        result = run(tmp_path, hooks, {"HOOK_TOKEN": SECRET})
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert got
+    assert all(g["headers"].get("Authorization") == f"Bearer {SECRET}" for g in got)
+    assert stolen == [], "nothing, token or not, went where the redirect pointed"
+    assert "redirect to http://127.0.0.1: not followed" in result.stdout
+    assert SECRET not in result.stdout
+
+
+def test_webhook_secrets_never_reach_the_trainer_its_log_or_the_ledger(
+    tmp_path: Path, server: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """A trainer that prints its environment (and the secret, had it seen it): the token
+    and URL variables are gone from its environment, and any text that holds the values
+    is redacted in the log lines, the ledger and the messages sent."""
+    url, got = server
+    secret_url = f"{url}/hook-{SECRET}"
+    dump = (
+        "import os, sys\n"
+        "print('env:', sorted(k for k in os.environ if k.startswith('HOOK')), flush=True)\n"
+        f"print('leak: {SECRET}', flush=True)\n"
+        "sys.exit(1)\n"
+    )
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f"[run]\ncommand = {json.dumps([sys.executable, '-c', dump])}\nstate_dir = {json.dumps(str(tmp_path / 'state'))}\n"
+        "[restart]\nbackoff_initial_s = 0\nbackoff_max_s = 0\nmax_attempts_without_progress = 1\n"
+        '[[notify.webhooks]]\nurl_env = "HOOK_URL"\ntoken_env = "HOOK_TOKEN"\nmin_interval_s = 0\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "supervisor.cli", "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "HOOK_URL": secret_url, "HOOK_TOKEN": SECRET},
+    )
+    assert result.returncode == 3, result.stdout[-2000:]
+    trainer_log = (tmp_path / "state" / "logs" / "trainer.log").read_text()
+    assert "env: []" in trainer_log, "the variables never reached the trainer"
+    ledger = Ledger.open_readonly(tmp_path / "state")
+    assert ledger is not None
+    texts = [e.message for e in ledger.events(200)] + [a.detail or "" for a in ledger.attempts()]
+    ledger.close()
+    assert any("leak: <redacted>" in t for t in texts), texts
+    assert SECRET not in result.stdout
+    assert SECRET not in "\n".join(texts)
+    assert got
+    assert all(SECRET not in g["body"] for g in got), "(only the URL's own path holds it)"
+
+
+def test_a_url_in_a_config_error_shows_its_scheme_and_host_only(tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(
+        '[run]\ncommand = ["true"]\n[[notify.webhooks]]\nurl = "htps://user:pa55word@hooks.example/T0KEN/path"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "supervisor.cli", "config", "check", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "htps://hooks.example" in result.stderr
+    for secret in ("pa55word", "T0KEN", "user:"):
+        assert secret not in result.stderr
