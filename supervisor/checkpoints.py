@@ -235,6 +235,7 @@ class CheckpointBook:
         if row is not None and not (self.accept_model_change and _shape_rejection(row)):
             return row
         about = {"attempt": attempt} if attempt is not None else {}
+        await self._newer_first(f)
         row = await self._validate(f, "could not verify a checkpoint")
         if row is None:
             return None
@@ -246,6 +247,24 @@ class CheckpointBook:
         else:
             log.warning("checkpoint rejected", path=row.path, reason=row.reason, **about)
         return row
+
+    async def _newer_first(self, f: OnDisk) -> None:
+        """Where the run has no model shapes yet for the role of `f`, the newest-written
+        file of that role sets them, in whatever order files come to be judged (the
+        watcher's, a plan's): files written after `f` and not judged yet go first."""
+        role = f.ckpt.role
+        if role is None or self._shape_reference(role) is not None:
+            return
+        newer = [
+            g
+            for g in self.scan()
+            if g.judged and g.ckpt.role == role and g.mtime_ns > f.mtime_ns
+            if self.known(g) is None and g.key not in self.errors
+        ]
+        for g in sorted(newer, key=lambda g: g.mtime_ns, reverse=True):
+            if self._shape_reference(role) is not None:
+                return
+            await self.verify(g)
 
     async def _validate(self, f: OnDisk, failed: str) -> VerdictRow | None:
         """The validator's verdict as a row; None when the validator itself failed (its
@@ -293,8 +312,7 @@ class CheckpointBook:
             self.ledger.set_meta(SHAPES_META + role, reference.dump())
 
     async def verify_all(self) -> list[VerdictRow | None]:
-        """Every file to judge, newest-written first: where the ledger holds no model
-        shapes yet, the newest file sets them (it is what the trainer would resume)."""
+        """Every file to judge, newest-written first (as `verify` would judge them)."""
         files = sorted((f for f in self.scan() if f.judged), key=lambda f: f.mtime_ns, reverse=True)
         return [await self.verify(f) for f in files]
 
@@ -511,7 +529,7 @@ class CheckpointBook:
         rows, failed = [], []
         for r in the_plan.restores:
             try:
-                with self._directory(r.path.parent, pinned) as dir_fd:
+                with self._directory(r.path.parent, pinned, create=True) as dir_fd:
                     st = copies.restore(r.copy, r.path, dir_fd=dir_fd)
             except (OSError, DirectoryChanged) as exc:
                 failed.append(f"could not restore {r.path} from {r.copy}: {_why(exc)}")
@@ -541,9 +559,12 @@ class CheckpointBook:
         return rows, failed
 
     @contextlib.contextmanager
-    def _directory(self, folder: Path, pinned: PinnedDir | None) -> Iterator[int | None]:
+    def _directory(
+        self, folder: Path, pinned: PinnedDir | None, *, create: bool = False
+    ) -> Iterator[int | None]:
         """The descriptor to move and restore through: the pinned checkpoint directory
-        (checked to be the one pinned at start), or the folder below it."""
+        (checked to be the one pinned at start), or the folder below it (`create`: made
+        where it is missing)."""
         if pinned is None:
             yield None
             return
@@ -555,7 +576,7 @@ class CheckpointBook:
             if folder == pinned.path:
                 yield root_fd
                 return
-            fd = open_below(root_fd, pinned.path, folder)
+            fd = open_below(root_fd, pinned.path, folder, create=create)
             try:
                 yield fd
             finally:

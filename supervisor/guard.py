@@ -96,9 +96,6 @@ class CheckpointGuard:
         """DirectoryTaken when another supervisor has the checkpoint directory."""
         await self.book.validator.start()  # importing torch takes seconds: start it now
         await self.preparation.start(self._attempt(), self._best_step())
-        # What is there already is judged newest first, as `plan` judges it (the newest
-        # file sets the model's shapes), before the watcher reports files in its order.
-        await self.book.verify_all()
         await self.watcher.start()
         self._verifying = asyncio.create_task(self._verify_landed())
 

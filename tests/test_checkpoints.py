@@ -122,6 +122,18 @@ def test_at_a_cold_start_the_newest_written_file_sets_the_models_shapes(tmp_path
     assert verdicts == {"model_200.pt": True, "model_100.pt": True, "model_900.pt": False}
 
 
+def test_at_a_cold_start_the_order_files_are_judged_in_changes_nothing(tmp_path: Path) -> None:
+    # The watcher reports files in directory order, the oldest maybe first: the newest
+    # written still sets the shapes.
+    ckpt_dir = tmp_path / "ckpts"
+    ckpt_dir.mkdir()
+    oldest = _f5_file(ckpt_dir / "model_100.pt", width=2, update=100, mtime_s=1_000)
+    middle = _f5_file(ckpt_dir / "model_200.pt", width=2, update=200, mtime_s=2_000)
+    newest = _f5_file(ckpt_dir / "model_300.pt", width=3, update=300, mtime_s=3_000)
+    verdicts = _judge(tmp_path, ckpt_dir, accept=False, paths=[oldest, middle, newest])
+    assert verdicts == {"model_100.pt": False, "model_200.pt": False, "model_300.pt": True}
+
+
 def test_an_older_file_accepted_later_never_becomes_the_reference(tmp_path: Path) -> None:
     ckpt_dir = tmp_path / "ckpts"
     ckpt_dir.mkdir()
