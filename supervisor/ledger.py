@@ -13,7 +13,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -505,6 +505,14 @@ class Ledger:
                 found.setdefault(step, set()).add(role)
         complete = [step for step, have in found.items() if set(roles) <= have]
         return max(complete) if complete else None
+
+    def rollback_carried_out(self) -> None:
+        """The pending NaN rollback was carried out outside the daemon (`plan --apply`):
+        the next supervisor does not carry it out again over newer saves."""
+        row = self._conn.execute("SELECT carry FROM run WHERE id = 1").fetchone()
+        if row is not None and row[0]:
+            carry = replace(Carry.from_json(row[0]), nan_below=None)
+            self._write("UPDATE run SET carry = ? WHERE id = 1", (carry.to_json(),))
 
     def add_rollback(self, below_step: int, at: float) -> None:
         """A rollback gave up on every state verified so far at or after `below_step`."""

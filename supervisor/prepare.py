@@ -254,8 +254,7 @@ class Preparation:
             return PrepareFailed(attempt, outcome.refusal, retry=outcome.retry)
         the_plan = outcome.checked or outcome.plan
         if below_step is not None:
-            async with self.copies:
-                await self._forget_copies_from(below_step, attempt)
+            await self.rolled_back(below_step)
         self._warn_before_relaunch(the_plan.target_step)
         return Prepared(attempt, the_plan.summary(), the_plan.target_step, self._epoch_of(the_plan))
 
@@ -374,9 +373,15 @@ class Preparation:
         epochs = [row.epoch for row in rows if row is not None and row.epoch is not None]
         return min(epochs) if epochs else None
 
-    async def _forget_copies_from(self, below_step: int, attempt: int) -> None:
-        """Our verified copies of states saved after the loss went bad: never a resume
-        point again (they are ours, not the trainer's files: dropped, not quarantined)."""
+    async def rolled_back(self, below_step: int) -> None:
+        """A NaN rollback carried out: our verified copies of states saved after the loss
+        went bad are never a resume point again (they are ours, not the trainer's files:
+        dropped, not quarantined), and those states no longer count as ones a fresh
+        start would lose."""
+        async with self.copies:
+            await self._forget_copies_from(below_step)
+
+    async def _forget_copies_from(self, below_step: int) -> None:
         if self.ledger is not None:
             self.ledger.add_rollback(below_step, time.time())
             self.ledger.commit()

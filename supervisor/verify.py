@@ -83,13 +83,20 @@ async def plan_run(config: Config, *, apply: bool, accept_model_change: bool = F
             getattr(log, level)(message, kind=kind)
 
     book = book_for(config, layout, ledger, report, record=apply, accept_model_change=accept_model_change)
-    preparation = Preparation(config, layout, ledger, book, report=report)
+    # A dry plan judges as `run` would launch; --apply prepares for whoever starts the trainer.
+    preparation = Preparation(config, layout, ledger, book, report=report, launches=not apply)
     try:
         if apply:
             await preparation.start(attempt, run.best_step if run is not None else None)
         else:
             preparation.read_reboot_marks()
-        outcome = await preparation.run(attempt, apply=apply)
+        # A NaN rollback the supervisor had still to carry out: the plan is the one it would make.
+        below_step = run.carry.nan_below if run is not None else None
+        outcome = await preparation.run(attempt, below_step, apply=apply)
+        if apply and below_step is not None and outcome.refusal is None and ledger is not None:
+            await preparation.rolled_back(below_step)
+            ledger.rollback_carried_out()
+            ledger.commit()
     finally:
         preparation.stop()
         await book.validator.close()

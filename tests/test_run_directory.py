@@ -426,3 +426,58 @@ def test_a_name_that_is_not_utf8_and_a_step_of_20_digits_never_end_the_run(tmp_p
     again = run_cli("plan", "-c", str(config), "--json")
     assert again.returncode == 0
     assert json.loads(again.stdout)["moves"] == []
+
+
+def test_plan_carries_out_a_nan_rollback_the_supervisor_had_still_to_make(tmp_path: Path) -> None:
+    """The loss went NaN around step 20, and the supervisor was stopped before its next
+    preparation. `plan` shows, and `plan --apply` makes, the same rollback the daemon
+    would: nothing at or after the bound is resumed from (not even our copy), and the
+    next supervisor does not roll back again over newer saves."""
+    from dataclasses import replace
+
+    from supervisor.core import Phase, State
+    from supervisor.health import Carry
+    from supervisor.ledger import Ledger
+
+    checkpoints = tmp_path / "run" / "checkpoints"
+    save(checkpoints / "ckpt_10.pt", 10)
+    save(checkpoints / "ckpt_20.pt", 20)
+    config = config_for(tmp_path, keep_verified=2)
+    assert run_cli("plan", "-c", str(config), "--apply").returncode == 0
+    (checkpoints / "ckpt_20.pt").unlink()  # its verified copy would put it back
+    ledger = Ledger.open(tmp_path / "state")
+    stopped = replace(State(), phase=Phase.STOPPED, attempt=3, carry=Carry(nan_below=20))
+    ledger.save_state(config.stem, config, stopped, relaunch_at=None, next_delay_s=0, supervisor_pid=1, now=0)
+    ledger.commit()
+    ledger.close()
+
+    dry = json.loads(run_cli("plan", "-c", str(config), "--json").stdout)
+    assert dry["target_step"] == 10
+    applied = run_cli("plan", "-c", str(config), "--apply", "--json")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert json.loads(applied.stdout)["target_step"] == 10
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["ckpt_10.pt"]
+    assert not list((tmp_path / "state").glob("verified/step-20/*/*.pt")), (
+        "the copy after the bound is dropped"
+    )
+    save(checkpoints / "ckpt_30.pt", 30)  # the trainer, started by hand, trained on
+    assert json.loads(run_cli("plan", "-c", str(config), "--json").stdout)["target_step"] == 30
+
+
+def test_a_restore_into_a_removed_subfolder_makes_it_and_never_follows_a_link_there(tmp_path: Path) -> None:
+    checkpoints = tmp_path / "run" / "checkpoints"
+    save(checkpoints / "sub" / "ckpt_10.pt", 10)
+    config = config_for(tmp_path, keep_verified=2)
+    assert run_cli("plan", "-c", str(config), "--apply").returncode == 0
+    shutil.rmtree(checkpoints / "sub")
+    restored = run_cli("plan", "-c", str(config), "--apply")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert torch.load(checkpoints / "sub" / "ckpt_10.pt", weights_only=True)["step"] == 10
+
+    shutil.rmtree(checkpoints / "sub")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (checkpoints / "sub").symlink_to(elsewhere)
+    refused = run_cli("plan", "-c", str(config), "--apply")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert list(elsewhere.iterdir()) == [], "nothing written through the link"
