@@ -93,12 +93,16 @@ class PinnedDir:
             os.close(fd)
 
 
-def open_below(root_fd: int, root: Path, directory: Path) -> int:
+def open_below(root_fd: int, root: Path, directory: Path, *, create: bool = False) -> int:
     """A descriptor of `directory`, a folder below (or at) `root`, opened one component
-    at a time from `root_fd` without following a symbolic link."""
+    at a time from `root_fd` without following a symbolic link; with `create`, missing
+    folders are made (a restore into a subfolder the user removed)."""
     fd = os.dup(root_fd)
     try:
         for part in directory.relative_to(root).parts:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
             child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
             os.close(fd)
             fd = child

@@ -180,10 +180,13 @@ def _still_in_place(original: Path, note: dict[str, object]) -> bool:
     """The very version whose move began is still at its original path: a move across
     filesystems stopped after its copy, before the original was removed. (After a rename,
     a file there is a new one the trainer saved.)"""
+    kept = note.get(store.NOTE_ORIGINAL_VERSION)
     try:
-        return store.version_note(os.lstat(original)) == note.get(store.NOTE_ORIGINAL_VERSION)
+        now = store.version_note(os.lstat(original))
     except OSError:
         return False
+    # Not by device: its number may change across the reboot after a power cut.
+    return isinstance(kept, list) and now[1:] == kept[1:]
 
 
 def _copied_not_moved(note_path: Path, note: dict[str, object], copy: Path, result: Tidied) -> None:

@@ -290,7 +290,8 @@ def _move(source: Path | str, dest: Path, dir_fd: int | None) -> str | None:
             why_not = f"cannot copy it to the quarantine's filesystem: {exc.strerror or exc}"
         if why_not is not None:
             return why_not
-    fsync_dir(dest.parent)
+    with contextlib.suppress(OSError):  # the move is done: its durability is best effort
+        fsync_dir(dest.parent)
     with contextlib.suppress(OSError):
         if dir_fd is not None:
             os.fsync(dir_fd)
@@ -320,6 +321,8 @@ def _move_across(source: Path | str, dest: Path, dir_fd: int | None) -> str | No
         )
     try:
         os.unlink(source, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None  # removed meanwhile (the trainer pruning it): our whole copy is all of it
     except OSError as exc:
         _remove_quietly(dest)  # a duplicate of an original that stays where it was
         return f"cannot remove it from the checkpoint directory: {exc.strerror or exc}"
@@ -334,9 +337,17 @@ def _copy_checked(source: Path | str, dest: Path, dir_fd: int | None) -> str | N
             copy_from(fd, dest.parent, dest.name, dst_dir_fd=None, mode=before.st_mode)
         except ShorterSource:
             return "it got shorter while it was copied to another filesystem (it stays; no copy is kept)"
-        after, named = os.fstat(fd), os.lstat(source, dir_fd=dir_fd)
+        after = os.fstat(fd)
+        try:
+            named: os.stat_result | None = os.lstat(source, dir_fd=dir_fd)
+        except FileNotFoundError:
+            named = None  # removed meanwhile: the copy holds the version that was there
     finally:
         os.close(fd)
+    if named is None:  # (its unlink changed its ctime: size and mtime tell a rewrite)
+        if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
+            return None
+        return f"it was rewritten, then removed, while it was copied (the copy at {dest} may be mixed)"
     if file_version(after) != file_version(before) or named.st_ino != before.st_ino:
         # Someone writes it: both are kept (the copy is named in the note), nothing is removed.
         return (

@@ -205,6 +205,29 @@ def test_a_source_that_changes_while_it_is_copied_across_filesystems_stays_and_b
         assert result.destination.exists(), "and the copy is kept, named in the note"
 
 
+def test_a_source_removed_while_it_is_copied_across_filesystems_is_moved_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The trainer prunes the file while it is copied out: the whole copy is all there is
+    # of it, so the move is done (and recorded), not a stray copy beside a note saying no.
+    source = tmp_path / "run" / "ckpt_30.pt"
+    source.parent.mkdir(parents=True)
+    data = os.urandom(1 << 20)
+    source.write_bytes(data)
+    copy_whole = store.copy_from
+
+    def pruned_meanwhile(*args: Any, **kwargs: Any) -> None:
+        copy_whole(*args, **kwargs)
+        source.unlink()
+
+    monkeypatch.setattr(store, "copy_from", pruned_meanwhile)
+    with tmpfs(tmp_path / "state-fs", "16m") as state:
+        result = store.quarantine(source, state, "rejected: torn", {}, NOW)
+        assert result.moved, result.why_not
+        assert result.destination.read_bytes() == data
+        assert not source.exists()
+
+
 def test_a_planted_link_under_our_temporary_name_is_never_written_through(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
