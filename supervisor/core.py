@@ -490,7 +490,9 @@ def _prepared(state: State, event: Prepared | PrepareFailed, now: float, policy:
         return state, []
     if state.phase is Phase.STOPPING:
         # STOPPING -> STOPPED (the stop came while preparing; nothing was launched)
-        return _final(state, Phase.STOPPED, [], Note("stopped", "stop requested while preparing; exiting"))
+        unlaunched = replace(state, attempt=state.attempt - 1)  # only launched attempts count
+        note = Note("stopped", "stop requested while preparing; exiting", attempt=state.attempt)
+        return _final(unlaunched, Phase.STOPPED, [], note)
     if state.phase is not Phase.PREPARING:
         return state, []
     if isinstance(event, PrepareFailed):

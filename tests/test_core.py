@@ -430,6 +430,7 @@ def test_a_stop_while_preparing_exits_once_the_preparation_is_done() -> None:
     assert replay.state.phase is Phase.STOPPED
     assert actions[-1] == Finish(EXIT_OK)
     assert not of_type(replay.actions, Launch)
+    assert replay.state.attempt == 0, "only launched attempts count: the next run starts at 1"
 
 
 CHECKPOINTS = replace(POLICY, progress_from_checkpoints=True)
