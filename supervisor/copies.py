@@ -135,8 +135,7 @@ def restore(copy: Path, path: Path, *, dir_fd: int | None = None) -> os.stat_res
     """Put a verified copy back where the trainer will look for it (the name `path.name`
     in the directory `dir_fd`, when given), never over an entry that is there (it would be
     gone). Returns the restored file's stat."""
-    there = exists_at(path.name, dir_fd) if dir_fd is not None else os.path.lexists(path)
-    if there:
+    if exists_at(path.name, path.parent, dir_fd):
         raise FileExistsError(errno.EEXIST, f"{path} is there: not restoring over it")
     fd = open_file(copy)
     try:

@@ -43,8 +43,8 @@ NOTE_OUTCOME = "outcome"  # set in a quarantine note whose move did not (fully) 
 NOTE_ORIGINAL_VERSION = "original_version"  # the entry's version when its move began
 
 
-def fsync_dir(path: Path, *, dir_fd: int | None = None) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
@@ -169,7 +169,7 @@ def give_name(tmp: str, dst_dir: Path, name: str, *, dst_dir_fd: int | None, rep
             except OSError as exc:
                 if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
                     raise
-                if os.path.lexists(dst) if dst_dir_fd is None else exists_at(name, dst_dir_fd):
+                if exists_at(name, dst_dir, dst_dir_fd):
                     raise FileExistsError(errno.EEXIST, f"{name} appeared: not replacing it") from None
                 os.replace(src, dst, src_dir_fd=dst_dir_fd, dst_dir_fd=dst_dir_fd)
             else:
@@ -209,23 +209,12 @@ def _copy_bytes(src_fd: int, out: int, size: int) -> None:
         offset += done
 
 
-def copy_file(src: Path, dst: Path) -> None:
-    """Copy the regular file `src` (never through a link) durably to `dst`."""
-    make_dirs(dst.parent)
-    fd = open_file(src)
-    try:
-        copy_from(fd, dst.parent, dst.name, dst_dir_fd=None, mode=os.fstat(fd).st_mode)
-    finally:
-        os.close(fd)
-
-
 def file_version(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def version_note(st: os.stat_result) -> list[int]:
-    """A file version as a quarantine note keeps it (the device too: a name on another
-    filesystem is another file)."""
+    """A file version as a quarantine note keeps it: the device, then `file_version`."""
     return [st.st_dev, *file_version(st)]
 
 
@@ -324,7 +313,7 @@ def _move_across(source: Path | str, dest: Path, dir_fd: int | None) -> str | No
     except FileNotFoundError:
         return None  # removed meanwhile (the trainer pruning it): our whole copy is all of it
     except OSError as exc:
-        _remove_quietly(dest)  # a duplicate of an original that stays where it was
+        unlink_at(dest.name, dest.parent, None)  # a duplicate of an original that stays where it was
         return f"cannot remove it from the checkpoint directory: {exc.strerror or exc}"
     return None
 
@@ -356,14 +345,11 @@ def _copy_checked(source: Path | str, dest: Path, dir_fd: int | None) -> str | N
     return None
 
 
-def _remove_quietly(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
-
-def exists_at(name: str, dir_fd: int) -> bool:
+def exists_at(name: str, folder: Path, dir_fd: int | None) -> bool:
+    """An entry (of any kind, a dangling link too) is named `name` in `folder`, or in the
+    directory `dir_fd` when given."""
     try:
-        os.lstat(name, dir_fd=dir_fd)
+        os.lstat(folder / name if dir_fd is None else name, dir_fd=dir_fd)
     except FileNotFoundError:
         return False
     return True

@@ -94,7 +94,12 @@ def test_dropping_a_copy_removes_only_our_files(tmp_path: Path) -> None:
 
 def test_copies_leave_no_partial_files(tmp_path: Path) -> None:
     big = make(tmp_path / "big.pt", b"x" * (3 * 1024 * 1024))
-    store.copy_file(big, tmp_path / "out" / "big.pt")
+    (tmp_path / "out").mkdir()
+    fd = os.open(big, os.O_RDONLY)
+    try:
+        store.copy_from(fd, tmp_path / "out", "big.pt", dst_dir_fd=None, mode=0o644)
+    finally:
+        os.close(fd)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["big.pt"]
     assert (tmp_path / "out" / "big.pt").read_bytes() == big.read_bytes()
 
