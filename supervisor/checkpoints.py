@@ -130,7 +130,13 @@ def request_for(layout: Layout, ckpt: NamedCheckpoint) -> ValidationRequest:
     )
 
 
-MOVE_FAILED = "could not move"  # how the reason for a move that did not happen begins
+@dataclass(frozen=True)
+class Applied:
+    """What carrying out a plan did: why each move or restore that did not happen did not
+    (`kept`), and whether anything was moved or restored at all (`carried`)."""
+
+    kept: list[str]
+    carried: bool
 
 
 def validated_globals(layout: Layout) -> tuple[str, ...]:
@@ -380,10 +386,10 @@ class CheckpointBook:
     def snapshots(self) -> list[Snapshot]:
         return copies.snapshots(self.state_dir) if self.keep_verified > 0 else []
 
-    async def keep_copy(self, f: OnDisk, row: VerdictRow, dir_fd: int | None = None) -> None:
+    async def keep_copy(self, f: OnDisk, row: VerdictRow, pinned: PinnedDir | None = None) -> None:
         """Keep a copy of a good checkpoint as it was verified, then apply retention. A
         newer version of a name already kept at its step (re-saved after a resume)
-        replaces the older copy. `dir_fd`: the checkpoint directory's descriptor."""
+        replaces the older copy. `pinned`: the checkpoint directory, read through."""
         step = with_content_step(f.ckpt, row.step).step
         if self.keep_verified <= 0 or not row.ok or step is None or not f.judged:
             return
@@ -405,21 +411,22 @@ class CheckpointBook:
             "format": row.format,
             "needs_globals": list(row.needs_globals),
         }
-        try:
-            snap = await asyncio.to_thread(
-                copies.snapshot,
-                f.ckpt.path,
-                self.state_dir,
-                f.ckpt.role,
-                step,
-                in_place=f.ckpt.in_place,
-                verdict=verdict,
-                identity=(row.size, row.mtime_ns, row.inode),
-                dir_fd=dir_fd,
-            )
-        except OSError as exc:  # a full or failing state disk costs the copy, never the run
-            self.copy_refused(f"no verified copy of {f.ckpt.path} kept: {exc.strerror or exc}")
-            return
+        with self._directory(f.ckpt.path.parent, pinned) as dir_fd:
+            try:
+                snap = await asyncio.to_thread(
+                    copies.snapshot,
+                    f.ckpt.path,
+                    self.state_dir,
+                    f.ckpt.role,
+                    step,
+                    in_place=f.ckpt.in_place,
+                    verdict=verdict,
+                    identity=(row.size, row.mtime_ns, row.inode),
+                    dir_fd=dir_fd,
+                )
+            except OSError as exc:  # a full or failing state disk costs the copy, never the run
+                self.copy_refused(f"no verified copy of {f.ckpt.path} kept: {exc.strerror or exc}")
+                return
         if snap is None:
             log.info(
                 "checkpoint changed since it was verified; its newer version is verified next",
@@ -446,14 +453,14 @@ class CheckpointBook:
             unit=self.unit,
         )
 
-    async def apply(self, the_plan: Plan, attempt: int, pinned: PinnedDir | None = None) -> list[str]:
+    async def apply(self, the_plan: Plan, attempt: int, pinned: PinnedDir | None = None) -> Applied:
         """Move aside and restore as planned (through the pinned directory, when given);
-        record what really happened. Returns why each move that did not happen did not."""
+        record what really happened, and return it."""
         reasons = {str(m.path): m.reason for m in the_plan.moves}
         verdicts = {str(m.path): _verdict_dict(self.verdict_of(m.path)) for m in the_plan.moves}
         results = await asyncio.to_thread(self._move_aside, the_plan, verdicts, pinned)
         kept = [
-            f"{MOVE_FAILED} {original} aside: {result.why_not}"
+            f"could not move {original} aside: {result.why_not}"
             for original, result in results
             if not result.moved
         ]
@@ -473,7 +480,7 @@ class CheckpointBook:
                 self.ledger.add_event(now, attempt, "move_failed", "error", why)
         for row in restored:
             self._remember(row)
-        return kept
+        return Applied(kept, carried=any(result.moved for _, result in results) or bool(restored))
 
     def record_plan(self, the_plan: Plan, attempt: int, refusal: str | None = None) -> None:
         """Keep the plan (carried out or refused, and why) in the ledger."""

@@ -160,9 +160,7 @@ class CheckpointGuard:
             self._report("rejected", "warning", message)
             return
         async with self._copies:
-            with self.preparation.pinned.opened() as dir_fd:
-                fd = dir_fd if path.parent == self.directory else None
-                await self.book.keep_copy(on_disk, row, fd)
+            await self.book.keep_copy(on_disk, row, self.preparation.pinned)
         # The same rule the planner resumes by: only in-place files take their content's step.
         step = with_content_step(on_disk.ckpt, row.step).step
         if step is not None and on_disk.ckpt.role in self.layout.roles:

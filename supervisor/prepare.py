@@ -23,7 +23,7 @@ import structlog
 
 import trainer_adapters
 from supervisor import reconcile
-from supervisor.checkpoints import MOVE_FAILED, CheckpointBook, OnDisk, stat_checkpoint
+from supervisor.checkpoints import CheckpointBook, OnDisk, stat_checkpoint
 from supervisor.config import Config
 from supervisor.core import Prepared, PrepareFailed
 from supervisor.ledger import Ledger, VerdictRow
@@ -85,15 +85,6 @@ class Outcome:
     applied: bool = False
     checked: Plan | None = None
     retry: bool = False  # the refusal may clear by itself (a move that failed: a full disk)
-
-
-def _carried_some(the_plan: Plan, kept: list[str]) -> bool:
-    """Whether any of the plan was carried out although some of it was not (`kept`: why
-    each move or restore did not happen; restores are tried only once every move was)."""
-    failed_moves = sum(1 for why in kept if why.startswith(MOVE_FAILED))
-    if failed_moves:
-        return failed_moves < len(the_plan.moves)
-    return bool(the_plan.moves) or len(kept) < len(the_plan.restores)
 
 
 class Preparation:
@@ -279,14 +270,13 @@ class Preparation:
             return Outcome(the_plan, refusal)
         applied, carried = the_plan, False
         for _ in range(APPLY_ROUNDS):
-            kept = await self.book.apply(the_plan, attempt, self.pinned)
-            checked = await self._plan(below_step, writing)
-            if kept:
-                self.book.record_plan(the_plan, attempt, kept[0])
-                carried = carried or _carried_some(the_plan, kept)
-                return Outcome(applied, kept[0], applied=carried, retry=True)
-            carried = True
+            done = await self.book.apply(the_plan, attempt, self.pinned)
+            carried = carried or done.carried
+            if done.kept:
+                self.book.record_plan(the_plan, attempt, done.kept[0])
+                return Outcome(applied, done.kept[0], applied=carried, retry=True)
             self.book.record_plan(the_plan, attempt)
+            checked = await self._plan(below_step, writing)
             if not checked.moves and not checked.restores:
                 refusal = None if checked.ok else checked.problem or "no plan"
                 if refusal is not None:
@@ -321,9 +311,7 @@ class Preparation:
         for on_disk in self.book.scan():
             row = self.book.known(on_disk)
             if row is not None and row.ok:
-                with self.pinned.opened() as dir_fd:
-                    fd = dir_fd if on_disk.ckpt.path.parent == self.pinned.path else None
-                    await self.book.keep_copy(on_disk, row, fd)
+                await self.book.keep_copy(on_disk, row, self.pinned)
 
     async def _plan(self, below_step: int | None, writing: dict[Path, str]) -> Plan:
         """The plan; files it would move that a process holds open for writing are
