@@ -14,10 +14,31 @@ from supervisor.ledger import Ledger
 from supervisor.validation import ValidatorClient
 from tests import ckpt_factory as ck
 from tests.twins import run_cli, write_config
+from trainer_adapters.base import Layout
 from trainer_adapters.f5_tts import F5Layout, F5Options
 from trainer_adapters.generic import GenericLayout, GenericOptions
 
 LAYOUT = GenericLayout(GenericOptions(pattern="ckpt_{step}.pt", step_key="step"))
+
+
+def _book(
+    tmp_path: Path,
+    layout: Layout,
+    ckpt_dir: Path,
+    ledger: Ledger,
+    client: ValidatorClient,
+    *,
+    accept_model_change: bool = False,
+) -> CheckpointBook:
+    return CheckpointBook(
+        layout=layout,
+        directories=[ckpt_dir],
+        state_dir=tmp_path / "state",
+        ledger=ledger,
+        validator=client,
+        keep_verified=0,
+        accept_model_change=accept_model_change,
+    )
 
 
 def test_a_verified_file_changed_in_place_with_its_mtime_restored_is_verified_again(tmp_path: Path) -> None:
@@ -28,14 +49,7 @@ def test_a_verified_file_changed_in_place_with_its_mtime_restored_is_verified_ag
     async def body() -> tuple[bool, bool, bool]:
         ledger = Ledger.open(tmp_path / "state")
         client = ValidatorClient(idle_timeout_s=None)
-        book = CheckpointBook(
-            layout=LAYOUT,
-            directories=[ckpt_dir],
-            state_dir=tmp_path / "state",
-            ledger=ledger,
-            validator=client,
-            keep_verified=0,
-        )
+        book = _book(tmp_path, LAYOUT, ckpt_dir, ledger, client)
         try:
             first = await book.verify(_on_disk(path))
             before = path.stat()
@@ -88,15 +102,7 @@ def _judge(tmp_path: Path, ckpt_dir: Path, *, accept: bool, paths: list[Path] | 
     async def body() -> dict[str, bool]:
         ledger = Ledger.open(tmp_path / "state")
         client = ValidatorClient(idle_timeout_s=None)
-        book = CheckpointBook(
-            layout=F5,
-            directories=[ckpt_dir],
-            state_dir=tmp_path / "state",
-            ledger=ledger,
-            validator=client,
-            keep_verified=0,
-            accept_model_change=accept,
-        )
+        book = _book(tmp_path, F5, ckpt_dir, ledger, client, accept_model_change=accept)
         try:
             if paths is None:
                 rows = await book.verify_all()
