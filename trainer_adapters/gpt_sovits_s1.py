@@ -128,8 +128,8 @@ WEIGHTS_ONLY = (
 
 
 def loads_weights_only(versions: Mapping[str, str | None]) -> bool | None:
-    """s1_train.py passes no weights_only to trainer.fit: Lightning before 2.6 loads with
-    weights_only=False, 2.6 and later leave it to torch, weights-only from torch 2.6."""
+    """s1_train.py passes no weights-only choice to trainer.fit: Lightning before 2.6 asks
+    torch for a full unpickle, 2.6 and later leave it to torch, weights-only from 2.6."""
     torch = release(versions.get("torch"))
     lightning = release(versions.get("pytorch-lightning")) or release(versions.get("lightning"))
     if torch is None or lightning is None:
