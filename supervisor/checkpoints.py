@@ -25,6 +25,7 @@ from supervisor.pinned import DirectoryChanged, PinnedDir, open_below
 from supervisor.planner import Candidate, Plan, Snapshot, Status, plan, retention, with_content_step
 from supervisor.shapes import shape_change
 from supervisor.validation import ValidationRequest, ValidatorClient, Verdict
+from supervisor.writers import writers_of
 from trainer_adapters.base import Layout, NamedCheckpoint
 
 log = structlog.get_logger("supervisor.checkpoints")
@@ -56,6 +57,15 @@ class OnDisk:
 
 
 SHAPES_DIFFER = "the model's keys or shapes differ"  # how a shape rejection begins
+CHANGED_REREADS = 3  # reads of a file that changes under each one, before it is unknown
+
+
+@dataclass(frozen=True)
+class Unsettled:
+    """No verdict: the file was caught while it was being written. Read it again once
+    it is quiet; nothing about this version is recorded."""
+
+    reason: str
 
 
 def _shape_rejection(row: VerdictRow) -> bool:
@@ -236,15 +246,45 @@ class CheckpointBook:
     async def verify(self, f: OnDisk, attempt: int | None = None) -> VerdictRow | None:
         """The verdict for this file version, from the ledger or the validator; None when
         the validator failed (its reason is in `errors`). `attempt`: what the log lines
-        name (the current one when not given)."""
+        name (the current one when not given). For a directory at rest (the trainer
+        stopped): a file that changes while it is read is read again, up to
+        CHANGED_REREADS times, then is unknown."""
+        reason = "changed while it was read"
+        for _ in range(CHANGED_REREADS):
+            found = await self._verify(f, attempt)
+            if not isinstance(found, Unsettled):
+                return found
+            reason = found.reason
+            again = stat_checkpoint(self.layout, f.ckpt.path)
+            if again is None or not again.judged:
+                return None
+            f = again
+        self.errors[f.key] = f"{reason}, {CHANGED_REREADS} times: something is still writing it"
+        log.error("could not verify a checkpoint", path=str(f.ckpt.path), error=self.errors[f.key])
+        return None
+
+    async def verify_landed(self, f: OnDisk, attempt: int) -> VerdictRow | Unsettled | None:
+        """`verify` for a file that just landed while the trainer runs: a version caught
+        mid-write (empty, changed while it was read, or found bad while a process still
+        holds it open for writing) has no verdict yet, and nothing is recorded about it."""
+        if f.size == 0:
+            return Unsettled("empty: its write has not begun")
+        return await self._verify(f, attempt, live=True)
+
+    async def _verify(
+        self, f: OnDisk, attempt: int | None, *, live: bool = False
+    ) -> VerdictRow | Unsettled | None:
         row = self.known(f)
         if row is not None and not (self.accept_model_change and _shape_rejection(row)):
             return row
         about = {"attempt": attempt} if attempt is not None else {}
         await self._newer_first(f)
-        row = await self._validate(f, "could not verify a checkpoint")
-        if row is None:
-            return None
+        found = await self._validate(f, "could not verify a checkpoint")
+        if not isinstance(found, VerdictRow):
+            return found
+        row = found
+        if live and not row.ok and (writing := writers_of([f.ckpt.path]).get(f.ckpt.path)):
+            return Unsettled(f"{row.reason}, while {writing[0].describe()} has it open for writing")
         self._remember(row)
         if row.ok:
             log.info(
@@ -272,10 +312,13 @@ class CheckpointBook:
                 return
             await self.verify(g)
 
-    async def _validate(self, f: OnDisk, failed: str) -> VerdictRow | None:
-        """The validator's verdict as a row; None when the validator itself failed (its
-        reason goes to `errors`, and the log says `failed`)."""
+    async def _validate(self, f: OnDisk, failed: str) -> VerdictRow | Unsettled | None:
+        """The validator's verdict as a row; Unsettled when the file changed while it was
+        read; None when the validator itself failed (its reason goes to `errors`, and the
+        log says `failed`)."""
         verdict = await self.validator.validate(request_for(self.layout, f.ckpt))
+        if verdict.changed:
+            return Unsettled(verdict.reason or "changed while it was read")
         if verdict.validator_error:
             self.errors[f.key] = verdict.reason or "validator error"
             log.error(failed, path=str(f.ckpt.path), error=verdict.reason)
@@ -341,6 +384,10 @@ class CheckpointBook:
         the old one. None when the validator failed: until a read succeeds the file is
         unknown (in `errors`), and no plan resumes from it."""
         new = await self._validate(f, "could not read a checkpoint again")
+        if isinstance(new, Unsettled):
+            self.errors[f.key] = new.reason
+            log.error("could not read a checkpoint again", path=str(f.ckpt.path), error=new.reason)
+            return None
         if new is None:
             return None
         if not new.ok:

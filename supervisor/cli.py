@@ -206,7 +206,8 @@ def verify(paths: tuple[Path, ...], adapter_name: str | None, as_json: bool) -> 
 
     Container integrity (every record's CRC-32), a safe load (weights_only; a file that
     needs any other code to load is rejected), required keys, finite tensors, step
-    consistency. Exit 0 when all are ok, 1 when any is rejected, 2 on usage errors.
+    consistency. Exit 0 when all are ok, 1 when any is rejected or unknown (the
+    validator failed, or the file kept changing while it was read), 2 on usage errors.
     """
     from supervisor.verify import verify_paths
 
@@ -229,7 +230,7 @@ def verify(paths: tuple[Path, ...], adapter_name: str | None, as_json: bool) -> 
         elif result["ok"]:
             click.echo(f"ok        {result['path']}  ({_counters(result)}, {result['seconds']:.2f}s)")
         else:
-            click.echo(f"REJECTED  {result['path']}: {result['reason']}")
+            click.echo(f"{result['verdict'].upper():<9} {result['path']}: {result['reason']}")
     sys.exit(0 if all(r["ok"] for r in results) else 1)
 
 

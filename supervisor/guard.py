@@ -18,7 +18,7 @@ from pathlib import Path
 
 import structlog
 
-from supervisor.checkpoints import stat_checkpoint
+from supervisor.checkpoints import OnDisk, Unsettled, stat_checkpoint
 from supervisor.config import Config
 from supervisor.core import CheckpointVerified, Event, Prepared, PrepareFailed, Progress
 from supervisor.ledger import Ledger
@@ -30,6 +30,7 @@ from trainer_adapters.base import Layout
 log = structlog.get_logger("supervisor")
 
 VALIDATOR_RETRIES = 3  # tries by rescans of a file the validator failed on (each launch tries too)
+UNSETTLED_REREADS = 3  # rereads of one version caught mid-write, after a quiet period each
 
 
 class CheckpointGuard:
@@ -79,6 +80,7 @@ class CheckpointGuard:
         )
         self._verifying: asyncio.Task[None] | None = None
         self._retries: dict[tuple[str, int, int, int, int], int] = {}  # by housekeeping rescans
+        self._unsettled: dict[tuple[str, int, int, int, int], int] = {}  # rereads, by version
 
     def _watched(self, path: Path) -> bool:
         if not self.layout.recursive and os.path.abspath(path.parent) != os.path.abspath(self.directory):
@@ -148,7 +150,10 @@ class CheckpointGuard:
         if on_disk is None or not on_disk.judged:
             return
         failed_before = on_disk.key in self.book.errors
-        row = await self.book.verify(on_disk, attempt=self._attempt())
+        row = await self.book.verify_landed(on_disk, attempt=self._attempt())
+        if isinstance(row, Unsettled):
+            self._read_again(on_disk, row)
+            return
         if row is None and not failed_before:
             reason = self.book.errors.get(on_disk.key, "validator error")
             message = f"could not verify {path}: {reason}; tried again before the next launch"
@@ -166,12 +171,30 @@ class CheckpointGuard:
         if step is not None and on_disk.ckpt.role in self.layout.roles:
             self._emit(CheckpointVerified(step))
 
+    def _read_again(self, on_disk: OnDisk, unsettled: Unsettled) -> None:
+        """A file caught mid-write is read again after the next quiet period (a rewrite
+        that goes on lands again by itself; this covers one that ended unseen), a few
+        times per version: what is still unsettled at the next launch is judged then."""
+        tries = self._unsettled.get(on_disk.key, 0) + 1
+        self._unsettled[on_disk.key] = tries
+        log.info(
+            "checkpoint caught while being written: read again once it is quiet",
+            path=str(on_disk.ckpt.path),
+            why=unsettled.reason,
+            attempt=self._attempt(),
+        )
+        if tries <= UNSETTLED_REREADS:
+            self.watcher.recheck(on_disk.ckpt.path)
+
     # --- before a launch ----------------------------------------------------------------
 
-    async def prepare(self, attempt: int, below_step: int | None = None) -> Prepared | PrepareFailed:
+    async def prepare(
+        self, attempt: int, below_step: int | None = None, *, final: bool = False
+    ) -> Prepared | PrepareFailed:
         """The run directory prepared for `attempt` (retention never drops a copy a plan
-        is restoring meanwhile: the preparation holds the copies' lock)."""
-        return await self.preparation.prepare(attempt, below_step)
+        is restoring meanwhile: the preparation holds the copies' lock); `final`: the
+        finished run's directory settled, for no launch."""
+        return await self.preparation.prepare(attempt, below_step, final=final)
 
     async def _settle(self) -> set[Path]:
         """Wait (up to verify_wait_s) for files still landing and verifications queued.

@@ -63,6 +63,9 @@ class ValidationRequest:
         return cls(**values)
 
 
+EMPTY = "empty file"  # the reason for a file of no bytes: during a run, a write not begun yet
+
+
 @dataclass(frozen=True)
 class Verdict:
     """What the worker found. `step`/`epoch` are the content's when it has them, else the
@@ -94,6 +97,9 @@ class Verdict:
     needs_globals: tuple[str, ...] = ()
     # The request's model state dict as {key: shape} (None when not asked or not found).
     shapes: dict[str, list[int]] | None = None
+    # True when the file changed or went while it was read (a rewrite in place overlapped
+    # the read): no verdict about any version of it; it is read again once it is quiet.
+    changed: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -29,6 +29,14 @@ class Rejected(Exception):
         self.reason = reason
 
 
+class Changed(Exception):
+    """The file changed (or went) while it was read: no verdict about any version of it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Content:
     step: int | None

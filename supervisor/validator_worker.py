@@ -77,8 +77,15 @@ from typing import Any
 import torch
 
 from supervisor.entries import NotAFile, describe, kind_of, open_file
-from supervisor.validation import ValidationRequest, Verdict
-from supervisor.validator_content import Content, Rejected, check_content, check_name_counters, lookup
+from supervisor.validation import EMPTY, ValidationRequest, Verdict
+from supervisor.validator_content import (
+    Changed,
+    Content,
+    Rejected,
+    check_content,
+    check_name_counters,
+    lookup,
+)
 
 __all__ = ["Rejected", "lookup", "main", "validate"]
 
@@ -280,7 +287,7 @@ def validate(request: ValidationRequest, memory: MemoryLimit | None = None) -> V
     """Judge one file. Never raises: every failure is a verdict."""
     started = time.monotonic()
     job = Job(request)
-    validator_error = False
+    validator_error = changed = False
     try:
         if _TEST_STALL_PATH is not None and request.path == _TEST_STALL_PATH:
             print(f"test hook: stalling on {request.path}", file=sys.stderr, flush=True)
@@ -289,6 +296,8 @@ def validate(request: ValidationRequest, memory: MemoryLimit | None = None) -> V
         reason = None
     except Rejected as exc:
         reason = exc.reason
+    except Changed as exc:
+        reason, changed = exc.reason, True
     except Exception as exc:
         reason, validator_error = _failure(exc, job, memory)
     finally:
@@ -314,6 +323,7 @@ def validate(request: ValidationRequest, memory: MemoryLimit | None = None) -> V
         seconds=round(time.monotonic() - started, 6),
         notes=tuple(job.notes),
         validator_error=validator_error,
+        changed=changed,
         needs_globals=job.needs_globals if reason is None else (),
         shapes=job.shapes if reason is None else None,
     )
@@ -339,10 +349,19 @@ def _run(job: Job, memory: MemoryLimit | None) -> None:
     except OSError as exc:
         raise Rejected(f"cannot open: {exc.strerror}") from None
     job.stat = os.fstat(job.fd)
+    # Whatever was found, it is only about this version if the file is still this version:
+    # a rewrite that overlapped the read makes any finding (a torn zip, a short read) moot.
+    try:
+        _judge(job, memory)
+    finally:
+        _check_unchanged(job)
+
+
+def _judge(job: Job, memory: MemoryLimit | None) -> None:
     check_name_counters(job.request)
     job.step, job.epoch = job.request.expected_step, job.request.expected_epoch
     if job.size == 0:
-        raise Rejected("empty file")
+        raise Rejected(EMPTY)
     job.format = _detect(os.pread(job.fd, 16, 0))
     check = {FORMAT_ZIP: _check_torch_zip, FORMAT_LEGACY: _check_torch_legacy}.get(
         job.format, _check_safetensors
@@ -353,8 +372,6 @@ def _run(job: Job, memory: MemoryLimit | None) -> None:
         check(job)
     except OSError as exc:
         raise Rejected(f"read error: {exc.strerror or exc}") from None
-    finally:
-        _check_unchanged(job)
 
 
 def _detect(head: bytes) -> str:
@@ -375,13 +392,13 @@ def _check_unchanged(job: Job) -> None:
         now = os.lstat(job.request.path)
         after_fd = os.fstat(job.fd)
     except OSError:
-        raise Rejected("file changed during validation (removed)") from None
+        raise Changed("file changed while it was read (removed)") from None
     if (now.st_ino, now.st_size, now.st_mtime_ns, now.st_ctime_ns) != before or (
         after_fd.st_size,
         after_fd.st_mtime_ns,
         after_fd.st_ctime_ns,
     ) != before[1:]:
-        raise Rejected("file changed during validation")
+        raise Changed("file changed while it was read")
 
 
 def _shorten(text: str) -> str:
@@ -487,7 +504,7 @@ def _read(fd: int, offset: int, length: int) -> tuple[memoryview, torch.Tensor]:
         _local.tensor = torch.frombuffer(buffer, dtype=torch.uint8)
     view = memoryview(buffer)[:length]
     if os.preadv(fd, [view], offset) != length:
-        raise Rejected("file changed during validation (shorter)")
+        raise Changed("file changed while it was read (shorter)")
     tensor: torch.Tensor = _local.tensor
     return view, tensor[:length]
 

@@ -11,7 +11,7 @@ import structlog
 
 import trainer_adapters
 from supervisor import entries
-from supervisor.checkpoints import request_for
+from supervisor.checkpoints import CHANGED_REREADS, request_for
 from supervisor.config import Config
 from supervisor.ledger import Ledger
 from supervisor.planner import Plan
@@ -48,8 +48,14 @@ async def _verify_one(client: ValidatorClient, path: Path, adapter: TrainerAdapt
     if ckpt is None:
         what = layout.ignored(path.absolute()) or "an export, a pretrained or a temporary file?"
         return _rejected(path, f"not a resume checkpoint of this trainer ({what})", unit)
-    verdict = await client.validate(request_for(layout, ckpt))
+    for _ in range(CHANGED_REREADS):  # a file rewritten while it is read has no verdict yet
+        verdict = await client.validate(request_for(layout, ckpt))
+        if not verdict.changed:
+            break
     result = {**verdict.to_json(), "path": str(path), "resume_unit": unit}
+    result["verdict"] = (
+        "ok" if verdict.ok else "unknown" if verdict.changed or verdict.validator_error else "rejected"
+    )
     del result["shapes"]
     if unit == "epoch":  # the content's counter is the epoch; the trainer's step is in the name
         result["step"] = ckpt.save
@@ -63,6 +69,7 @@ def _rejected(path: Path, reason: str, unit: str) -> dict[str, Any]:
         "step": None,
         "epoch": None,
         "reason": reason,
+        "verdict": "rejected",
         "resume_unit": unit,
     }
 

@@ -287,6 +287,12 @@ class CheckpointWatcher:
         if self._is_quiet():
             self._settled.set()
 
+    def recheck(self, path: Path) -> None:
+        """Report `path` again once it has been quiet for quiet_s, changed or not."""
+        path = Path(os.path.abspath(path))
+        self._reported.pop(path, None)
+        self._hint(str(path), False)
+
     def pending(self) -> set[Path]:
         """Files seen changing that have not landed yet (events the loop has not taken in
         yet are not here; wait_quiet() waits for those too)."""
