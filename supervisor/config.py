@@ -243,6 +243,10 @@ class CheckpointsSection(Section):
     validator_memory_mb: Annotated[Count, Field(ge=0)] = 4096
     # How long a relaunch waits for checkpoints that are still being written or verified.
     verify_wait_s: Seconds = 900.0
+    # When the trainer says it saved a checkpoint (its adapter's "saved" lines) and no
+    # checkpoint lands in checkpoint_dir within this, the supervisor warns loudly: the
+    # directory is not where the trainer writes.
+    save_landing_grace_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 300.0
     # Warn before a relaunch when the checkpoint filesystem has less free space (GB).
     min_free_gb: Seconds = 5.0
     # Free space (MiB) kept on the state_dir filesystem for the ledger and the notes: a

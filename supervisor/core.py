@@ -20,6 +20,9 @@ Phases and their transitions (every move is marked where it happens below):
     STARTING   --LaunchFailed--> BACKOFF | PREPARING (zero backoff) | GAVE_UP
     RUNNING    --Exited(0)--> COMPLETED              (when exit codes are trusted)
     RUNNING    --Exited, after a completion line--> COMPLETED
+               (FINISHING first, where checkpoints are watched: the final state is settled)
+    FINISHING  --Prepared | PrepareFailed--> COMPLETED  (a torn final file restored, or said loudly)
+    FINISHING  --StopRequested--> FINISHING          (the settling is bounded; then exit)
     RUNNING    --Exited(failure), after a fatal line--> GAVE_UP  (restarting cannot fix it)
     RUNNING    --Exited(failure)--> BACKOFF | PREPARING (zero backoff) | GAVE_UP
     RUNNING    --TrainerSaid--> RUNNING              (fatal, OOM and completion lines are kept for the exit)
@@ -69,6 +72,7 @@ class Phase(StrEnum):
     STOPPING = "stopping"  # stopping the trainer on request, then exiting
     ENDING = "ending"  # stopping a sick trainer (hang, NaN, silent reset) to relaunch it
     BACKOFF = "backoff"
+    FINISHING = "finishing"  # the trainer finished: the run directory is settled, then exit
     COMPLETED = "completed"
     STOPPED = "stopped"
     GAVE_UP = "gave_up"
@@ -97,6 +101,7 @@ class Timer(StrEnum):
     STABLE = "stable"  # the attempt has run healthy for stable_after_s
     RELAUNCH = "relaunch"  # the backoff delay is over
     LIVENESS = "liveness"  # time to check the attempt's hang budget
+    SAVE_LANDED = "save_landed"  # a save the trainer announced should have landed by now
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,12 @@ class Policy:
     # None: by the first step (far below the resumed one).
     reset_epoch_offset: int | None = None
     unit: str = "step"  # what checkpoint steps and positions count ("epoch" for some trainers)
+    # A save the trainer announces must land in the checkpoint directory within this;
+    # None: no directory is watched.
+    save_landing_grace_s: float | None = None
+    # The run's checkpoints are watched: its final state is settled before the exit.
+    settles_checkpoints: bool = False
+    checkpoint_dir: str = ""  # as the config names it, for what the warning says
 
 
 @dataclass(frozen=True)
@@ -305,10 +316,12 @@ Event = (
 @dataclass(frozen=True)
 class Prepare:
     """Wait for pending verifications, plan the resume, prepare the run directory;
-    report Prepared or PrepareFailed. `below_step`: a NaN rollback, resume below it."""
+    report Prepared or PrepareFailed. `below_step`: a NaN rollback, resume below it.
+    `final`: the run has finished; the directory is settled and no launch follows."""
 
     attempt: int
     below_step: int | None = None
+    final: bool = False
 
 
 @dataclass(frozen=True)
@@ -488,6 +501,8 @@ def _next_attempt(state: State, actions: list[Action]) -> Decision:
 def _prepared(state: State, event: Prepared | PrepareFailed, now: float, policy: Policy) -> Decision:
     if event.attempt != state.attempt:
         return state, []
+    if state.phase is Phase.FINISHING:
+        return _finished(state, event)
     if state.phase is Phase.STOPPING:
         # STOPPING -> STOPPED (the stop came while preparing; nothing was launched)
         unlaunched = replace(state, attempt=state.attempt - 1)  # only launched attempts count
@@ -518,6 +533,20 @@ def _prepared(state: State, event: Prepared | PrepareFailed, now: float, policy:
     # PREPARING -> STARTING
     fixes = remedies(state.carry, policy.oom_cuda_remedies, policy.oom_host_remedies, policy.nan_remedy)
     return replace(state, phase=Phase.STARTING), [*notes, Launch(state.attempt, fixes)]
+
+
+def _finished(state: State, event: Prepared | PrepareFailed) -> Decision:
+    # FINISHING -> COMPLETED
+    if isinstance(event, PrepareFailed):
+        message = (
+            f"training finished, but its final checkpoint state could not be settled: {event.reason} "
+            "(see `train-supervisor plan` for what is wrong and the verified copies to restore from)"
+        )
+        return _final(state, Phase.COMPLETED, [], Note("final_state_unsettled", message, "error"))
+    summary = f": {event.summary}" if event.summary else ""
+    return _final(
+        state, Phase.COMPLETED, [], Note("final_state", f"the final checkpoint state is settled{summary}")
+    )
 
 
 def _prepare_again(state: State, reason: str, now: float, policy: Policy) -> Decision:
@@ -559,10 +588,10 @@ def _checkpoint_verified(state: State, event: CheckpointVerified, policy: Policy
 def _trainer_signal(state: State, event: TrainerSaid | Progress, now: float, policy: Policy) -> Decision:
     if isinstance(event, Progress):
         return _progress(state, event, now, policy)
-    return _trainer_said(state, event, policy)
+    return _trainer_said(state, event, now, policy)
 
 
-def _trainer_said(state: State, event: TrainerSaid, policy: Policy) -> Decision:
+def _trainer_said(state: State, event: TrainerSaid, now: float, policy: Policy) -> Decision:
     if event.attempt != state.attempt or state.phase not in (Phase.RUNNING, Phase.STARTING, Phase.STOPPING):
         return state, []
     line = event.line.strip()[:300]
@@ -586,7 +615,51 @@ def _trainer_said(state: State, event: TrainerSaid, policy: Policy) -> Decision:
             return state, [
                 Note("trainer_fresh_start", f"the trainer says it starts afresh: {line}", "warning")
             ]
+        case Said.SAVED if state.phase is Phase.RUNNING:
+            return _save_said(state, line, now, policy)
     return state, []
+
+
+def _save_said(state: State, line: str, now: float, policy: Policy) -> Decision:
+    """The first save announced since a checkpoint last landed starts the grace period."""
+    watch, grace = state.watch, policy.save_landing_grace_s
+    if grace is None or watch.save_warned or watch.save_said_at is not None:
+        return state, []
+    state = replace(state, watch=replace(watch, save_said_at=now, save_said_line=line))
+    return state, [StartTimer(Timer.SAVE_LANDED, state.attempt, grace)]
+
+
+def _with_gap(carry: Carry, watch: Watch, given: float) -> Carry:
+    """The longest interval between signs of progress, with the one that ends at `given`."""
+    last = watch.last_progress_at
+    if last is None or not watch.armed or given <= last:
+        return carry
+    gap = given - last
+    return (
+        carry
+        if carry.longest_gap_s is not None and gap <= carry.longest_gap_s
+        else replace(carry, longest_gap_s=gap)
+    )
+
+
+def _save_landed(watch: Watch) -> Watch:
+    return replace(watch, save_said_at=None, save_said_line="")
+
+
+def _check_save_landed(state: State, now: float, policy: Policy) -> Decision:
+    watch, grace = state.watch, policy.save_landing_grace_s
+    if grace is None or watch.save_said_at is None or watch.save_warned:
+        return state, []
+    if now < watch.save_said_at + grace - 1e-6:
+        return state, []  # a newer announcement's timer is pending
+    why = (
+        f"the trainer said it saved a checkpoint ({watch.save_said_line}) {now - watch.save_said_at:.0f}s ago, "
+        f"but nothing landed in the checkpoint directory {policy.checkpoint_dir}: the trainer writes "
+        "elsewhere, so no checkpoint of this run is verified or protected. Check adapter.checkpoint_dir "
+        "(train-supervisor init finds it from the command)."
+    )
+    state = replace(state, watch=replace(watch, save_warned=True))
+    return state, [Note("saves_not_landing", why, "error")]
 
 
 def _progress(state: State, event: Progress, now: float, policy: Policy) -> Decision:
@@ -596,12 +669,11 @@ def _progress(state: State, event: Progress, now: float, policy: Policy) -> Deci
     given = min(now, event.at) if event.at is not None else now
     if state.started_at is not None and given < state.started_at:
         return state, []  # written before this attempt began: no sign of its life
-    watch, carry, actions = state.watch, state.carry, list[Action]()
+    watch, actions = state.watch, list[Action]()
+    if event.source == "checkpoint":  # what the trainer said it saved has landed
+        watch = _save_landed(watch)
     last = watch.last_progress_at
-    if last is not None and watch.armed and given > last:
-        gap = given - last
-        if carry.longest_gap_s is None or gap > carry.longest_gap_s:
-            carry = replace(carry, longest_gap_s=gap)
+    carry = _with_gap(state.carry, watch, given)
     sign = f"{event.source}" + (f" at {event.position}" if event.position is not None else "")
     watch = replace(watch, last_progress_at=max(given, last) if last is not None else given, last_sign=sign)
     if not watch.armed and policy.hang_timeout_s is not None and event.source == "heartbeat":
@@ -762,18 +834,18 @@ def _exited(state: State, event: Exited, now: float, policy: Policy) -> Decision
     ending = state.ending if state.phase is Phase.ENDING else None
     finished = ending is not None and state.completion_seen  # it said so, then hung in teardown
     if _completed(state, status, policy) or finished:
-        # RUNNING | ENDING -> COMPLETED
         how = "said it finished" if state.completion_seen else "exited 0"
-        return _final(
-            replace(state, last_exit=status, last_cause=Cause.COMPLETED),
-            Phase.COMPLETED,
-            [
-                RecordAttemptEnd(
-                    state.attempt, Cause.COMPLETED, status, _ran_stably(state, end, policy), event.detail
-                )
-            ],
-            Note("completed", f"training finished: attempt {state.attempt} {how} ({status.describe()})"),
-        )
+        state = replace(state, last_exit=status, last_cause=Cause.COMPLETED)
+        stable = _ran_stably(state, end, policy)
+        actions: list[Action] = [
+            RecordAttemptEnd(state.attempt, Cause.COMPLETED, status, stable, event.detail)
+        ]
+        done = Note("completed", f"training finished: attempt {state.attempt} {how} ({status.describe()})")
+        if policy.settles_checkpoints:
+            # RUNNING | ENDING -> FINISHING
+            return replace(state, phase=Phase.FINISHING), [*actions, done, Prepare(state.attempt, final=True)]
+        # RUNNING | ENDING -> COMPLETED
+        return _final(state, Phase.COMPLETED, actions, done)
     if state.fatal is not None and ending in (None, Cause.HANG):
         # RUNNING | ENDING -> GAVE_UP: relaunching would fail the same way (a rank that
         # raised can leave the others waiting in a collective: a hang after a fatal line)
@@ -968,6 +1040,9 @@ def _stop_requested(state: State, event: StopRequested, policy: Policy) -> Decis
             # RECLAIMING -> STOPPING: the reclaim is a stop already; finish it, then exit
             note = Note("stopping", f"{event.reason}: exiting once the interrupted attempt is cleared")
             return replace(state, phase=Phase.STOPPING), [note]
+        case Phase.FINISHING:
+            # FINISHING -> FINISHING: no trainer is left; the settling is bounded, then exit
+            return state, [Note("stopping", f"{event.reason}: exiting once the final state is settled")]
         case Phase.STOPPING:
             # STOPPING -> STOPPING, escalated
             return state, [
@@ -998,6 +1073,8 @@ def _timer(state: State, event: TimerFired, now: float, policy: Policy) -> Decis
         return _next_attempt(state, [])
     if event.timer is Timer.LIVENESS and state.phase is Phase.RUNNING and state.watch.armed:
         return _check_liveness(state, now, policy)
+    if event.timer is Timer.SAVE_LANDED and state.phase is Phase.RUNNING:
+        return _check_save_landed(state, now, policy)
     return state, []
 
 

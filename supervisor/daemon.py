@@ -84,6 +84,10 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PROGRESS_SAVE_S = 5.0
 
 
+# Events every webhook hears of (besides attempt ends).
+LOUD_EVENTS = ("quarantined", "gave_up", "completed", "final_state_unsettled", "saves_not_landing")
+
+
 def policy_for(config: Config) -> Policy:
     restart, heartbeat = config.restart, config.heartbeat
     adapter = trainer_adapters.get(config.adapter.name)
@@ -114,6 +118,11 @@ def policy_for(config: Config) -> Policy:
         unit=adapter.position_unit,
         oom_cuda_remedies=_ladder(config.oom.cuda_remedies, "oom-cuda"),
         oom_host_remedies=_ladder(config.oom.host_remedies, "oom-host"),
+        save_landing_grace_s=config.checkpoints.save_landing_grace_s
+        if config.adapter.checkpoint_dir
+        else None,
+        checkpoint_dir=str(config.adapter.checkpoint_dir or ""),
+        settles_checkpoints=config.adapter.checkpoint_dir is not None,
     )
 
 
@@ -295,9 +304,7 @@ class Daemon:
         self.webhooks.send(Message(self.config.name, end.cause.value, end.attempt, text[:1000]))
 
     def _event_added(self, event: EventRow) -> None:
-        if event.kind in ("quarantined", "gave_up", "completed") or (
-            event.kind == "disk_space" and event.level == "warning"
-        ):
+        if event.kind in LOUD_EVENTS or (event.kind == "disk_space" and event.level == "warning"):
             self.webhooks.send(Message(self.config.name, event.kind, event.attempt, event.message[:1000]))
 
     # --- housekeeping -----------------------------------------------------------------
@@ -411,7 +418,7 @@ class Daemon:
     def _execute(self, action: Action, now: float) -> None:
         match action:
             case Prepare():
-                self._start_prepare(action.attempt, action.below_step)
+                self._start_prepare(action.attempt, action.below_step, final=action.final)
             case Launch():
                 self._launch(action.attempt, action.remedies)
             case Reclaim():
@@ -445,15 +452,16 @@ class Daemon:
         if self._reclaim_kill is not None:
             self._reclaim_kill()
 
-    def _start_prepare(self, attempt: int, below_step: int | None) -> None:
-        self._spawn_task(self._prepare(attempt, below_step))
+    def _start_prepare(self, attempt: int, below_step: int | None, *, final: bool = False) -> None:
+        self._spawn_task(self._prepare(attempt, below_step, final=final))
 
-    async def _prepare(self, attempt: int, below_step: int | None) -> None:
-        """The run directory (the resume plan), then the checks before a launch."""
+    async def _prepare(self, attempt: int, below_step: int | None, *, final: bool = False) -> None:
+        """The run directory (the resume plan), then the checks before a launch (none
+        for the `final` settling of a finished run)."""
         prepared: Prepared | PrepareFailed = Prepared(attempt)
         if self.guard is not None:
-            prepared = await self.guard.prepare(attempt, below_step)
-        if isinstance(prepared, Prepared):
+            prepared = await self.guard.prepare(attempt, below_step, final=final)
+        if isinstance(prepared, Prepared) and not final:
             await self._check_disk()
             try:
                 refusal = await self.preflight.check(attempt, self._last_marker)

@@ -19,7 +19,7 @@ from supervisor.core import Event, Progress, TrainerSaid
 from trainer_adapters.base import LineRule, Said
 from trainer_adapters.rules import Reading, read_line
 
-DECISIVE = (Said.FATAL, Said.OOM, Said.COMPLETED, Said.LOADED, Said.FRESH_START)
+DECISIVE = (Said.FATAL, Said.OOM, Said.COMPLETED, Said.LOADED, Said.FRESH_START, Said.SAVED)
 PROGRESSING = (Said.PROGRESS, Said.LOSS)
 
 # What PyTorch (and the CUDA/ROCm libraries under it) print when GPU memory runs out:

@@ -44,6 +44,10 @@ class Watch:
     resume_step: int | None = None  # where the preparation made the trainer's rule land
     resume_epoch: int | None = None  # that state's epoch, where known
     reset_checked: bool = False  # the first position (or epoch) was compared with the resume
+    # The trainer said it saved, and no checkpoint has landed since (the first such line).
+    save_said_at: float | None = None
+    save_said_line: str = ""
+    save_warned: bool = False  # said once per attempt
 
 
 @dataclass(frozen=True)

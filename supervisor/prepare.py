@@ -229,11 +229,13 @@ class Preparation:
 
     # --- before a launch --------------------------------------------------------------
 
-    async def prepare(self, attempt: int, below_step: int | None = None) -> Prepared | PrepareFailed:
+    async def prepare(
+        self, attempt: int, below_step: int | None = None, *, final: bool = False
+    ) -> Prepared | PrepareFailed:
         """Prepare the run directory so that the trainer's own rule lands on the newest
         verified state. `below_step`: a NaN rollback; states at or after it go aside."""
         try:
-            outcome = await self.run(attempt, below_step, apply=True)
+            outcome = await self.run(attempt, below_step, apply=True, final=final)
         except DirectoryChanged as exc:
             return PrepareFailed(attempt, str(exc))
         except Exception as exc:
@@ -246,19 +248,23 @@ class Preparation:
         the_plan = outcome.checked or outcome.plan
         if below_step is not None:
             await self.rolled_back(below_step)
-        self._warn_before_relaunch(the_plan.target_step)
+        if not final:
+            self._warn_before_relaunch(the_plan.target_step)
         return Prepared(attempt, the_plan.summary(), the_plan.target_step, self._epoch_of(the_plan))
 
-    async def run(self, attempt: int, below_step: int | None = None, *, apply: bool) -> Outcome:
+    async def run(
+        self, attempt: int, below_step: int | None = None, *, apply: bool, final: bool = False
+    ) -> Outcome:
         """The plan, and with `apply` the directory prepared by it. Every plan, carried
-        out or refused, goes to the ledger when applying."""
+        out or refused, goes to the ledger when applying (a `final` one, settling a
+        finished run, only where it changed something or was refused)."""
         writing = await self._settled()
         await self.book.verify_all()  # anything not reported yet
         async with self.copies:
-            return await self._plan_and_apply(attempt, below_step, writing, apply=apply)
+            return await self._plan_and_apply(attempt, below_step, writing, apply=apply, final=final)
 
     async def _plan_and_apply(
-        self, attempt: int, below_step: int | None, writing: dict[Path, str], *, apply: bool
+        self, attempt: int, below_step: int | None, writing: dict[Path, str], *, apply: bool, final: bool
     ) -> Outcome:
         if apply:
             await self._keep_copies()
@@ -275,7 +281,8 @@ class Preparation:
             if done.kept:
                 self.book.record_plan(the_plan, attempt, done.kept[0])
                 return Outcome(applied, done.kept[0], applied=carried, retry=True)
-            self.book.record_plan(the_plan, attempt)
+            if done.carried or not final:
+                self.book.record_plan(the_plan, attempt)
             checked = await self._plan(below_step, writing)
             if not checked.moves and not checked.restores:
                 refusal = None if checked.ok else checked.problem or "no plan"

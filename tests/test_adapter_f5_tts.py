@@ -195,10 +195,13 @@ def test_builds_that_print_step_instead_of_update() -> None:
 
 def test_other_lines() -> None:
     assert readings("Epoch 1/2:   0%|          | 0/4 [00:00<?, ?update/s]") == []
-    assert readings("Saved last checkpoint at update 5000") == [(Said.PROGRESS, None, 5000, ())]
+    assert readings("Saved last checkpoint at update 5000") == [
+        (Said.PROGRESS, None, 5000, ()),
+        (Said.SAVED, None, None, ()),
+    ]
     assert readings("Removed old checkpoint: model_50000.pt") == []
     # F5-TTS says nothing when it loads, and its exit status is honest.
-    assert {rule.said for rule in ADAPTER.lines} == {Said.PROGRESS, Said.LOSS, Said.FATAL}
+    assert {rule.said for rule in ADAPTER.lines} == {Said.PROGRESS, Said.LOSS, Said.FATAL, Said.SAVED}
     assert ADAPTER.exit_codes_trusted is True
 
 

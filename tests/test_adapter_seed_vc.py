@@ -288,8 +288,9 @@ def test_loaded_fresh_start_and_completed_lines() -> None:
     assert said("Final model saved at ./runs/voice/ft_model.pth")[0][0] is Said.COMPLETED
     assert said("Reached max steps, stopping training") == [(Said.COMPLETED, None, None, None)]
     assert said("Reached max epochs, stopping training") == [(Said.COMPLETED, None, None, None)]
+    for line in ("Saving..", "Saving checkpoint..."):
+        assert said(line) == [(Said.SAVED, None, None, None)], line
     for line in (
-        "Saving..",
         "Saving final model..",
         f"Removed {ours}",
         f"Saved CFM checkpoint to {cfm}",

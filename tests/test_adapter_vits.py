@@ -189,7 +189,7 @@ def test_progress_and_loaded_lines() -> None:
     ]
     assert said("INFO:ljs_base:====> Epoch: 3") == [(Said.PROGRESS, None, 3, None)]
     saving = "INFO:ljs_base:Saving model and optimizer state at iteration 3 to ./logs/ljs_base/G_4000.pth"
-    assert said(saving) == [(Said.PROGRESS, None, 3, None)]
+    assert said(saving) == [(Said.PROGRESS, None, 3, None), (Said.SAVED, None, None, None)]
     path = "./logs/ljs_base/G_4000.pth"
     assert said(f"INFO:ljs_base:Loaded checkpoint '{path}' (iteration 3)") == [(Said.LOADED, None, 3, path)]
     assert said(f"INFO:root:Loaded checkpoint '{path}' (iteration 3)") == [(Said.LOADED, None, 3, path)]

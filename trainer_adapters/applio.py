@@ -114,6 +114,8 @@ LINES = (
     # The step printed is a global step recomputed on resume; this adapter counts epochs.
     LineRule(Said.PROGRESS, r"\| epoch=(?P<epoch>\d+) \| step=\d+ \| time=\d\d:\d\d:\d\d \| training_speed="),
     LineRule(Said.LOADED, r"^Loaded checkpoint '(?P<path>.+)' \(epoch (?P<epoch>\d+)\)$"),
+    # utils.save_checkpoint (G_/D_ files); an export's line ends "(epoch E and step S)".
+    LineRule(Said.SAVED, r"^Saved model '.+' \(epoch \d+\)$"),
     LineRule(Said.FRESH_START, r"^Loaded pretrained \(G\) '(?P<path>.*)'"),
     # The early probe of the newest G: the only trace of a G that cannot be loaded, and
     # the resume that follows falls back to a fresh start.

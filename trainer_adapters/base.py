@@ -153,6 +153,7 @@ class Said(StrEnum):
     LOADED = "loaded"  # the trainer says it resumed; optional group `path`
     FRESH_START = "fresh_start"  # the trainer says it starts from scratch
     COMPLETED = "completed"  # training finished (what marks completion when exit codes lie)
+    SAVED = "saved"  # the trainer says it wrote a checkpoint: one must land in checkpoint_dir
     FATAL = "fatal"  # restarting cannot fix this: when the attempt fails, give up with `explain`
     OOM = "oom"  # out of GPU memory (common to every trainer: see supervisor.detectors)
 

@@ -110,6 +110,7 @@ LINES = (
         r"\bEpoch (?P<epoch>\d+)/\d+:.*\bloss=(?P<loss>[^,\]\s]+)(?:.*\b(?:update|step)=(?P<step>\d+))?",
     ),
     LineRule(Said.PROGRESS, r"^Saved last checkpoint at (?:update|step) (?P<step>\d+)"),
+    LineRule(Said.SAVED, r"^Saved last checkpoint at (?:update|step) \d+"),
     LineRule(
         Said.FATAL,
         r"'AcceleratedOptimizer' object has no attribute '_modules'",

@@ -31,6 +31,7 @@ from trainer_adapters.vits_family import (
     KEYS,
     LOADED,
     MSG,
+    SAVED,
     SAVING,
     TRAIN_EPOCH,
     GlobLayout,
@@ -125,6 +126,7 @@ ADAPTER = TrainerAdapter(
         # weights exist, several times over (logged and printed, for G and for D).
         LineRule(Said.FRESH_START, r"^start training from epoch 1$"),
         SAVING,
+        SAVED,
         EPOCH_END,
         LineRule(Said.COMPLETED, r"^training done$"),
         LineRule(

@@ -210,6 +210,8 @@ LINES = (
     # The config's pretrained_model (downloaded from Hugging Face): not this run's progress.
     LineRule(Said.FRESH_START, r"^Loaded checkpoint from (?!.*DiT_epoch_[^/\\]*_step_[^/\\]*\.pth$)"),
     LineRule(Said.COMPLETED, r"^Final model saved at (?P<path>.+)$"),
+    # V1 prints "Saving.." and V2 "Saving checkpoint..." before each periodic save.
+    LineRule(Said.SAVED, r"^Saving(?:\.\.| checkpoint\.\.\.)$"),
     LineRule(Said.COMPLETED, r"^Reached max (?:steps|epochs), stopping training$"),
     *(LineRule(Said.FATAL, pattern, explain) for pattern, explain in FATAL),
 )

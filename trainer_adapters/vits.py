@@ -31,6 +31,7 @@ from trainer_adapters.vits_family import (
     KEYS,
     LOADED,
     MSG,
+    SAVED,
     SAVING,
     TRAIN_EPOCH,
     GlobLayout,
@@ -87,6 +88,7 @@ ADAPTER = TrainerAdapter(
         LineRule(Said.LOSS, MSG + rf"\[(?P<losses>{FLOAT}(?:, {FLOAT}){{5}}), (?P<step>\d+), {FLOAT}\]$"),
         LOADED,
         SAVING,
+        SAVED,
         EPOCH_END,
         # No FRESH_START rule: the fallback prints nothing, and what follows it (`Train
         # Epoch: 1 [0%]`, a loss list at step 0) is exactly what a resume from a

@@ -37,6 +37,7 @@ MSG = r"(?:^|[:\t])"
 TRAIN_EPOCH = LineRule(Said.PROGRESS, MSG + r"Train Epoch: (?P<epoch>\d+) \[\d+%\]$")
 LOADED = LineRule(Said.LOADED, MSG + r"Loaded checkpoint '(?P<path>.+)' \(iteration (?P<epoch>\d+)\)$")
 SAVING = LineRule(Said.PROGRESS, MSG + r"Saving model and optimizer state at iteration (?P<epoch>\d+) to ")
+SAVED = LineRule(Said.SAVED, MSG + r"Saving model and optimizer state at iteration \d+ to ")
 EPOCH_END = LineRule(Said.PROGRESS, MSG + r"====> Epoch: (?P<epoch>\d+)$")
 DISK_FULL = r"PytorchStreamWriter failed writing file .*file write failed"
 
