@@ -544,9 +544,11 @@ def _finished(state: State, event: Prepared | PrepareFailed) -> Decision:
         )
         return _final(state, Phase.COMPLETED, [], Note("final_state_unsettled", message, "error"))
     summary = f": {event.summary}" if event.summary else ""
-    return _final(
-        state, Phase.COMPLETED, [], Note("final_state", f"the final checkpoint state is settled{summary}")
-    )
+    if event.resume_step is None:
+        message = f"training finished, but it leaves no verified checkpoint{summary}"
+        return _final(state, Phase.COMPLETED, [], Note("final_state_unsettled", message, "error"))
+    note = Note("final_state", f"the final checkpoint state is settled{summary}")
+    return _final(state, Phase.COMPLETED, [], note)
 
 
 def _prepare_again(state: State, reason: str, now: float, policy: Policy) -> Decision:

@@ -50,6 +50,7 @@ from supervisor.core import (
     StopTrainer,
     TimerFired,
 )
+from supervisor.crash_detail import crash_detail
 from supervisor.detectors import PROGRESSING, OutputReader
 from supervisor.guard import CheckpointGuard
 from supervisor.health import Remedy, Watch, with_remedies
@@ -559,8 +560,7 @@ class Daemon:
             returncode = await asyncio.to_thread(trainer.popen.wait)  # never block the loop
             status, detail = ExitStatus.from_returncode(returncode), f"supervisor error: {exc}"
         else:
-            last = self.tail.last()
-            detail = f"last output: {last[:200]}" if last else ""
+            detail = crash_detail(self.tail.lines)
         ended = Exited(
             attempt,
             status,

@@ -4,6 +4,7 @@ the trainer's command, or from an existing run directory."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from collections import Counter
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import trainer_adapters
+from supervisor.interpreter import InterpreterError, ask, trainer_python
 from trainer_adapters.base import TrainerAdapter
 from trainer_adapters.rules import arg_problems
 
@@ -76,6 +78,8 @@ def draft(
     how = "given"
     if checkpoint_dir is None and from_dir is not None:
         checkpoint_dir, how = _relative(_under(from_dir, cwd), cwd), "the run directory given"
+    if checkpoint_dir is None and adapter.launch is not None and adapter.launch.checkpoint_dir_probe:
+        checkpoint_dir, how = _asked(adapter, adapter.launch.checkpoint_dir_probe, argv, cwd, is_example)
     if checkpoint_dir is None and adapter.launch is not None and adapter.launch.checkpoint_dir is not None:
         checkpoint_dir, how = adapter.launch.checkpoint_dir(argv), "derived from the command"
     if checkpoint_dir is None and adapter.name != "generic":
@@ -85,6 +89,34 @@ def draft(
         )
     options = adapter.launch.options(argv) if adapter.launch and adapter.launch.options else {}
     return Draft(adapter, argv, cwd, checkpoint_dir, how, is_example, options)
+
+
+def _asked(
+    adapter: TrainerAdapter, probe: str, argv: Sequence[str], cwd: Path, is_example: bool
+) -> tuple[str | None, str]:
+    """The directory as the trainer's own interpreter places it (below its installed
+    package); for the README example, whose interpreter may not exist, the argv rule."""
+    python = trainer_python(argv, cwd, os.environ)
+    if python is None:
+        if is_example:
+            return None, ""
+        raise InitError(
+            f"{adapter.name} writes checkpoints below its installed package, and the Python that runs "
+            f"{argv[0]!r} cannot be told, to ask it where that is; pass --checkpoint-dir DIR"
+        )
+    try:
+        answer = ask(python, probe, argv, cwd, os.environ)
+    except InterpreterError as exc:
+        raise InitError(
+            f"cannot ask where {adapter.name} writes checkpoints: {exc}; pass --checkpoint-dir DIR"
+        ) from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("path"), str):
+        why = answer.get("error") if isinstance(answer, dict) else None
+        raise InitError(
+            f"cannot tell where {adapter.name} writes checkpoints ({why or 'no answer'}); pass --checkpoint-dir DIR"
+        )
+    where = _relative(Path(answer["path"]), cwd)
+    return where, f"where {python} puts it: below the package root {answer.get('package_root', '?')}"
 
 
 def render(d: Draft, *, today: date | None = None) -> str:

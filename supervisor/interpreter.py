@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 PROBE_TIMEOUT_S = 30.0  # a loaded machine starts a Python in well under that
 SHIM_DIR = Path(__file__).with_name("trainer_shim")  # its sitecustomize.py
@@ -72,6 +73,32 @@ def versions(python: str, env: Mapping[str, str]) -> dict[str, str | None] | Non
     if not isinstance(found, dict):
         return None
     return {name: found.get(name) for name in PACKAGES}
+
+
+def ask(python: str, code: str, argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> Any:
+    """What `code`, run by the trainer's interpreter in its cwd and environment with the
+    trainer's argv as JSON in sys.argv[1], prints as JSON. Raises InterpreterError."""
+    try:
+        done = subprocess.run(
+            [python, "-c", code, json.dumps(list(argv))],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            cwd=cwd,
+            env=dict(env),
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InterpreterError(f"cannot run {python}: {exc}") from None
+    try:
+        return json.loads(done.stdout)
+    except ValueError:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise InterpreterError(f"{python} could not tell (exit {done.returncode}): {last}") from None
+
+
+class InterpreterError(Exception):
+    """The trainer's interpreter could not be asked (one line)."""
 
 
 def shim_env(allowed: Sequence[str], pythonpath: str) -> dict[str, str]:

@@ -14,6 +14,8 @@ from typing import BinaryIO
 
 import structlog
 
+from supervisor.crash_detail import plain
+
 MAX_LINE_BYTES = 64 * 1024
 
 LineHandler = Callable[[str, str], None]  # (stream, line)
@@ -113,7 +115,9 @@ class OutputSink:
         self._partial.clear()
 
     def _emit(self, stream: str, line: bytes) -> None:
-        text = line.decode("utf-8", errors="replace")
+        # Handlers read lines as a person would: tqdm's cursor moves and colours are out
+        # (the trainer's log keeps the bytes as they came).
+        text = plain(line.decode("utf-8", errors="replace"))
         for handler in self.handlers:
             try:
                 handler(stream, text)

@@ -245,7 +245,9 @@ class Preparation:
             )
         if outcome.refusal is not None:
             return PrepareFailed(attempt, outcome.refusal, retry=outcome.retry)
-        the_plan = outcome.checked or outcome.plan
+        # What a launch resumes from is the plan checked after applying; what settling a
+        # finished run did is the plan it carried out.
+        the_plan = outcome.plan if final and outcome.applied else outcome.checked or outcome.plan
         if below_step is not None:
             await self.rolled_back(below_step)
         if not final:

@@ -307,12 +307,9 @@ class Trainer:
 class OutputTail:
     """The last few non-empty lines a trainer printed (for the exit record)."""
 
-    def __init__(self, lines: int = 20) -> None:
+    def __init__(self, lines: int = 60) -> None:  # room for a traceback and what follows it
         self.lines: deque[str] = deque(maxlen=lines)
 
     def __call__(self, stream: str, line: str) -> None:
         if line.strip():
             self.lines.append(line.rstrip())
-
-    def last(self) -> str | None:
-        return self.lines[-1] if self.lines else None

@@ -17,6 +17,9 @@ from supervisor.process import start_ticks
 
 RECENT_ATTEMPTS = 10
 RECENT_EVENTS = 12
+# Problems that stand until the user acts, shown above everything else: the newest of
+# each kind, from the run's last attempt.
+STANDING_PROBLEMS = ("saves_not_landing", "final_state_unsettled")
 LIVE_TIMEOUT_S = 2.0
 # Report keys the live status replaces, and its names for them.
 FROM_LIVE = {
@@ -122,6 +125,7 @@ def _from_ledger(config: Config, ledger: Ledger, run: RunRow) -> dict[str, Any]:
         "last_plan": _plan(ledger),
         "updated_at": _iso(run.updated_at),
         "attempts": [_attempt(a, now) for a in ledger.attempts(limit=RECENT_ATTEMPTS)],
+        "problems": _problems(ledger),
         "events": [
             {
                 "at": _iso(e.at),
@@ -168,6 +172,16 @@ def _process_started_at(pid: int) -> float | None:
     return time.time() - since_boot + ticks / os.sysconf("SC_CLK_TCK") if ticks is not None else None
 
 
+def _problems(ledger: Ledger) -> list[str]:
+    events = ledger.events(limit=RECENT_EVENTS * 4)
+    last = max((e.attempt for e in events), default=None)
+    newest: dict[str, str] = {}
+    for e in events:  # oldest first: the newest of a kind wins
+        if e.kind in STANDING_PROBLEMS and e.attempt == last:
+            newest[e.kind] = e.message
+    return list(newest.values())
+
+
 def _plan(ledger: Ledger) -> dict[str, Any] | None:
     last = ledger.last_plan()
     if last is None:
@@ -205,6 +219,8 @@ def render(data: dict[str, Any]) -> None:
     for name, value in _summary(data):
         summary.add_row(name, escape(value) if name != "state" else value)
     console.print(summary)
+    for problem in data.get("problems", []):
+        console.print(f"[bold red]PROBLEM[/] {escape(problem)}")
     if data["attempts"]:
         table = Table(title="attempts", title_justify="left")
         for column in ("#", "started", "ran", "cause", "exit", "detail"):

@@ -61,7 +61,7 @@ def test_exit_code_and_output_are_captured(tmp_path: Path) -> None:
         return await run.start().wait(signal.SIGTERM, GRACE_S)
 
     assert run_async(body) == ExitStatus(code=1)
-    assert run.tail.last() == "exiting with 1"
+    assert run.tail.lines[-1] == "exiting with 1"
     assert ("stderr", "exiting with 1") in run.lines
     assert b"behave: exit" in run.log.path.read_bytes()
 

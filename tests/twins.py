@@ -36,11 +36,13 @@ def write_config(
     restart: dict[str, Any] | None = None,
     checkpoints: dict[str, Any] | None = None,
     more: dict[str, dict[str, Any]] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Path:
     """A config running `command` in `cwd` under `adapter`; state in tmp_path/state.
-    `more`: further tables, e.g. {"heartbeat": {"timeout_s": 2}}."""
+    `more`: further tables, e.g. {"heartbeat": {"timeout_s": 2}}; `env`: run.env."""
+    run = {"command": command, "cwd": str(cwd), "state_dir": str(tmp_path / "state")}
     tables: dict[str, dict[str, Any]] = {
-        "run": {"command": command, "cwd": str(cwd), "state_dir": str(tmp_path / "state")},
+        "run": {**run, "env": env} if env else run,
         "adapter": {"name": adapter, "checkpoint_dir": str(checkpoint_dir), **(options or {})},
         "restart": {**FAST_RESTART, **(restart or {})},
         "checkpoints": {**FAST_CHECKPOINTS, **(checkpoints or {})},

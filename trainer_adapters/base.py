@@ -188,6 +188,11 @@ class LaunchHints:
     checkpoint_dir: Callable[[Sequence[str]], str | None] | None = None
     # Adapter options the command says something about (argv -> {key: value}).
     options: Callable[[Sequence[str]], dict[str, Any]] | None = None
+    # For a trainer that puts its checkpoints where its installed package says (not
+    # below cwd): Python source for the trainer's own interpreter, given the argv as JSON
+    # in sys.argv[1], printing {"path": absolute directory} or {"error": why not}.
+    # `init` runs it; it must import nothing of the trainer that is slow to import.
+    checkpoint_dir_probe: str | None = None
 
 
 @dataclass(frozen=True)

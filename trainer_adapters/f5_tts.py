@@ -101,6 +101,64 @@ def checkpoint_dir(argv: Sequence[str]) -> str | None:
     return None
 
 
+# Both entry points write to files("f5_tts").joinpath(f"../../{save_dir}"): below the
+# package root (<venv>/lib/pythonX.Y for a pip install, the repo for an editable one),
+# whatever the cwd; pathlib folds the "//" of an absolute save_dir, so "/srv/x" lands in
+# <root>/srv/x. train.py's save_dir is a Hydra key (an override, else the composed
+# config's, whose default interpolates model and dataset names); finetune_cli's is
+# ckpts/<dataset_name>. Run by the trainer's interpreter; f5_tts itself is never
+# imported (find_spec only locates it), Hydra only where the config must be composed.
+CHECKPOINT_DIR_PROBE = """
+import importlib.util, json, os, sys
+
+def flag(argv, *names):
+    for i, arg in enumerate(argv):
+        for name in names:
+            if arg == name and i + 1 < len(argv):
+                return argv[i + 1]
+            if arg.startswith(name + "="):
+                return arg.split("=", 1)[1]
+    return None
+
+def save_dir(argv, package):
+    if any(a.endswith(("finetune_cli.py", "f5-tts_finetune-cli", "finetune_cli")) for a in argv):
+        return "ckpts/" + (flag(argv, "--dataset_name") or "Emilia_ZH_EN")
+    overrides = [a for a in argv if not a.startswith("-") and "=" in a and a.lstrip("+~")[:1].isalpha()]
+    for override in overrides:
+        if override.lstrip("+").startswith("ckpts.save_dir="):
+            return override.split("=", 1)[1]
+    name = flag(argv, "--config-name", "-cn")
+    if name is None:
+        raise LookupError("no --config-name and no ckpts.save_dir= override in the command")
+    config_dir = flag(argv, "--config-dir", "-cd")
+    dirs = [d for d in (config_dir, os.path.join(package, "configs")) if d]
+    found = [d for d in dirs if os.path.isfile(os.path.join(d, name.removesuffix(".yaml") + ".yaml"))]
+    if not found:
+        raise LookupError("config " + name + " is in none of " + ", ".join(dirs))
+    try:
+        from hydra import compose, initialize_config_dir
+    except ImportError:
+        raise LookupError("hydra is not installed for this interpreter, to read ckpts.save_dir") from None
+    with initialize_config_dir(config_dir=os.path.abspath(found[0]), version_base="1.3"):
+        config = compose(config_name=name.removesuffix(".yaml"), overrides=overrides)
+    return str(config.ckpts.save_dir)
+
+def main():
+    argv = json.loads(sys.argv[1])
+    spec = importlib.util.find_spec("f5_tts")
+    if spec is None or not spec.submodule_search_locations:
+        return {"error": "f5_tts is not installed for " + sys.executable}
+    package = list(spec.submodule_search_locations)[0]
+    root = os.path.realpath(os.path.join(package, "..", ".."))
+    try:
+        where = save_dir(argv, package)
+    except Exception as exc:
+        return {"error": "cannot tell ckpts.save_dir: " + str(exc)}
+    return {"path": os.path.normpath(root + "/" + where), "package_root": root}
+
+print(json.dumps(main()))
+"""
+
 LINES = (
     # tqdm on stderr: `Epoch 1/11:  20%|██  | 2/10 [00:00<00:00, 6.4update/s, loss=0.712, update=6]`;
     # some builds print `step=` (and count batches). NaN shows as `loss=nan`.
@@ -143,6 +201,7 @@ ADAPTER = TrainerAdapter(
         example="accelerate launch src/f5_tts/train/finetune_cli.py --exp_name F5TTS_v1_Base "
         "--dataset_name my_dataset --finetune",
         checkpoint_dir=checkpoint_dir,
+        checkpoint_dir_probe=CHECKPOINT_DIR_PROBE,
     ),
     # Mixed precision is accelerate's choice (`accelerate config` / --mixed_precision), none by default.
     fp16_loss_scaling=False,

@@ -24,8 +24,10 @@ the same way:
 - tqdm on stderr: `Epoch e/E:  P%|...| i/n [..., loss=0.712, update=6]`, `loss=nan` once NaN.
 
 Faults (faults.json in the cwd), "at" = the update, read as it starts: "nan" poisons the weights
-then (its loss and every save from it are NaN); "torn" cuts the first save of that update; the
-others end the process after that update's saves.
+then (its loss and every save from it are NaN); "torn" cuts the first save of that update;
+"torn_exit" (at the last update) cuts its saves and the final one half-way, and the process
+exits 0; the others end the process after that update's saves. `--twin_save_pause_s S`: each
+`model_last.pt` save stalls S after its truncating open and again half-way (a loaded writer).
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class Trainer:
             milestones=[warmup],
         )
         self.torn_pending = False
+        self.exit_torn = False  # the final save is cut half-way, and the process exits 0
 
     def save_checkpoint(self, update: int, last: bool = False) -> None:
         checkpoint = {
@@ -107,7 +110,8 @@ class Trainer:
         os.makedirs(self.checkpoint_path, exist_ok=True)
         torn, self.torn_pending = self.torn_pending, False
         if last:
-            save(checkpoint, Path(f"{self.checkpoint_path}/model_last.pt"), torn=torn)
+            path = Path(f"{self.checkpoint_path}/model_last.pt")
+            save(checkpoint, path, torn=torn, pause_s=self.args.twin_save_pause_s, exit_torn=self.exit_torn)
             say(f"Saved last checkpoint at update {update}")
             return
         keep = self.args.keep_last_n_checkpoints
@@ -179,6 +183,7 @@ class Trainer:
                 if fault == "nan":
                     poison(self.model)
                 self.torn_pending = fault == "torn"
+                self.exit_torn = fault == "torn_exit"
                 loss = train_step(self.model, self.optimizer)
                 self.scheduler.step()
                 self.ema_model.update(self.model)
@@ -208,6 +213,7 @@ def main() -> int:
     parser.add_argument("--pretrain", default=None)
     parser.add_argument("--twin_batches", type=int, default=4)
     parser.add_argument("--twin_update_s", type=float, default=0.05)
+    parser.add_argument("--twin_save_pause_s", type=float, default=0.0)
     args = parser.parse_args()
     checkpoint_path = f"ckpts/{args.dataset_name}"
     if args.finetune and args.pretrain:

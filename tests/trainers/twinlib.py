@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,19 +101,27 @@ def die(kind: str | None) -> None:
         sys.exit(1)
 
 
-def save(obj: Any, path: Path, *, torn: bool = False) -> None:
-    """`torch.save` straight onto the final path; `torn` leaves half of it and dies."""
-    if not torn:
+def save(obj: Any, path: Path, *, torn: bool = False, pause_s: float = 0.0, exit_torn: bool = False) -> None:
+    """`torch.save` straight onto the final path; `torn` leaves half of it and dies
+    (`exit_torn`: half of it, and the process goes on). `pause_s`: a writer on a loaded
+    machine, which stalls after its truncating open and again half-way."""
+    if not (torn or pause_s or exit_torn):
         torch.save(obj, path)
         return
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     data = buffer.getvalue()
     with path.open("wb") as fh:
+        time.sleep(pause_s)
         fh.write(data[: len(data) // 2])
         fh.flush()
         os.fsync(fh.fileno())
-    os.kill(os.getpid(), signal.SIGKILL)
+        if torn:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if exit_torn:
+            return
+        time.sleep(pause_s)
+        fh.write(data[len(data) // 2 :])
 
 
 def load(path: Path, **kwargs: Any) -> Any:

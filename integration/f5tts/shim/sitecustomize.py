@@ -53,7 +53,7 @@ def _sf_load(
     buffer_size: int = 4096,
     backend: str | None = None,
 ) -> tuple[Any, int]:
-    import soundfile
+    import soundfile  # type: ignore[import-not-found,unused-ignore]  # trainer venv only
     import torch
 
     data, rate = soundfile.read(
@@ -75,7 +75,7 @@ def _sf_save(
     backend: str | None = None,
     compression: float | int | None = None,
 ) -> None:
-    import soundfile
+    import soundfile  # type: ignore[import-not-found,unused-ignore]  # trainer venv only
     import torch
 
     data = src.detach().to("cpu", torch.float32).numpy()
@@ -113,7 +113,7 @@ class _NanState:
             return False
         if not self.claimed:
             try:  # O_EXCL: of processes racing here, exactly one wins
-                os.close(os.open(self.once_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # type: ignore[arg-type]
+                os.close(os.open(self.once_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))  # type: ignore[arg-type]
             except FileExistsError:
                 self.armed = False
                 return False
@@ -180,7 +180,9 @@ class _Finder(importlib.abc.MetaPathFinder):
     def __init__(self, patches: dict[str, Callable[[ModuleType], None]]) -> None:
         self._patches = patches
 
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, name: str, path: Any = None, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
         patch = self._patches.pop(name, None)
         if patch is None:
             return None

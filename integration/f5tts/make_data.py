@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import soundfile
+import soundfile  # type: ignore[import-not-found,unused-ignore]  # trainer venv only
 
 SHIM_DIR = Path(__file__).resolve().parent / "shim"
 RATE = 24_000
@@ -50,10 +50,12 @@ def package_root() -> Path:
 def clip(rng: np.random.Generator) -> np.ndarray:
     seconds = rng.uniform(0.5, 1.5)
     t = np.arange(int(seconds * RATE)) / RATE
-    wave = sum(rng.uniform(0.1, 0.3) * np.sin(2 * np.pi * rng.uniform(110, 880) * t) for _ in range(3))
-    wave = wave + 0.02 * rng.standard_normal(t.size)
+    wave = 0.02 * rng.standard_normal(t.size)
+    for _ in range(3):  # a random three-tone chord
+        wave += rng.uniform(0.1, 0.3) * np.sin(2 * np.pi * rng.uniform(110, 880) * t)
     fade = np.minimum(1.0, np.minimum(t, t[-1] - t) / 0.02)  # 20 ms fades, no clicks
-    return (wave * fade).astype(np.float32)
+    out: np.ndarray = (wave * fade).astype(np.float32)
+    return out
 
 
 def main() -> None:
