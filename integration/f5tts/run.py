@@ -258,9 +258,10 @@ def final_state(path: Path) -> str | None:
 
 
 def lost(ledger: Path, ckpt: Path, quarantine: Path, output: str) -> str | None:
-    import sqlite3
+    from supervisor.ledger import Ledger
 
-    rows = sqlite3.connect(ledger).execute("SELECT path FROM verdicts WHERE ok = 1").fetchall()
+    opened = Ledger.open_readonly(ledger.parent)
+    rows = [(row.path,) for row in (opened.verdicts() if opened is not None else []) if row.ok]
     kept = {p.name for p in ckpt.glob("model_*.pt")} | {p.name for p in quarantine.glob("*/model_*.pt")}
     rotated = set(re.findall(r"Removed old checkpoint: (model_\d+\.pt)", output))
     missing = sorted({Path(str(path)).name for (path,) in rows} - kept - rotated - {"model_last.pt"})
