@@ -59,25 +59,18 @@ def trainer_python(command: Sequence[str], cwd: Path, env: Mapping[str, str]) ->
 def versions(python: str, env: Mapping[str, str]) -> dict[str, str | None] | None:
     """{package: version or None} in that interpreter; None when it cannot be asked."""
     try:
-        done = subprocess.run(
-            [python, "-c", _PROBE],
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT_S,
-            env=dict(env),
-            check=False,
-        )
-        found = json.loads(done.stdout)
-    except (OSError, subprocess.TimeoutExpired, ValueError):
+        found = ask(python, _PROBE, [], None, env)
+    except InterpreterError:
         return None
     if not isinstance(found, dict):
         return None
     return {name: found.get(name) for name in PACKAGES}
 
 
-def ask(python: str, code: str, argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> Any:
-    """What `code`, run by the trainer's interpreter in its cwd and environment with the
-    trainer's argv as JSON in sys.argv[1], prints as JSON. Raises InterpreterError."""
+def ask(python: str, code: str, argv: Sequence[str], cwd: Path | None, env: Mapping[str, str]) -> Any:
+    """What `code`, run by the trainer's interpreter in its cwd (None: ours) and
+    environment with the trainer's argv as JSON in sys.argv[1], prints as JSON. Raises
+    InterpreterError."""
     try:
         done = subprocess.run(
             [python, "-c", code, json.dumps(list(argv))],
