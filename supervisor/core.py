@@ -154,12 +154,11 @@ class Policy:
     # None: by the first step (far below the resumed one).
     reset_epoch_offset: int | None = None
     unit: str = "step"  # what checkpoint steps and positions count ("epoch" for some trainers)
-    # A save the trainer announces must land in the checkpoint directory within this;
-    # None: no directory is watched.
-    save_landing_grace_s: float | None = None
-    # The run's checkpoints are watched: its final state is settled before the exit.
-    settles_checkpoints: bool = False
-    checkpoint_dir: str = ""  # as the config names it, for what the warning says
+    # The checkpoint directory as the config names it; "" where none is watched. Where
+    # one is, a save the trainer announces must land there within save_landing_grace_s,
+    # and a finished run's final state is settled before the exit.
+    checkpoint_dir: str = ""
+    save_landing_grace_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -625,7 +624,7 @@ def _trainer_said(state: State, event: TrainerSaid, now: float, policy: Policy) 
 def _save_said(state: State, line: str, now: float, policy: Policy) -> Decision:
     """The first save announced since a checkpoint last landed starts the grace period."""
     watch, grace = state.watch, policy.save_landing_grace_s
-    if grace is None or watch.save_warned or watch.save_said_at is not None:
+    if not policy.checkpoint_dir or watch.save_warned or watch.save_said_at is not None:
         return state, []
     state = replace(state, watch=replace(watch, save_said_at=now, save_said_line=line))
     return state, [StartTimer(Timer.SAVE_LANDED, state.attempt, grace)]
@@ -650,7 +649,7 @@ def _save_landed(watch: Watch) -> Watch:
 
 def _check_save_landed(state: State, now: float, policy: Policy) -> Decision:
     watch, grace = state.watch, policy.save_landing_grace_s
-    if grace is None or watch.save_said_at is None or watch.save_warned:
+    if watch.save_said_at is None or watch.save_warned:
         return state, []
     if now < watch.save_said_at + grace - 1e-6:
         return state, []  # a newer announcement's timer is pending
@@ -843,7 +842,7 @@ def _exited(state: State, event: Exited, now: float, policy: Policy) -> Decision
             RecordAttemptEnd(state.attempt, Cause.COMPLETED, status, stable, event.detail)
         ]
         done = Note("completed", f"training finished: attempt {state.attempt} {how} ({status.describe()})")
-        if policy.settles_checkpoints:
+        if policy.checkpoint_dir:
             # RUNNING | ENDING -> FINISHING
             return replace(state, phase=Phase.FINISHING), [*actions, done, Prepare(state.attempt, final=True)]
         # RUNNING | ENDING -> COMPLETED

@@ -119,11 +119,8 @@ def policy_for(config: Config) -> Policy:
         unit=adapter.position_unit,
         oom_cuda_remedies=_ladder(config.oom.cuda_remedies, "oom-cuda"),
         oom_host_remedies=_ladder(config.oom.host_remedies, "oom-host"),
-        save_landing_grace_s=config.checkpoints.save_landing_grace_s
-        if config.adapter.checkpoint_dir
-        else None,
         checkpoint_dir=str(config.adapter.checkpoint_dir or ""),
-        settles_checkpoints=config.adapter.checkpoint_dir is not None,
+        save_landing_grace_s=config.checkpoints.save_landing_grace_s,
     )
 
 
