@@ -80,7 +80,8 @@ class CheckpointGuard:
         )
         self._verifying: asyncio.Task[None] | None = None
         self._retries: dict[tuple[str, int, int, int, int], int] = {}  # by housekeeping rescans
-        self._unsettled: dict[tuple[str, int, int, int, int], int] = {}  # rereads, by version
+        # Rereads of the version of each path last caught mid-write: (its key, rereads).
+        self._unsettled: dict[str, tuple[tuple[str, int, int, int, int], int]] = {}
 
     def _watched(self, path: Path) -> bool:
         if not self.layout.recursive and os.path.abspath(path.parent) != os.path.abspath(self.directory):
@@ -175,11 +176,13 @@ class CheckpointGuard:
         """A file caught mid-write is read again after the next quiet period (a rewrite
         that goes on lands again by itself; this covers one that ended unseen), a few
         times per version: what is still unsettled at the next launch is judged then."""
-        tries = self._unsettled.get(on_disk.key, 0) + 1
-        self._unsettled[on_disk.key] = tries
+        path = str(on_disk.ckpt.path)
+        key, tries = self._unsettled.get(path, (on_disk.key, 0))
+        tries = tries + 1 if key == on_disk.key else 1  # a newer version counts afresh
+        self._unsettled[path] = (on_disk.key, tries)
         log.info(
             "checkpoint caught while being written: read again once it is quiet",
-            path=str(on_disk.ckpt.path),
+            path=path,
             why=unsettled.reason,
             attempt=self._attempt(),
         )
