@@ -502,3 +502,28 @@ def test_a_counter_may_live_under_either_of_two_keys(tmp_path: Path, validate: V
         assert verdict.step == step
     neither = ck.write_torch(tmp_path / "model_20.pt", {"w": torch.ones(2)})
     assert rejected(validate(neither, step_key="update|step"), "missing key: update|step")
+
+
+def test_a_file_rewritten_while_it_is_read_has_no_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trainer rewrites the file in place (truncating open, new bytes) after the worker
+    opened it: whatever the read found, it is `changed`, neither ok nor rejected."""
+    from supervisor import validator_worker
+
+    path = tmp_path / "model_last.pt"
+    torch.save({"update": 5, "w": torch.ones(64)}, path)
+    judge = validator_worker._judge
+
+    def rewritten_meanwhile(job: Any, memory: Any) -> None:
+        torch.save({"update": 10, "w": torch.ones(4096)}, path)  # the same inode, rewritten
+        judge(job, memory)
+
+    monkeypatch.setattr(validator_worker, "_judge", rewritten_meanwhile)
+    verdict = validator_worker.validate(ValidationRequest(path=str(path)))
+    assert verdict.changed
+    assert not verdict.ok
+    assert not verdict.validator_error
+    assert "changed while it was read" in (verdict.reason or "")
+    monkeypatch.setattr(validator_worker, "_judge", judge)
+    assert validator_worker.validate(ValidationRequest(path=str(path))).ok  # once quiet: judged
