@@ -56,10 +56,11 @@ def trainer_python(command: Sequence[str], cwd: Path, env: Mapping[str, str]) ->
     return words[0] if words and PYTHON_NAME.fullmatch(Path(words[0]).name) else None
 
 
-def versions(python: str, env: Mapping[str, str]) -> dict[str, str | None] | None:
-    """{package: version or None} in that interpreter; None when it cannot be asked."""
+def versions(python: str, cwd: Path, env: Mapping[str, str]) -> dict[str, str | None] | None:
+    """{package: version or None} in that interpreter, run as the trainer runs (its cwd:
+    a relative PYTHONPATH means what it means there); None when it cannot be asked."""
     try:
-        found = ask(python, _PROBE, [], None, env)
+        found = ask(python, _PROBE, [], cwd, env)
     except InterpreterError:
         return None
     if not isinstance(found, dict):
@@ -67,10 +68,9 @@ def versions(python: str, env: Mapping[str, str]) -> dict[str, str | None] | Non
     return {name: found.get(name) for name in PACKAGES}
 
 
-def ask(python: str, code: str, argv: Sequence[str], cwd: Path | None, env: Mapping[str, str]) -> Any:
-    """What `code`, run by the trainer's interpreter in its cwd (None: ours) and
-    environment with the trainer's argv as JSON in sys.argv[1], prints as JSON. Raises
-    InterpreterError."""
+def ask(python: str, code: str, argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> Any:
+    """What `code`, run by the trainer's interpreter in its cwd and environment with the
+    trainer's argv as JSON in sys.argv[1], prints as JSON. Raises InterpreterError."""
     try:
         done = subprocess.run(
             [python, "-c", code, json.dumps(list(argv))],

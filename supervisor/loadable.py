@@ -43,7 +43,7 @@ class LoadCheck:
         if self._versions is None:
             env = {**os.environ, **self.config.run.env}
             python = trainer_python(self.config.run.command, self.config.cwd, env)
-            self._versions = (versions(python, env) if python else None) or {}
+            self._versions = (versions(python, self.config.cwd, env) if python else None) or {}
         return self._versions
 
     def _shim_missing(self, needs: Sequence[str]) -> str | None:
