@@ -2,7 +2,7 @@
 
 Run with the trainer venv's python (it needs numpy and soundfile, and runs F5's own prep):
 
-    /tmp/f5venv/bin/python integration/f5tts/make_data.py [--name integration_tiny] [--clips 32]
+    .venv-f5/bin/python integration/f5tts/make_data.py [--name integration_tiny] [--clips 32]
 
 It writes <clips> short 24 kHz mono wavs (tone chords plus a little noise, 0.5-1.5 s) and a
 metadata.csv (header `audio_file|text`, absolute paths), then runs

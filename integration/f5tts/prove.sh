@@ -3,13 +3,13 @@
 # finishes; SIGKILL + restart resumes from model_last.pt; a torn model_last.pt crashes it;
 # the NaN switch makes the loss and the saved weights non-finite, in one process only.
 #
-#   integration/f5tts/prove.sh [VENV]        VENV defaults to /tmp/f5venv; ~3 min on 2 cores
+#   integration/f5tts/prove.sh [VENV]        VENV defaults to .venv-f5 (make integration builds it); ~3 min on 2 cores
 #
 # Deletes and rebuilds <VENV>/lib/python3.X/{data/integration_tiny_char,ckpts/integration_tiny}.
 # Logs go to $LOGS (default: a fresh temp dir), printed at the end.
 set -euo pipefail
 
-VENV=${1:-/tmp/f5venv}
+VENV=$(cd "${1:-$(dirname "$0")/../../.venv-f5}" && pwd)
 PY=$VENV/bin/python
 HERE=$(cd "$(dirname "$0")" && pwd)
 LOGS=${LOGS:-$(mktemp -d -t f5prove.XXXXXX)}

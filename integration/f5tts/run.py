@@ -2,7 +2,7 @@
 `train-supervisor run`, with faults injected from outside, judged from the trainer's own
 output and files; then the same faults on a plain restart loop, the control, which must fail.
 
-Faults, in order, in both rounds (the same seeded plan):
+Faults, in order, in the supervised round and the first control (the same seeded plan):
   1. SIGKILL while model_last.pt is being rewritten (the file is watched as it grows);
   2. model_last.pt truncated to half while the trainer is down (before the relaunch);
   3. SIGKILL at a random moment;
@@ -10,7 +10,8 @@ Faults, in order, in both rounds (the same seeded plan):
 Judged: the trainer reaches its final update; no launch after a verified checkpoint
 existed starts from update 0; the final model_last.pt loads and is finite; nothing
 verified is lost (every verified model_<N>.pt is in the directory or in quarantine,
-unless the trainer's own rotation removed it).
+unless the trainer's own rotation removed it). A second control has the NaN alone: with
+no torn file to crash-loop on, it finishes, with NaN weights.
 
     .venv/bin/python integration/f5tts/run.py --venv .venv-f5 [--seed N]
 """
@@ -100,7 +101,7 @@ def wait_for(predicate, timeout_s: float, every_s: float = 0.05) -> bool:  # typ
     return False
 
 
-def inject(top: subprocess.Popen[bytes], ckpt: Path, rng: random.Random, *, tear: bool = True) -> list[str]:
+def inject(top: subprocess.Popen[bytes], ckpt: Path, rng: random.Random) -> list[str]:
     """Faults 1-3 (fault 4 is the shim's); what was done, for the report."""
     done: list[str] = []
     last = ckpt / "model_last.pt"
@@ -127,10 +128,9 @@ def inject(top: subprocess.Popen[bytes], ckpt: Path, rng: random.Random, *, tear
         wait_for(
             lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10
         )
-    if tear:
-        with last.open("r+b") as fh:
-            fh.truncate(last.stat().st_size // 2)
-        done.append("model_last.pt truncated to half before the relaunch")
+    with last.open("r+b") as fh:
+        fh.truncate(last.stat().st_size // 2)
+    done.append("model_last.pt truncated to half before the relaunch")
     torn_at = last.stat().st_mtime_ns if last.exists() else 0
     # A random moment of the relaunched trainer's training: after its first save.
     if wait_for(lambda: last.exists() and last.stat().st_mtime_ns != torn_at, 120):
@@ -187,8 +187,9 @@ def supervised(python: str, work: Path, rng: random.Random) -> tuple[Round, list
     return Round("train-supervisor run", work / "state" / "logs" / "trainer.log"), faults
 
 
-def control(python: str, work: Path, rng: random.Random, *, tear: bool = True) -> tuple[Round, list[str]]:
-    """The plain restart loop: relaunch on any failure, after the same delay."""
+def control(python: str, work: Path, rng: random.Random, *, kills: bool = True) -> tuple[Round, list[str]]:
+    """The plain restart loop: relaunch on any failure, after the same delay. Without
+    `kills`, only the NaN (fault 4): nothing tears a file, so the NaN is what shows."""
     log = work / "control.log"
     loop = (
         "import subprocess, sys, time\n"
@@ -202,14 +203,15 @@ def control(python: str, work: Path, rng: random.Random, *, tear: bool = True) -
     top = subprocess.Popen(
         [sys.executable, "-c", loop], cwd=work, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
     )
-    faults = inject(top, package_root(python) / SAVE_DIR, rng, tear=tear)
+    faults = (
+        inject(top, package_root(python) / SAVE_DIR, rng) if kills else [f"NaN loss from update {NAN_AT}"]
+    )
     finish(top)
-    return Round("plain restart loop (control)" + ("" if tear else ", no torn file"), log), faults
+    return Round("plain restart loop (control)" + ("" if kills else ", NaN only"), log), faults
 
 
-def control_without_tear(python: str, work: Path, rng: random.Random) -> tuple[Round, list[str]]:
-    """The control without fault 2: it does not crash-loop, so the NaN shows."""
-    return control(python, work, rng, tear=False)
+def control_nan_only(python: str, work: Path, rng: random.Random) -> tuple[Round, list[str]]:
+    return control(python, work, rng, kills=False)
 
 
 def finish(top: subprocess.Popen[bytes]) -> None:
@@ -279,7 +281,7 @@ def main() -> int:
     subprocess.run([python, str(HERE / "make_data.py")], check=True, cwd=tempfile.gettempdir())
     ckpt = package_root(python) / SAVE_DIR
     rounds: list[tuple[Round, list[str]]] = []
-    for run_round in (supervised, control, control_without_tear):
+    for run_round in (supervised, control, control_nan_only):
         shutil.rmtree(ckpt, ignore_errors=True)  # the tier's own directory, made by the tier
         work = Path(tempfile.mkdtemp(prefix=f"f5-{run_round.__name__}-"))
         r, faults = run_round(python, work, random.Random(args.seed))
