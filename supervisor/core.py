@@ -8,6 +8,7 @@ Phases and their transitions (every move is marked where it happens below):
     IDLE       --Boot--> PREPARING                   (counters come from the ledger)
     IDLE       --Boot(unfinished)--> RECLAIMING      (a trainer of a dead supervisor may live)
     IDLE       --Boot(completed)--> COMPLETED        (the run finished before: nothing to do)
+    IDLE       --Boot(finishing)--> FINISHING        (it finished, and its settling was cut short)
     IDLE       --StopRequested--> STOPPED
     RECLAIMING --Reclaimed--> PREPARING | GAVE_UP
     RECLAIMING --StopRequested--> STOPPING
@@ -200,6 +201,8 @@ class Boot:
     # The ledger says the run completed (and `run --again` was not given): relaunching a
     # finished trainer would train more, or do nothing and look like a crash.
     completed: bool = False
+    # The trainer had finished and the previous supervisor died settling the final state.
+    finishing: bool = False
 
 
 @dataclass(frozen=True)
@@ -437,6 +440,10 @@ def _boot(state: State, event: Boot, policy: Policy) -> Decision:
         return _final(
             replace(state, last_cause=Cause.COMPLETED), Phase.COMPLETED, [], Note("completed", message)
         )
+    if event.finishing:
+        # IDLE -> FINISHING: settle what the previous supervisor began to, then complete
+        note = Note("finishing", f"attempt {state.attempt} had finished; settling its final checkpoint state")
+        return replace(state, phase=Phase.FINISHING), [note, Prepare(state.attempt, final=True)]
     if not event.unfinished:
         return _next_attempt(state, [])
     # The previous supervisor died with a trainer running: that attempt's end was never

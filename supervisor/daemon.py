@@ -608,8 +608,10 @@ class Daemon:
                 )
         self._unfinished = self.ledger.unfinished_attempt()
         if self._unfinished is None:
-            finished = saved is not None and saved.phase is core.Phase.COMPLETED and not self.again
-            return state, Boot(completed=finished)
+            ended = saved.phase if saved is not None and not self.again else None
+            return state, Boot(
+                completed=ended is core.Phase.COMPLETED, finishing=ended is core.Phase.FINISHING
+            )
         self._last_marker = self._unfinished.marker  # its processes must leave the GPU too
         if self._unfinished.n != state.attempt:  # the ledger died between two writes
             state = replace(state, attempt=self._unfinished.n)

@@ -125,3 +125,16 @@ def test_without_a_checkpoint_directory_completion_is_at_once() -> None:
     actions = replay.send(Exited(1, ExitStatus(code=0)))
     assert replay.state.phase is Phase.COMPLETED
     assert actions[-1] == Finish(EXIT_OK)
+
+
+def test_a_start_after_a_cut_short_settling_settles_and_never_relaunches() -> None:
+    from supervisor.core import Boot, Launch, State
+
+    replay = Replay(policy=WATCHED, state=State(attempt=3))
+    actions = replay.send(Boot(finishing=True))
+    assert replay.state.phase is Phase.FINISHING
+    assert Prepare(3, final=True) in actions
+    done = replay.send(Prepared(3, "resume from step 40 (model_last.pt)", 40))
+    assert replay.state.phase is Phase.COMPLETED
+    assert not of_type(replay.actions, Launch)
+    assert done[-1] == Finish(EXIT_OK)
