@@ -271,7 +271,7 @@ class Preparation:
         if apply:
             await self._keep_copies()
         the_plan = await self._plan(below_step, writing)
-        refusal = self._refusal(the_plan, below_step)
+        refusal = self._refusal(the_plan, below_step, final)
         if refusal is not None or not apply:
             if apply:
                 self.book.record_plan(the_plan, attempt, refusal)
@@ -291,7 +291,7 @@ class Preparation:
                 if refusal is not None:
                     self.book.record_plan(checked, attempt, refusal)
                 return Outcome(applied, refusal, applied=True, checked=checked)
-            refusal = self._refusal(checked, below_step)  # every round's plan is checked first
+            refusal = self._refusal(checked, below_step, final)  # every round's plan is checked first
             if refusal is not None:
                 self.book.record_plan(checked, attempt, refusal)
                 return Outcome(applied, refusal, applied=True, checked=checked)
@@ -353,9 +353,13 @@ class Preparation:
         else:
             log.info("read again after the restart: as verified", path=str(f.ckpt.path))
 
-    def _refusal(self, the_plan: Plan, below_step: int | None) -> str | None:
+    def _refusal(self, the_plan: Plan, below_step: int | None, final: bool) -> str | None:
+        """Why the plan cannot be carried out; before a launch, also why the trainer would
+        not land on its target (a finished run launches nothing: only the plan counts)."""
         if not the_plan.ok:
             return the_plan.problem or "no plan"
+        if final:
+            return None
         complete = self.ledger.newest_complete_state(self.layout.roles) if self.ledger is not None else None
         return fresh_start_refusal(the_plan, complete, below_step) or self._unloadable(the_plan)
 

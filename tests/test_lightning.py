@@ -138,3 +138,19 @@ def test_before_2_6_the_unmodified_trainer_resumes_without_the_shim(tmp_path: Pa
     resumed = [line for line in lines if "Restored all states from the checkpoint at" in line]
     assert len(resumed) == 1
     assert "epoch=1-step=8.ckpt" in resumed[0]
+
+
+@from_2_6
+def test_a_finished_run_is_not_a_problem_for_a_resume_it_will_never_make(tmp_path: Path) -> None:
+    """Settling a finished run launches nothing: that the trainer could not load its last
+    state weights-only (no shim) is a problem for a relaunch only."""
+    config = supervise(tmp_path, safe_globals=False)
+    text = config.read_text().replace(f'"{OUT}", "3", "2"]', f'"{OUT}", "3"]')
+    assert text != config.read_text()
+    config.write_text(text)
+    result = run_cli("run", "-c", str(config))
+    assert result.returncode == 0, result.stdout[-3000:]
+    data = status(config)
+    assert [a["cause"] for a in data["attempts"]] == ["completed"]
+    assert data["problems"] == []
+    assert "final_state" in [e["kind"] for e in data["events"]]
