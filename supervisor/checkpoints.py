@@ -263,7 +263,7 @@ class CheckpointBook:
         log.error("could not verify a checkpoint", path=str(f.ckpt.path), error=self.errors[f.key])
         return None
 
-    async def verify_landed(self, f: OnDisk, attempt: int) -> VerdictRow | Unsettled | None:
+    async def verify_landed(self, f: OnDisk, attempt: int | None) -> VerdictRow | Unsettled | None:
         """`verify` for a file that just landed while the trainer runs: a version caught
         mid-write (empty, changed while it was read, or found bad while a process still
         holds it open for writing) has no verdict yet, and nothing is recorded about it."""
@@ -278,7 +278,7 @@ class CheckpointBook:
         if row is not None and not (self.accept_model_change and _shape_rejection(row)):
             return row
         about = {"attempt": attempt} if attempt is not None else {}
-        await self._newer_first(f)
+        await self._newer_first(f, live)
         found = await self._validate(f, "could not verify a checkpoint")
         if not isinstance(found, VerdictRow):
             return found
@@ -294,7 +294,7 @@ class CheckpointBook:
             log.warning("checkpoint rejected", path=row.path, reason=row.reason, **about)
         return row
 
-    async def _newer_first(self, f: OnDisk) -> None:
+    async def _newer_first(self, f: OnDisk, live: bool) -> None:
         """Where the run has no model shapes yet for the role of `f`, the newest-written
         file of that role sets them, in whatever order files come to be judged (the
         watcher's, a plan's): files written after `f` and not judged yet go first."""
@@ -310,7 +310,10 @@ class CheckpointBook:
         for g in sorted(newer, key=lambda g: g.mtime_ns, reverse=True):
             if self._shape_reference(role) is not None:
                 return
-            await self.verify(g)
+            if live:  # judged as it lands would be: one caught mid-write is left for later
+                await self.verify_landed(g, None)
+            else:
+                await self.verify(g)
 
     async def _validate(self, f: OnDisk, failed: str) -> VerdictRow | Unsettled | None:
         """The validator's verdict as a row; Unsettled when the file changed while it was

@@ -185,3 +185,53 @@ def test_the_daemon_and_plan_take_the_same_newest_file_as_the_models_shapes(tmp_
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr
         left[way] = sorted(p.name for p in ckpt_dir.iterdir())
     assert left["plan"] == left["run"] == ["model_3000.pt"]
+
+
+def test_a_newer_file_still_being_written_is_not_judged_ahead_of_one_that_landed(tmp_path: Path) -> None:
+    """With no model shapes known yet, the newest file is judged first. During a run a
+    newer file that a process still writes (half a zip so far) has no verdict: nothing
+    about it is recorded, and the older file that landed is verified."""
+    import subprocess
+
+    from supervisor.checkpoints import Unsettled
+
+    ckpt_dir = tmp_path / "ckpt"
+    ckpt_dir.mkdir()
+    landed = ck.write_torch(ckpt_dir / "ckpt_20.pt", step=20)
+    os.utime(landed, (1_000, 1_000))
+    whole = ck.write_torch(tmp_path / "whole.pt", step=30).read_bytes()
+    writing = ckpt_dir / "ckpt_30.pt"
+    writing.write_bytes(whole[: len(whole) // 2])
+    ready = tmp_path / "ready"
+    code = (
+        "import pathlib, sys, time\n"
+        "fh = open(sys.argv[1], 'ab')\n"
+        "pathlib.Path(sys.argv[2]).write_text('ready')\n"
+        "time.sleep(600)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code, str(writing), str(ready)])
+
+    async def body() -> tuple[object, object, object]:
+        ledger = Ledger.open(tmp_path / "state")
+        client = ValidatorClient(idle_timeout_s=None)
+        book = _book(tmp_path, LAYOUT, ckpt_dir, ledger, client)
+        try:
+            first = await book.verify_landed(_on_disk(landed), 1)
+            newer = book.known(_on_disk(writing))
+            caught = await book.verify_landed(_on_disk(writing), 1)
+        finally:
+            await client.close()
+            ledger.close()
+        return first, newer, caught
+
+    try:
+        while not ready.exists():
+            asyncio.run(asyncio.sleep(0.05))
+        first, newer, caught = asyncio.run(body())
+    finally:
+        writer.kill()
+        writer.wait()
+    assert getattr(first, "ok", None) is True
+    assert newer is None, "nothing recorded about the file being written"
+    assert isinstance(caught, Unsettled)
+    assert "open for writing" in caught.reason
