@@ -21,6 +21,11 @@ TRACEBACK = "Traceback (most recent call last):"
 LAUNCHER_ERRORS = re.compile(
     r"^(?:subprocess\.CalledProcessError|torch\.distributed\.elastic\.\S*ChildFailedError)\b"
 )
+# A launcher's per-process prefix (torchrun: `[rank0]: ...`), in front of any line.
+RANK_PREFIX = re.compile(r"^\[[a-z]*\d+\]:\s?")
+# An exception line without its traceback's header (which scrolled out of the tail).
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception)\b(?::|$)")
+HEADLESS_WITHIN = 10  # lines from the end an exception line without its header is taken from
 DETAIL_MAX_CHARS = 300
 
 
@@ -31,7 +36,7 @@ def plain(line: str) -> str:
 
 def crash_detail(lines: Sequence[str]) -> str:
     """`error: <exception line>` or `last output: <line>`; "" when nothing was printed."""
-    shown = [text for line in lines if (text := plain(line)).strip()]
+    shown = [text for line in lines if (text := RANK_PREFIX.sub("", plain(line))).strip()]
     if not shown:
         return ""
     error = _last_exception(shown)
@@ -45,6 +50,9 @@ def _last_exception(lines: Sequence[str]) -> str | None:
     header that is not indented (frames and source lines are)."""
     # Anywhere in the line: a progress bar drawn without a newline runs into it.
     starts = [i for i, line in enumerate(lines) if TRACEBACK in line]
+    if not starts:  # only just before the end: an older one may have been survived
+        found = [line.strip() for line in lines[-HEADLESS_WITHIN:] if EXCEPTION_LINE.match(line)]
+        return found[-1] if found else None
     found = [error for start in starts if (error := _exception_after(lines, start)) is not None]
     causes = [error for error in found if not LAUNCHER_ERRORS.match(error)]
     chosen = causes or found

@@ -307,7 +307,7 @@ class Trainer:
 class OutputTail:
     """The last few non-empty lines a trainer printed (for the exit record)."""
 
-    def __init__(self, lines: int = 60) -> None:  # room for a traceback and what follows it
+    def __init__(self, lines: int = 200) -> None:  # room for a long traceback and what follows it
         self.lines: deque[str] = deque(maxlen=lines)
 
     def __call__(self, stream: str, line: str) -> None:

@@ -64,3 +64,17 @@ def test_without_a_traceback_the_last_line_that_starts_a_message() -> None:
 def test_plain_takes_out_escape_sequences_and_control_characters() -> None:
     assert plain("update=30]\x1b[A") == "update=30]"
     assert plain("\x1b[31mred\x1b[0m \x1b]0;title\x07done\x07") == "red done"
+
+
+def test_rank_prefixes_and_a_traceback_longer_than_the_tail() -> None:
+    ranked = [f"[rank0]: {line}" for line in lines_of(LAUNCHER_LIKE) if "CalledProcessError" not in line]
+    assert crash_detail(ranked) == "error: ValueError: size mismatch for transformer.proj: copying a param"
+    # The header went out of the tail: the last exception line still names the cause.
+    cut = lines_of(HYDRA_LIKE)
+    header = next(i for i, line in enumerate(cut) if "Traceback" in line)
+    assert crash_detail(cut[header + 1 :]).startswith("error: RuntimeError: PytorchStreamReader failed")
+
+
+def test_an_error_line_long_survived_is_not_the_cause() -> None:
+    survived = ["ValueError: skipping a bad sample", *[f"step {n}" for n in range(30)]]
+    assert crash_detail(survived) == "last output: step 29"
