@@ -120,7 +120,7 @@ def flag(argv, *names):
                 return arg.split("=", 1)[1]
     return None
 
-def save_dir(argv, package):
+def save_dir(argv, package, root):
     if any(a.endswith(("finetune_cli.py", "f5-tts_finetune-cli", "finetune_cli")) for a in argv):
         return "ckpts/" + (flag(argv, "--dataset_name") or "Emilia_ZH_EN")
     overrides = [a for a in argv if not a.startswith("-") and "=" in a and a.lstrip("+~")[:1].isalpha()]
@@ -130,8 +130,11 @@ def save_dir(argv, package):
     name = flag(argv, "--config-name", "-cn")
     if name is None:
         raise LookupError("no --config-name and no ckpts.save_dir= override in the command")
+    # train.py chdirs to the root at import, before Hydra reads -cd; Hydra searches the
+    # decorator's config_path (the package's configs) before a --config-dir.
     config_dir = flag(argv, "--config-dir", "-cd")
-    dirs = [d for d in (config_dir, os.path.join(package, "configs")) if d]
+    extra = os.path.join(root, config_dir) if config_dir else None
+    dirs = [d for d in (os.path.join(package, "configs"), extra) if d]
     found = [d for d in dirs if os.path.isfile(os.path.join(d, name.removesuffix(".yaml") + ".yaml"))]
     if not found:
         raise LookupError("config " + name + " is in none of " + ", ".join(dirs))
@@ -151,7 +154,7 @@ def main():
     package = list(spec.submodule_search_locations)[0]
     root = os.path.realpath(os.path.join(package, "..", ".."))
     try:
-        where = save_dir(argv, package)
+        where = save_dir(argv, package, root)
     except Exception as exc:
         return {"error": "cannot tell ckpts.save_dir: " + str(exc)}
     return {"path": os.path.normpath(root + "/" + where), "package_root": root}
