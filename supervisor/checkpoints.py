@@ -24,7 +24,7 @@ from supervisor.ledger import Ledger, VerdictRow
 from supervisor.pinned import DirectoryChanged, PinnedDir, open_below
 from supervisor.planner import Candidate, Plan, Snapshot, Status, plan, retention, with_content_step
 from supervisor.shapes import shape_change
-from supervisor.validation import ValidationRequest, ValidatorClient, Verdict
+from supervisor.validation import EMPTY, ValidationRequest, ValidatorClient, Verdict
 from supervisor.writers import writers_of
 from trainer_adapters.base import Layout, NamedCheckpoint
 
@@ -267,8 +267,6 @@ class CheckpointBook:
         """`verify` for a file that just landed while the trainer runs: a version caught
         mid-write (empty, changed while it was read, or found bad while a process still
         holds it open for writing) has no verdict yet, and nothing is recorded about it."""
-        if f.size == 0:
-            return Unsettled("empty: its write has not begun")
         return await self._verify(f, attempt, live=True)
 
     async def _verify(
@@ -283,6 +281,8 @@ class CheckpointBook:
         if not isinstance(found, VerdictRow):
             return found
         row = found
+        if live and not row.ok and row.reason == EMPTY:
+            return Unsettled("empty: its write has not begun")
         if live and not row.ok and (writing := writers_of([f.ckpt.path]).get(f.ckpt.path)):
             return Unsettled(f"{row.reason}, while {writing[0].describe()} has it open for writing")
         self._remember(row)

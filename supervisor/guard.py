@@ -211,4 +211,12 @@ class CheckpointGuard:
             await asyncio.wait_for(self._to_verify.join(), wait_s)
         except TimeoutError:
             log.warning("checkpoints still being verified after verify_wait_s: planning without them")
+        # A verification just finished may have asked for a file caught mid-write to be
+        # read again: that is not a file still being written. Let those rounds end too
+        # (bounded: UNSETTLED_REREADS per version).
+        for _ in range(UNSETTLED_REREADS):
+            if self.watcher.quiet() or not await self.watcher.wait_quiet(wait_s):
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._to_verify.join(), wait_s)
         return self.watcher.pending()

@@ -293,6 +293,10 @@ class CheckpointWatcher:
         self._reported.pop(path, None)
         self._hint(str(path), False)
 
+    def quiet(self) -> bool:
+        """No file pending and no event waiting to be taken in."""
+        return self._is_quiet()
+
     def pending(self) -> set[Path]:
         """Files seen changing that have not landed yet (events the loop has not taken in
         yet are not here; wait_quiet() waits for those too)."""

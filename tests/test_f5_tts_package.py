@@ -205,3 +205,19 @@ def test_the_crash_detail_names_the_error_not_hydras_hint(tmp_path: Path) -> Non
     first = status(config)["attempts"][0]
     assert first["cause"] == "crash"
     assert first["detail"] == "error: RuntimeError: (twin) simulated crash, e.g. a flaky data loader"
+
+
+def test_an_empty_model_last_left_by_a_kill_is_judged_before_the_relaunch(tmp_path: Path) -> None:
+    site = install_package(tmp_path)
+    # Killed right after the truncating open at update 6: model_last.pt is left empty. While
+    # the trainer ran it had no verdict; with the trainer gone it is judged, moved aside, and
+    # the verified copy of update 4 is put back, with no "still being written" on the way.
+    write_faults(package_root(site), [{"at": 6, "kind": "torn_empty"}])
+    config = supervised(tmp_path, site, ["ckpts.last_per_updates=2", "twin.update_s=0.3"])
+    result = run_cli("run", "-c", str(config))
+    assert result.returncode == 0, result.stdout[-3000:]
+    data = status(config)
+    assert [a["cause"] for a in data["attempts"]] == ["crash", "completed"]
+    assert events(config, "prepare_failed") == []
+    (moved,) = (tmp_path / "state" / "quarantine").glob("*/model_last.pt")
+    assert moved.stat().st_size == 0

@@ -26,7 +26,7 @@ the same way:
 Faults (faults.json in the cwd), "at" = the update, read as it starts: "nan" poisons the weights
 then (its loss and every save from it are NaN); "torn" cuts the first save of that update;
 "torn_exit" (at the last update) cuts its saves and the final one half-way, and the process
-exits 0; the others end the process after that update's saves. `--twin_save_pause_s S`: each
+exits 0; "torn_empty" kills the process right after the truncating open of model_last.pt; the others end the process after that update's saves. `--twin_save_pause_s S`: each
 `model_last.pt` save stalls S after its truncating open and again half-way (a loaded writer).
 """
 
@@ -98,6 +98,7 @@ class Trainer:
         )
         self.torn_pending = False
         self.exit_torn = False  # the final save is cut half-way, and the process exits 0
+        self.empty_pending = False  # the next model_last.pt save dies right after its open
 
     def save_checkpoint(self, update: int, last: bool = False) -> None:
         checkpoint = {
@@ -111,7 +112,8 @@ class Trainer:
         torn, self.torn_pending = self.torn_pending, False
         if last:
             path = Path(f"{self.checkpoint_path}/model_last.pt")
-            save(checkpoint, path, torn=torn, pause_s=self.args.twin_save_pause_s, exit_torn=self.exit_torn)
+            pause, empty = self.args.twin_save_pause_s, self.empty_pending
+            save(checkpoint, path, torn=torn, pause_s=pause, exit_torn=self.exit_torn, empty=empty)
             say(f"Saved last checkpoint at update {update}")
             return
         keep = self.args.keep_last_n_checkpoints
@@ -184,6 +186,7 @@ class Trainer:
                     poison(self.model)
                 self.torn_pending = fault == "torn"
                 self.exit_torn = fault == "torn_exit"
+                self.empty_pending = fault == "torn_empty"
                 loss = train_step(self.model, self.optimizer)
                 self.scheduler.step()
                 self.ema_model.update(self.model)

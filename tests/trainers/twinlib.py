@@ -101,10 +101,22 @@ def die(kind: str | None) -> None:
         sys.exit(1)
 
 
-def save(obj: Any, path: Path, *, torn: bool = False, pause_s: float = 0.0, exit_torn: bool = False) -> None:
+def save(
+    obj: Any,
+    path: Path,
+    *,
+    torn: bool = False,
+    pause_s: float = 0.0,
+    exit_torn: bool = False,
+    empty: bool = False,
+) -> None:
     """`torch.save` straight onto the final path; `torn` leaves half of it and dies
-    (`exit_torn`: half of it, and the process goes on). `pause_s`: a writer on a loaded
-    machine, which stalls after its truncating open and again half-way."""
+    (`exit_torn`: half of it, and the process goes on; `empty`: dies right after the
+    truncating open). `pause_s`: a writer on a loaded machine, which stalls after its
+    truncating open and again half-way."""
+    if empty:
+        path.open("wb").close()
+        os.kill(os.getpid(), signal.SIGKILL)
     if not (torn or pause_s or exit_torn):
         torch.save(obj, path)
         return
