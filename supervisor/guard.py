@@ -31,6 +31,7 @@ log = structlog.get_logger("supervisor")
 
 VALIDATOR_RETRIES = 3  # tries by rescans of a file the validator failed on (each launch tries too)
 UNSETTLED_REREADS = 3  # rereads of one version caught mid-write, after a quiet period each
+UNSETTLED_WARN = 5  # versions in a row of one path, each caught mid-write
 
 
 class CheckpointGuard:
@@ -82,6 +83,7 @@ class CheckpointGuard:
         self._retries: dict[tuple[str, int, int, int, int], int] = {}  # by housekeeping rescans
         # Rereads of the version of each path last caught mid-write: (its key, rereads).
         self._unsettled: dict[str, tuple[tuple[str, int, int, int, int], int]] = {}
+        self._unsettled_in_a_row: dict[str, int] = {}  # versions of a path with no verdict since
 
     def _watched(self, path: Path) -> bool:
         if not self.layout.recursive and os.path.abspath(path.parent) != os.path.abspath(self.directory):
@@ -155,6 +157,7 @@ class CheckpointGuard:
         if isinstance(row, Unsettled):
             self._read_again(on_disk, row)
             return
+        self._unsettled_in_a_row.pop(str(on_disk.ckpt.path), None)
         if row is None and not failed_before:
             reason = self.book.errors.get(on_disk.key, "validator error")
             message = f"could not verify {path}: {reason}; tried again before the next launch"
@@ -177,8 +180,9 @@ class CheckpointGuard:
         that goes on lands again by itself; this covers one that ended unseen), a few
         times per version: what is still unsettled at the next launch is judged then."""
         path = str(on_disk.ckpt.path)
-        key, tries = self._unsettled.get(path, (on_disk.key, 0))
-        tries = tries + 1 if key == on_disk.key else 1  # a newer version counts afresh
+        key, tries = self._unsettled.get(path, (None, 0))
+        new_version = key != on_disk.key
+        tries = 1 if new_version else tries + 1  # a newer version counts afresh
         self._unsettled[path] = (on_disk.key, tries)
         log.info(
             "checkpoint caught while being written: read again once it is quiet",
@@ -188,6 +192,15 @@ class CheckpointGuard:
         )
         if tries <= UNSETTLED_REREADS:
             self.watcher.recheck(on_disk.ckpt.path)
+        in_a_row = self._unsettled_in_a_row.get(path, 0) + new_version
+        self._unsettled_in_a_row[path] = in_a_row
+        if new_version and in_a_row == UNSETTLED_WARN:
+            message = (
+                f"{path} was caught being written in each of its last {in_a_row} versions "
+                f"({unsettled.reason}): no version of it has been verified since; if the trainer "
+                "rewrites it more often than quiet_s allows, raise [checkpoints] quiet_s"
+            )
+            self._report("unsettled", "warning", message)
 
     # --- before a launch ----------------------------------------------------------------
 

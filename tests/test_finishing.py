@@ -52,3 +52,33 @@ def test_a_supervisor_killed_while_settling_settles_at_its_next_start(tmp_path: 
     kinds = [e["kind"] for e in data["events"]]
     assert "finishing" in kinds
     assert kinds.index("finishing") < kinds.index("final_state")
+
+
+REWRITER = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import torch
+from twinlib import save
+path = Path(sys.argv[2])
+path.parent.mkdir(parents=True, exist_ok=True)
+state = {"model": torch.nn.Linear(4, 4).state_dict(), "optimizer": {}, "step": 1}
+for _ in range(int(sys.argv[3])):  # each rewrite stalls mid-write; the next begins at once
+    save(state, path, pause_s=float(sys.argv[4]))
+"""
+
+
+def test_a_file_never_quiet_between_rewrites_is_warned_about(tmp_path: Path) -> None:
+    from tests.twins import TRAINERS
+
+    ckpt = tmp_path / "run" / "checkpoints" / "ckpt_1.pt"
+    # Stalls of 10x quiet_s inside each rewrite, none between two: every version the
+    # watcher hands over is caught mid-write, and none is ever verified.
+    trainer = [sys.executable, "-c", REWRITER, str(TRAINERS), str(ckpt), "4", "2.0"]
+    config = generic_config(tmp_path, tmp_path / "state", command=trainer, quiet_s=0.2)
+    result = run_cli("run", "-c", str(config), timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    warnings = [e["message"] for e in status(config)["events"] if e["kind"] == "unsettled"]
+    assert len(warnings) == 1, warnings
+    assert "raise [checkpoints] quiet_s" in warnings[0]
+    assert [e for e in status(config)["events"] if e["kind"] == "rejected"] == []
