@@ -95,11 +95,11 @@ def _asked(
     adapter: TrainerAdapter, probe: str, argv: Sequence[str], cwd: Path, is_example: bool
 ) -> tuple[str | None, str]:
     """The directory as the trainer's own interpreter places it (below its installed
-    package); for the README example, whose interpreter may not exist, the argv rule."""
+    package); for the README example, which is no command of the user's, the argv rule."""
     python = trainer_python(argv, cwd, os.environ)
+    if is_example:
+        return None, ""  # the README's command names no interpreter of the user's
     if python is None:
-        if is_example:
-            return None, ""
         raise InitError(
             f"{adapter.name} writes checkpoints below its installed package, and the Python that runs "
             f"{argv[0]!r} cannot be told, to ask it where that is; pass --checkpoint-dir DIR"

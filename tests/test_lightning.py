@@ -3,8 +3,8 @@
 pathlib path: the plan refuses to promise a resume the unmodified trainer cannot load;
 with [checkpoints] trainer_safe_globals the supervisor allows exactly that class inside
 the trainer's process, and the trainer resumes. Before 2.6 Lightning asks torch for a
-full unpickle: the same files resume without the shim. `make integration` runs this file
-again on Lightning 2.5.6 (LIGHTNING_EXPECTED says which version must be the one found)."""
+full unpickle: the same files resume without the shim. `make test` runs this file again
+on Lightning 2.5.6 (LIGHTNING_EXPECTED says which version must be the one found)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ OUT = "logs/exp/logs_s1_v2Pro"
 pytestmark = pytest.mark.timeout(300)
 from_2_6 = pytest.mark.skipif(not WEIGHTS_ONLY, reason=f"needs Lightning >= 2.6 (found {LIGHTNING})")
 before_2_6 = pytest.mark.skipif(
-    WEIGHTS_ONLY, reason=f"needs Lightning < 2.6 (found {LIGHTNING}): make integration runs it on 2.5.6"
+    WEIGHTS_ONLY, reason=f"needs Lightning < 2.6 (found {LIGHTNING}): make test runs it again on 2.5.6"
 )
 
 
