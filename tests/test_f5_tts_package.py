@@ -171,13 +171,15 @@ def test_a_rewrite_caught_mid_save_is_read_again_never_rejected(tmp_path: Path) 
     site = install_package(tmp_path)
     # Each model_last.pt save stalls after its truncating open and again half-way, each
     # stall 15x quiet_s: the watcher hands the file over empty, then half-written.
-    config = supervised(tmp_path, site, ["ckpts.last_per_updates=4", "twin.save_pause_s=3"], quiet_s=0.2)
+    # One epoch of 4 updates: the save at update 4 and the final one, both stalled.
+    overrides = ["optim.epochs=1", "ckpts.last_per_updates=4", "twin.save_pause_s=3"]
+    config = supervised(tmp_path, site, overrides, quiet_s=0.2)
     result = run_cli("run", "-c", str(config))
     assert result.returncode == 0, result.stdout[-3000:]
     assert "caught while being written" in result.stdout + result.stderr
     listed = [json.loads(x) for x in run_cli("checkpoints", "-c", str(config), "--json").stdout.splitlines()]
     assert [c for c in listed if not c["ok"]] == []
-    assert any(c["ok"] and c["step"] == 8 for c in listed)
+    assert any(c["ok"] and c["step"] == 4 for c in listed)
     assert events(config, "rejected") == []
     assert status(config)["state"] == "completed"
 

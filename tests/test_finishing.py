@@ -74,8 +74,8 @@ def test_a_file_never_quiet_between_rewrites_is_warned_about(tmp_path: Path) -> 
     ckpt = tmp_path / "run" / "checkpoints" / "ckpt_1.pt"
     # Stalls of 10x quiet_s inside each rewrite, none between two: every version the
     # watcher hands over is caught mid-write, and none is ever verified.
-    trainer = [sys.executable, "-c", REWRITER, str(TRAINERS), str(ckpt), "4", "2.0"]
-    config = generic_config(tmp_path, tmp_path / "state", command=trainer, quiet_s=0.2)
+    trainer = [sys.executable, "-c", REWRITER, str(TRAINERS), str(ckpt), "4", "1.0"]
+    config = generic_config(tmp_path, tmp_path / "state", command=trainer, quiet_s=0.1)
     result = run_cli("run", "-c", str(config), timeout=300)
     assert result.returncode == 0, result.stdout[-3000:]
     warnings = [e["message"] for e in status(config)["events"] if e["kind"] == "unsettled"]
