@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Read throughput of supervisor.tfevents on event files tensorboardX writes in this run.
+"""Read throughput of supervisor.signals.tensorboard on event files tensorboardX writes in this run.
 
 Two files of about --size-mb each:
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from tensorboardX import FileWriter
 from tensorboardX.proto.summary_pb2 import Summary
 
-from supervisor.tfevents import PATTERN, EventDirReader, crc32c
+from supervisor.signals.tensorboard import PATTERN, EventDirReader, crc32c
 
 TAGS = [f"loss_avg_50/{name}" for name in ("g/total", "g/mel", "g/kl", "g/fm", "g/adv", "d/adv")]
 TAGS += ["grad_avg_50/norm_g", "grad_avg_50/norm_d"]

@@ -6,7 +6,7 @@ optimizer state, in 32 MB and 16 MB tensors, plus small biases; random values) a
 tiny one into a temporary directory, warms the page cache, then, in this one run:
 
   cat          `cat FILE > /dev/null`, median of --runs;
-  validation   the one-shot worker (`python -m supervisor.validator_worker FILE`, the
+  validation   the one-shot worker (`python -m supervisor.validator.worker.serve FILE`, the
                whole process) on the big file minus the same on the tiny file, medians
                of 2 * --runs + 1 alternating runs: interpreter start-up and `import torch`
                cancel out, what is left is what validating the data costs (start-up
@@ -45,9 +45,9 @@ from pathlib import Path
 
 import torch
 
-from supervisor import logs
-from supervisor import validator_worker as worker
-from supervisor.validation import ValidationRequest, ValidatorClient, Verdict
+from supervisor.outputs import logs
+from supervisor.validator.client import ValidationRequest, ValidatorClient, Verdict
+from supervisor.validator.worker import serve as worker
 
 TARGET_RATIO = 1.5
 MiB = 1 << 20
@@ -112,7 +112,7 @@ def one_shot(path: Path, *, poll_rss: bool = False) -> Run:
     """One validator process, start to exit. With poll_rss, its peak RSS is read while it
     runs (the high-water mark only grows; the verdict is printed after the work is done),
     in runs of their own: the polling costs CPU the timed runs should not share."""
-    command = [sys.executable, "-m", "supervisor.validator_worker", str(path), "--step-key", "step"]
+    command = [sys.executable, "-m", "supervisor.validator.worker.serve", str(path), "--step-key", "step"]
     started = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE)
     assert child.stdout is not None

@@ -26,9 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from supervisor import logs
-from supervisor.validation import ValidationRequest, ValidatorClient
-from supervisor.watcher import CheckpointWatcher, Landed
+from supervisor.checkpoints.watch import CheckpointWatcher, Landed
+from supervisor.outputs import logs
+from supervisor.validator.client import ValidationRequest, ValidatorClient
 
 WRITER = """
 import json, sys, time, torch

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # typing is not imported at run time: this module must stay l
     from typing import SupportsFloat, SupportsInt
 
 HEARTBEAT_ENV = "TRAIN_SUPERVISOR_HEARTBEAT"  # path of the supervisor's datagram socket
-ATTEMPT_MARKER_ENV = "TRAIN_SUPERVISOR_ATTEMPT"  # same name as supervisor.process.ATTEMPT_MARKER_ENV
+ATTEMPT_MARKER_ENV = "TRAIN_SUPERVISOR_ATTEMPT"  # same name as supervisor.process.trainer.ATTEMPT_MARKER_ENV
 MIN_INTERVAL_S = 0.25
 
 _now = time.monotonic

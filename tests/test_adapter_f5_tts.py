@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 import trainer_adapters
-from supervisor.planner import Candidate, Snapshot, Status, plan
+from supervisor.checkpoints.plan import Candidate, Snapshot, Status, plan
 from tests.twins import run_cli, status, trainer_output, twin_command, write_config, write_faults
 from trainer_adapters.base import NamedCheckpoint, RuleFails, Said
 from trainer_adapters.f5_tts import F5Layout, F5Options

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import trainer_adapters
+from supervisor.checkpoints.plan import Candidate, Snapshot, Status, plan
 from supervisor.ledger import EventRow, Ledger
-from supervisor.planner import Candidate, Snapshot, Status, plan
 from tests.twins import run_cli, status, trainer_output, twin_command, write_config, write_faults
 from trainer_adapters.base import NamedCheckpoint, Said
 from trainer_adapters.rules import read_line

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import trainer_adapters
+from supervisor.checkpoints.plan import Candidate, Snapshot, Status, plan, with_content_step
 from supervisor.config import ConfigError, load
-from supervisor.planner import Candidate, Snapshot, Status, plan, with_content_step
 from tests.twins import run_cli, status, trainer_output, twin_command, write_config, write_faults
 from trainer_adapters.base import NamedCheckpoint, Said
 from trainer_adapters.rules import read_line

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import trainer_adapters
-from supervisor.planner import Candidate, Snapshot, Status, plan
+from supervisor.checkpoints.plan import Candidate, Snapshot, Status, plan
 from tests.twins import run_cli, status, trainer_output, twin_command, write_config, write_faults
 from trainer_adapters.base import NamedCheckpoint, RuleFails, Said
 from trainer_adapters.rules import arg_problems, read_line

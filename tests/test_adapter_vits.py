@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import trainer_adapters
-from supervisor.planner import Candidate, Status, plan, with_content_step
+from supervisor.checkpoints.plan import Candidate, Status, plan, with_content_step
 from tests.twins import run_cli, status, trainer_output, twin_command, write_config, write_faults
 from trainer_adapters.base import NamedCheckpoint, RuleFails, Said
 from trainer_adapters.rules import read_line

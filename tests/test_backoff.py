@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisor.backoff import Backoff, uniform
+from supervisor.core.backoff import Backoff, uniform
 
 POLICY = Backoff(initial_s=2.0, max_s=60.0, factor=3.0, jitter=0.5)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from supervisor.checkpoints import CheckpointBook, OnDisk, stat_checkpoint
+from supervisor.checkpoints.verdicts import CheckpointBook, OnDisk, stat_checkpoint
 from supervisor.ledger import Ledger
-from supervisor.validation import ValidatorClient
+from supervisor.validator.client import ValidatorClient
 from tests import ckpt_factory as ck
 from tests.twins import run_cli, write_config
 from trainer_adapters.base import Layout
@@ -193,7 +193,7 @@ def test_a_newer_file_still_being_written_is_not_judged_ahead_of_one_that_landed
     about it is recorded, and the older file that landed is verified."""
     import subprocess
 
-    from supervisor.checkpoints import Unsettled
+    from supervisor.checkpoints.verdicts import Unsettled
 
     ckpt_dir = tmp_path / "ckpt"
     ckpt_dir.mkdir()

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.backoff import Backoff, uniform
 from supervisor.core import (
     EXIT_GAVE_UP,
     EXIT_OK,
@@ -42,6 +41,7 @@ from supervisor.core import (
     decide,
     next_delay_s,
 )
+from supervisor.core.backoff import Backoff, uniform
 
 POLICY = Policy(
     backoff=Backoff(initial_s=10.0, max_s=100.0, factor=2.0, jitter=0.0),

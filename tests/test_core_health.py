@@ -30,7 +30,7 @@ from supervisor.core import (
     TimerFired,
     TrainerSaid,
 )
-from supervisor.health import Carry, Remedy, Watch, hang_budget_s, nan_bound, with_remedies
+from supervisor.core.health import Carry, Remedy, Watch, hang_budget_s, nan_bound, with_remedies
 from tests.test_core import CRASH, POLICY, Replay, of_type
 from trainer_adapters.base import Said
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from supervisor.crash_detail import crash_detail, plain
+from supervisor.signals.crash_detail import crash_detail, plain
 
 HYDRA_LIKE = """
 import sys, traceback

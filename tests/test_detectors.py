@@ -8,7 +8,7 @@ import pytest
 
 import trainer_adapters
 from supervisor.core import Event, Progress, TrainerSaid
-from supervisor.detectors import OutputReader, heartbeat_progress, metrics_progress, said
+from supervisor.signals.output_reader import OutputReader, heartbeat_progress, metrics_progress, said
 from trainer_adapters.base import Said
 
 

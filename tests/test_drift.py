@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import drift
-from supervisor.drift import Fingerprint, changes, fingerprint, same
+from supervisor.daemon import drift
+from supervisor.daemon.drift import Fingerprint, changes, fingerprint, same
 
 LJS: dict[str, dict[str, float]] = {
     "train": {"batch_size": 16, "learning_rate": 0.0002, "epochs": 20000},

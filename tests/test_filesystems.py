@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import torch
 
-from supervisor import copies, store
+from supervisor.checkpoints import copies, store
 from tests.conftest import wait_for
 from tests.mounts import read_only, tmpfs
 from tests.test_store import NOW

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-import supervisor.gpu
-from supervisor.gpu import (
+import supervisor.process.gpu
+from supervisor.process.gpu import (
     GpuProcess,
     GpuUnavailable,
     NoGpu,
@@ -28,7 +28,7 @@ from supervisor.gpu import (
     probe_from,
     wait_released,
 )
-from supervisor.process import ATTEMPT_MARKER_ENV, marked_processes
+from supervisor.process.trainer import ATTEMPT_MARKER_ENV, marked_processes
 from tests.conftest import alive, wait_for
 
 MiB = 2**20
@@ -230,7 +230,7 @@ class Recorder:
 
 def test_a_hung_probe_times_out_and_is_never_called_again(monkeypatch: pytest.MonkeyPatch) -> None:
     logged = Recorder()
-    monkeypatch.setattr(supervisor.gpu, "log", logged)
+    monkeypatch.setattr(supervisor.process.gpu, "log", logged)
     probe = HungGpu()
     try:
         first: ReleaseResult = run(
@@ -272,7 +272,7 @@ def test_a_hung_probe_does_not_block_the_event_loop_shutdown() -> None:
 
 def test_a_raising_probe_fails_the_wait_but_is_asked_again_next_time(monkeypatch: pytest.MonkeyPatch) -> None:
     logged = Recorder()
-    monkeypatch.setattr(supervisor.gpu, "log", logged)
+    monkeypatch.setattr(supervisor.process.gpu, "log", logged)
     probe = BrokenGpu()
     first: ReleaseResult = run(wait_released(probe, baseline_pids=set(), is_ours=never_ours, timeout_s=30))
     second: ReleaseResult = run(wait_released(probe, baseline_pids=set(), is_ours=never_ours, timeout_s=30))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import structlog.testing
 
-from supervisor.housekeeping import (
+from supervisor.daemon.housekeeping import (
     Chore,
     DaemonChores,
     DiskWatch,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.interpreter import InterpreterError, ask, trainer_python, versions
+from supervisor.process.interpreter import InterpreterError, ask, trainer_python, versions
 
 
 def fake_distribution(site: Path, name: str, version: str) -> None:

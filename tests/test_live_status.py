@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from supervisor import live
-from supervisor.live import LiveStatusServer, LiveUnavailable, Snapshot, fetch, peer_allowed
+from supervisor.outputs import status_socket as live
+from supervisor.outputs.status_socket import LiveStatusServer, LiveUnavailable, Snapshot, fetch, peer_allowed
 from tests.conftest import behave, read_pid, wait_for
 
 pytestmark = pytest.mark.timeout(60)

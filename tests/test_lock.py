@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.lock import AlreadyRunning, RunLock, holder_pid
+from supervisor.process.lock import AlreadyRunning, RunLock, holder_pid
 
 
 def test_one_holder_at_a_time_and_asking_never_takes_the_lock(tmp_path: Path) -> None:

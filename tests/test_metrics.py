@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from supervisor.config import ConfigError, load, to_toml
-from supervisor.live import Snapshot
-from supervisor.metrics import CONTENT_TYPE, VALIDATION_BUCKETS_S, MetricsServer, exposition
+from supervisor.outputs.prometheus import CONTENT_TYPE, VALIDATION_BUCKETS_S, MetricsServer, exposition
+from supervisor.outputs.status_socket import Snapshot
 from tests.conftest import behave, wait_for
 
 pytestmark = pytest.mark.timeout(120)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.oom import (
+from supervisor.signals.oom_evidence import (
     KMSG,
     KMSG_READ_BYTES,
     OomCounter,

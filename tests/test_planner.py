@@ -10,7 +10,16 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisor.planner import Candidate, Move, Restore, Snapshot, Status, plan, retention, with_content_step
+from supervisor.checkpoints.plan import (
+    Candidate,
+    Move,
+    Restore,
+    Snapshot,
+    Status,
+    plan,
+    retention,
+    with_content_step,
+)
 from trainer_adapters.base import Expectations, LayoutDefaults, NamedCheckpoint
 from trainer_adapters.generic import GenericLayout, GenericOptions
 from trainer_adapters.vits_family import GlobLayout

@@ -22,7 +22,7 @@ import psutil
 import pytest
 import torch
 
-from supervisor.process import marked_processes
+from supervisor.process.trainer import marked_processes
 from tests.twins import CLI, run_cli, twin_command, write_config
 
 pytestmark = pytest.mark.timeout(300)

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import gpu
 from supervisor.config import load
 from supervisor.core import Event, Progress
-from supervisor.daemon import Daemon
-from supervisor.detectors import metrics_progress
+from supervisor.daemon.loop import Daemon
 from supervisor.ledger import Ledger
-from supervisor.vitals import MetricsPoller
+from supervisor.process import gpu
+from supervisor.signals.output_reader import metrics_progress
+from supervisor.signals.progress_sources import MetricsPoller
 from tests.conftest import behave, wait_for
 from trainer_adapters.base import Metrics
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.core import ExitStatus
-from supervisor.output import OutputSink, RotatingLog
-from supervisor.process import (
+from supervisor.process.trainer import (
     ATTEMPT_MARKER_ENV,
     OutputTail,
     Trainer,
@@ -21,6 +20,7 @@ from supervisor.process import (
     session_members,
     trainer_env,
 )
+from supervisor.process.trainer_log import OutputSink, RotatingLog
 from tests.conftest import alive, behave, read_pid
 
 GRACE_S = 0.5

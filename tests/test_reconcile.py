@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from supervisor import store
-from supervisor.reconcile import OUTCOME, tidy
-from supervisor.validator_worker import TEST_STALL_ENV
+from supervisor.checkpoints import store
+from supervisor.checkpoints.reconcile import OUTCOME, tidy
+from supervisor.validator.worker.serve import TEST_STALL_ENV
 from tests.conftest import wait_for
 from tests.test_power_loss import power_cut, powercut_config
 from tests.twins import CLI, run_cli

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from supervisor.core import Progress, TrainerSaid
-from supervisor.detectors import OutputReader, said
-from supervisor.output import OutputSink, RotatingLog
+from supervisor.process.trainer_log import OutputSink, RotatingLog
+from supervisor.signals.output_reader import OutputReader, said
 from trainer_adapters.base import ArgRule, LineRule, NamedCheckpoint, RuleFails, Said
 from trainer_adapters.rules import (
     NamePattern,

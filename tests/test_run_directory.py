@@ -355,9 +355,9 @@ def test_after_a_nan_rollback_a_torn_first_save_is_no_lost_state_either(tmp_path
 
     import trainer_adapters
     from supervisor import config as config_module
+    from supervisor.checkpoints.prepare import Preparation, book_for
     from supervisor.core import Prepared
     from supervisor.ledger import Ledger
-    from supervisor.prepare import Preparation, book_for
 
     checkpoints = tmp_path / "run" / "checkpoints"
     save(checkpoints / "ckpt_10.pt", 10)
@@ -436,7 +436,7 @@ def test_plan_carries_out_a_nan_rollback_the_supervisor_had_still_to_make(tmp_pa
     from dataclasses import replace
 
     from supervisor.core import Phase, State
-    from supervisor.health import Carry
+    from supervisor.core.health import Carry
     from supervisor.ledger import Ledger
 
     checkpoints = tmp_path / "run" / "checkpoints"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.sdnotify import Notifier
+from supervisor.outputs.systemd import Notifier
 from tests.conftest import behave
 
 pytestmark = pytest.mark.timeout(60)

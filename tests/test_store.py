@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from supervisor import copies, store
+from supervisor.checkpoints import copies, store
 
 
 def identity(path: Path) -> tuple[int, int, int]:

@@ -19,8 +19,15 @@ from tensorboardX.proto.summary_pb2 import Summary
 from tensorboardX.proto.tensor_pb2 import TensorProto
 from tensorboardX.record_writer import masked_crc32c as reference_masked_crc32c
 
-from supervisor import tfevents
-from supervisor.tfevents import EventDirReader, Scalar, crc32c, masked_crc32c, parse_event, read_records
+from supervisor.signals import tensorboard as tfevents
+from supervisor.signals.tensorboard import (
+    EventDirReader,
+    Scalar,
+    crc32c,
+    masked_crc32c,
+    parse_event,
+    read_records,
+)
 from tests.conftest import wait_for
 
 NAN, INF = float("nan"), float("inf")
@@ -314,7 +321,7 @@ def test_the_reader_never_raises_on_damaged_files(
 
 def test_importing_it_loads_no_protobuf_or_tensorboard() -> None:
     code = (
-        "import sys, supervisor.tfevents\n"
+        "import sys, supervisor.signals.tensorboard\n"
         "heavy = {'google.protobuf', 'tensorboard', 'tensorboardX', 'torch', 'numpy'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )

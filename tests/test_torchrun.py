@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.process import marked_processes
+from supervisor.process.trainer import marked_processes
 from tests.test_detection import causes, completed, events
 from tests.twins import TRAINERS, write_config
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from supervisor import config as config_module
-from supervisor import service
+from supervisor.cli import service
 
 UNITS = Path(__file__).parent.parent / "systemd"
 COMMAND = Path(sys.executable).parent / "train-supervisor"

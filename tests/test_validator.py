@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import torch
 
-from supervisor.validation import ValidationRequest, ValidatorClient, Verdict
-from supervisor.validator_worker import TEST_STALL_ENV, crc32_combine, lookup
+from supervisor.validator.client import ValidationRequest, ValidatorClient, Verdict
+from supervisor.validator.worker.serve import TEST_STALL_ENV, crc32_combine, lookup
 from tests import ckpt_factory as ck
 from tests.conftest import alive, wait_for
 
@@ -435,7 +435,7 @@ def test_memory_limit_allows_a_mapped_file_bigger_than_it_and_stops_a_load_that_
 
 def test_one_shot_command_prints_a_verdict(tmp_path: Path) -> None:
     path = ck.write_torch(tmp_path / "c.pt", step=7)
-    command = [sys.executable, "-m", "supervisor.validator_worker", str(path), "--step-key", "step"]
+    command = [sys.executable, "-m", "supervisor.validator.worker.serve", str(path), "--step-key", "step"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     verdict = Verdict.from_json(json.loads(done.stdout))
@@ -448,7 +448,7 @@ def test_one_shot_command_prints_a_verdict(tmp_path: Path) -> None:
 
 
 def test_the_daemon_side_never_imports_torch() -> None:
-    code = "import sys, supervisor.validation; sys.exit('torch' in sys.modules)"
+    code = "import sys, supervisor.validator.client; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60, check=False).returncode == 0
 
 
@@ -509,7 +509,7 @@ def test_a_file_rewritten_while_it_is_read_has_no_verdict(
 ) -> None:
     """The trainer rewrites the file in place (truncating open, new bytes) after the worker
     opened it: whatever the read found, it is `changed`, neither ok nor rejected."""
-    from supervisor import validator_worker
+    from supervisor.validator.worker import serve as validator_worker
 
     path = tmp_path / "model_last.pt"
     torch.save({"update": 5, "w": torch.ones(64)}, path)

@@ -155,7 +155,7 @@ class Said(StrEnum):
     COMPLETED = "completed"  # training finished (what marks completion when exit codes lie)
     SAVED = "saved"  # the trainer says it wrote a checkpoint: one must land in checkpoint_dir
     FATAL = "fatal"  # restarting cannot fix this: when the attempt fails, give up with `explain`
-    OOM = "oom"  # out of GPU memory (common to every trainer: see supervisor.detectors)
+    OOM = "oom"  # out of GPU memory (common to every trainer: see supervisor.signals.output_reader)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Everything about checkpoint files: versions on disk, watching, verdicts, planning, quarantine, copies."""

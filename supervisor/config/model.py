@@ -1,0 +1,676 @@
+"""The TOML configuration: pydantic models, loading, and one readable error block.
+
+Relative paths resolve against the config file's directory, except
+`adapter.checkpoint_dir`, which is relative to the trainer's `run.cwd`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import os
+import pwd
+import re
+import shutil
+import signal
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+import trainer_adapters
+from supervisor.config.trust import others_can_write
+from supervisor.core.health import Remedy
+from trainer_adapters.base import AdapterOptions
+from trainer_adapters.rules import arg_problems
+
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _number(value: object) -> object:
+    # TOML gives ints and floats; a quoted "3", a boolean or inf/nan is a mistake worth naming.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_number), Field(ge=0)]
+Count = Annotated[int, Field(strict=True)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunSection(Section):
+    name: str | None = None
+    command: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    cwd: Path | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    state_dir: Path | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str | None) -> str | None:
+        if name is not None and not RUN_NAME.match(name):
+            raise ValueError(
+                "use letters, digits, '.', '_' and '-' (at most 64, starting with a letter or digit)"
+            )
+        return name
+
+
+class AdapterSection(Section):
+    name: str = "generic"
+    checkpoint_dir: Path | None = None
+    options: AdapterOptions = Field(default_factory=AdapterOptions)
+
+
+class RestartSection(Section):
+    backoff_initial_s: Seconds = 10.0
+    backoff_max_s: Seconds = 600.0
+    backoff_factor: Annotated[float, BeforeValidator(_number), Field(ge=1)] = 2.0
+    jitter: Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)] = 0.2
+    # > 0: with 0 every attempt would count as progress and a crash loop would never end.
+    stable_after_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 300.0
+    max_attempts_without_progress: Annotated[Count, Field(ge=1)] = 5
+
+    @model_validator(mode="after")
+    def _max_not_below_initial(self) -> RestartSection:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError(
+                f"backoff_max_s ({self.backoff_max_s:g}) must be >= backoff_initial_s "
+                f"({self.backoff_initial_s:g})"
+            )
+        return self
+
+
+class HeartbeatSection(Section):
+    # "auto": watch for hangs where progress can be read (the adapter's progress lines,
+    # or heartbeats once the first arrives); "on": from launch, whatever the source
+    # (checkpoints landing count); "off": never.
+    mode: Literal["auto", "on", "off"] = "auto"
+    timeout_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 1800.0
+    # Unset means max(3600, timeout_s): importing and loading data can take minutes.
+    startup_timeout_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] | None = None
+    # > 0: the budget becomes learn_factor x the longest interval seen between signs of
+    # progress (kept across restarts), at least learn_min_s and at most timeout_s.
+    learn_factor: Annotated[float, BeforeValidator(_number), Field(ge=0)] = 0.0
+    learn_min_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 120.0
+
+    @model_validator(mode="after")
+    def _startup_not_below_timeout(self) -> HeartbeatSection:
+        if self.startup_timeout_s is not None and self.startup_timeout_s < self.timeout_s:
+            raise ValueError(
+                f"startup_timeout_s ({self.startup_timeout_s:g}) must be >= timeout_s ({self.timeout_s:g})"
+            )
+        return self
+
+    @property
+    def effective_startup_timeout_s(self) -> float:
+        return self.startup_timeout_s if self.startup_timeout_s is not None else max(3600.0, self.timeout_s)
+
+
+class RemedySection(Section):
+    """Overrides a relaunch runs with: environment variables, and flags whose value is
+    replaced in the command (or appended with it where the command lacks the flag)."""
+
+    env: dict[str, str] = Field(default_factory=dict)
+    args: dict[Annotated[str, Field(pattern=r"^-")], str] = Field(default_factory=dict)
+
+    def remedy(self, name: str) -> Remedy:
+        return Remedy(name, tuple(self.env.items()), tuple(self.args.items()))
+
+
+EXPANDABLE_SEGMENTS = RemedySection(env={"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"})
+
+
+class NanSection(Section):
+    # Consecutive non-finite loss readings that mean the run went bad. Unset: 1, or 3
+    # where the adapter knows the trainer uses fp16 loss scaling (which skips single steps).
+    tolerance: Annotated[Count, Field(ge=1)] | None = None
+    # Rollbacks without getting past the step where it went bad, before giving up.
+    max_rollbacks: Annotated[Count, Field(ge=0)] = 3
+    remedy: RemedySection | None = None  # applied to every relaunch after a NaN
+
+
+class OomSection(Section):
+    # The remedy ladder: after the n-th out-of-memory end, rungs 1..n apply together.
+    cuda_remedies: list[RemedySection] = Field(default_factory=lambda: [EXPANDABLE_SEGMENTS])
+    host_remedies: list[RemedySection] = Field(default_factory=list)
+    # cgroup v2 memory.events to read oom_kill counts from; unset: the supervisor's own cgroup.
+    memory_events: Path | None = None
+
+
+class DriftSection(Section):
+    # What a relaunch does when the trainer's config files changed since the last launch.
+    policy: Literal["warn", "refuse"] = "warn"
+    # The files to fingerprint, relative to run.cwd; unset: what the adapter reads from the command.
+    files: list[Path] | None = None
+
+
+class GpuSection(Section):
+    # "auto": NVML (nvidia-ml-py) when it works, else nothing; "nvml": required; "off".
+    probe: Literal["auto", "nvml", "off"] = "auto"
+    # Before a relaunch: how long to wait for the last attempt's processes to leave the GPU.
+    release_timeout_s: Seconds = 60.0
+    poll_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 1.0
+    # Longest one NVML call may take (a sick GPU can hang it forever).
+    call_timeout_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 5.0
+
+
+NOTIFIABLE = (
+    "crash",
+    "hang",
+    "nan",
+    "oom-host",
+    "oom-cuda",
+    "silent-reset",
+    "not-retryable",
+    "interrupted",
+    "quarantined",
+    "disk_space",
+    "gave_up",
+    "completed",
+)
+
+
+class WebhookSection(Section):
+    # The URL, or the environment variable holding it (a URL with a token in it is a
+    # secret: keep it out of the config). Never logged beyond its scheme and host.
+    url: str | None = None
+    url_env: str | None = None
+    # "json": {run, event, attempt, message, held_back, at}; "ntfy": a text body with a
+    # title; "slack": {"text", "content"} (Slack and Discord incoming webhooks).
+    format: Literal["json", "ntfy", "slack"] = "json"
+    events: list[Literal[NOTIFIABLE]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: [e for e in NOTIFIABLE if e != "interrupted"]
+    )
+    # At most one message per this many seconds (give-up and completion always go out).
+    min_interval_s: Seconds = 60.0
+    token_env: str | None = None  # an environment variable holding a bearer token
+    timeout_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 10.0
+
+    @model_validator(mode="after")
+    def _one_url(self) -> WebhookSection:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("give exactly one of url and url_env")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https:// (got {shown_url(self.url)})")
+        return self
+
+
+class NotifySection(Section):
+    webhooks: list[WebhookSection] = Field(default_factory=list)
+
+
+class StopSection(Section):
+    grace_s: Seconds = 30.0
+    signal: str = "SIGTERM"
+
+    @field_validator("signal")
+    @classmethod
+    def _known_signal(cls, name: str) -> str:
+        return signal_name(name)
+
+
+class CheckpointsSection(Section):
+    # A file counts as landed once its size and mtime stayed unchanged this long.
+    quiet_s: Seconds = 2.0
+    # A full rescan of the checkpoint directory catches events the OS did not deliver.
+    rescan_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 60.0
+    # Poll instead of inotify (network filesystems: NFS, Lustre, CIFS).
+    force_polling: bool = False
+    # Verified copies kept in state_dir/verified (0 = none): what a torn re-save or an
+    # overwritten "latest" file is restored from.
+    keep_verified: Annotated[Count, Field(ge=0)] = 2
+    # Longest validation of one file; a validator that takes longer is killed.
+    validation_timeout_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 600.0
+    # Memory limit of the validator process (MiB); 0 = no limit.
+    validator_memory_mb: Annotated[Count, Field(ge=0)] = 4096
+    # How long a relaunch waits for checkpoints that are still being written or verified.
+    verify_wait_s: Seconds = 900.0
+    # When the trainer says it saved a checkpoint (its adapter's "saved" lines) and no
+    # checkpoint lands in checkpoint_dir within this, the supervisor warns loudly: the
+    # directory is not where the trainer writes.
+    save_landing_grace_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 300.0
+    # Warn before a relaunch when the checkpoint filesystem has less free space (GB).
+    min_free_gb: Seconds = 5.0
+    # Free space (MiB) kept on the state_dir filesystem for the ledger and the notes: a
+    # verified copy that would leave less is not made (warned once; supervision goes on).
+    state_reserve_mb: Annotated[Count, Field(ge=0)] = 512
+    # Add to torch's safe globals, inside the trainer's process (a sitecustomize on its
+    # PYTHONPATH), exactly the globals the validator allows in this trainer's checkpoints
+    # (GPT-SoVITS s1: pathlib.PosixPath), so that its weights-only torch.load resumes.
+    trainer_safe_globals: bool = False
+
+
+class LogsSection(Section):
+    max_bytes: Annotated[Count, Field(ge=4096)] = 50 * 1024 * 1024
+    backups: Annotated[Count, Field(ge=0)] = 5
+
+
+class MetricsSection(Section):
+    # Prometheus metrics on http://<bind>:<port>/metrics; 0 = off. Loopback addresses only:
+    # the endpoint has no authentication (put a proxy in front to expose it further).
+    port: Annotated[Count, Field(ge=0, le=65535)] = 0
+    bind: str = "127.0.0.1"
+
+    @field_validator("bind")
+    @classmethod
+    def _loopback_only(cls, bind: str) -> str:
+        try:
+            address = ipaddress.ip_address(bind)
+        except ValueError:
+            raise ValueError("expected an IP address, e.g. 127.0.0.1 or ::1") from None
+        if not address.is_loopback:
+            raise ValueError(
+                "only a loopback address (127.0.0.0/8 or ::1): the metrics have no authentication"
+            )
+        return bind
+
+
+class HousekeepingSection(Section):
+    # Periodic chores (APScheduler in the daemon's loop); 0 turns one off. The full rescan
+    # of the checkpoint directory runs every [checkpoints] rescan_s.
+    status_every_s: Seconds = 600.0  # a "status" log line: where the run stands
+    disk_check_s: Seconds = 300.0  # free space vs [checkpoints] min_free_gb, warned once per dip
+    retention_s: Seconds = 3600.0  # verified copies kept to [checkpoints] keep_verified
+
+
+class Config(Section):
+    """A loaded config. All paths are absolute and `run.name` is always set."""
+
+    path: Path
+    run: RunSection
+    adapter: AdapterSection = Field(default_factory=AdapterSection)
+    restart: RestartSection = Field(default_factory=RestartSection)
+    heartbeat: HeartbeatSection = Field(default_factory=HeartbeatSection)
+    nan: NanSection = Field(default_factory=NanSection)
+    oom: OomSection = Field(default_factory=OomSection)
+    drift: DriftSection = Field(default_factory=DriftSection)
+    gpu: GpuSection = Field(default_factory=GpuSection)
+    notify: NotifySection = Field(default_factory=NotifySection)
+    stop: StopSection = Field(default_factory=StopSection)
+    checkpoints: CheckpointsSection = Field(default_factory=CheckpointsSection)
+    logs: LogsSection = Field(default_factory=LogsSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)
+    housekeeping: HousekeepingSection = Field(default_factory=HousekeepingSection)
+
+    @property
+    def name(self) -> str:
+        assert self.run.name is not None
+        return self.run.name
+
+    @property
+    def cwd(self) -> Path:
+        assert self.run.cwd is not None
+        return self.run.cwd
+
+    @property
+    def state_dir(self) -> Path:
+        assert self.run.state_dir is not None
+        return self.run.state_dir
+
+    @property
+    def trainer_log(self) -> Path:
+        """Where the trainer's stdout and stderr go (rotated beside it)."""
+        return self.state_dir / "logs" / "trainer.log"
+
+
+def nan_tolerance(config: Config) -> int:
+    """[nan] tolerance, or its default: 3 where the trainer uses fp16 loss scaling."""
+    if config.nan.tolerance is not None:
+        return config.nan.tolerance
+    return 3 if trainer_adapters.get(config.adapter.name).fp16_loss_scaling else 1
+
+
+def signal_name(name: str) -> str:
+    """Normalise 'TERM', 'sigterm' or '15' to 'SIGTERM'; ValueError if unknown."""
+    text = name.strip().upper()
+    try:
+        sig = (
+            signal.Signals(int(text))
+            if text.isdigit()
+            else signal.Signals[text if text.startswith("SIG") else f"SIG{text}"]
+        )
+    except (KeyError, ValueError):
+        raise ValueError(f"unknown signal {name!r}; e.g. SIGTERM or SIGINT") from None
+    return sig.name
+
+
+class ConfigError(Exception):
+    """A config that cannot be used. str() is the whole readable block."""
+
+    def __init__(self, path: Path, problems: Sequence[str]) -> None:
+        self.path = path
+        self.problems = list(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if len(self.problems) == 1:
+            return f"config {self.path}: {self.problems[0]}"
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        return f"config {self.path}: {len(self.problems)} problems\n{lines}"
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    for_launch: bool = True,
+    runs_as: int | None = None,
+    acting: bool = False,
+) -> Config:
+    """Read, validate and resolve a config file; ConfigError on any problem.
+
+    With `for_launch`, also check that run.cwd exists and the command can be found
+    (`status` reads a run's ledger even when its trainer is gone), and that no user but
+    root and `runs_as` (who will run the command; default: us) could have written it.
+    `acting`: only that last check, for a command that acts on the config's word without
+    launching (`plan` moves files and asks the trainer's interpreter for its packages)."""
+    config_path = Path(path).expanduser().absolute()
+    raw = _read_toml(config_path)
+    try:
+        config = _validate(config_path, raw)
+    except ValidationError as exc:
+        raise ConfigError(config_path, _describe(exc)) from None
+    config = _resolve(config)
+    problems = _check_adapter(config)
+    if for_launch or acting:
+        problems += _check_trusted(config_path, runs_as)
+    if for_launch:
+        problems += _check_paths(config) + _check_command(config) + _check_webhooks(config)
+    if problems:
+        raise ConfigError(config_path, problems)
+    return config
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(path, ["file not found"])
+    if not path.is_file():
+        raise ConfigError(path, ["not a regular file"])
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"TOML syntax error: {exc}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [f"cannot read: {exc}"]) from None
+
+
+def _validate(path: Path, raw: dict[str, Any]) -> Config:
+    """Validate everything, then report every problem at once."""
+    data = dict(raw)
+    problems = ["path: unknown key"] if "path" in data else []
+    adapter_raw = data.get("adapter", {})
+    adapter_keys: list[str] = []
+    if isinstance(adapter_raw, Mapping):
+        data["adapter"], adapter_problems, adapter_keys = _split_adapter_table(dict(adapter_raw))
+        problems += adapter_problems
+    try:
+        config = Config.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        raise ConfigError(path, problems + _describe(exc, adapter_keys=adapter_keys)) from None
+    if problems:
+        raise ConfigError(path, problems)
+    return config
+
+
+def _split_adapter_table(table: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Move adapter-specific keys into `options`, validated by that adapter's model.
+    Returns the table, its problems, and the keys the adapter accepts."""
+    base: dict[str, Any] = {k: table.pop(k) for k in ("name", "checkpoint_dir") if k in table}
+    name = base.get("name", "generic")
+    if not isinstance(name, str):
+        return {**base, **table}, [], []  # let pydantic report the wrong type
+    try:
+        adapter = trainer_adapters.get(name)
+    except KeyError as exc:
+        return base, [f"adapter.name: {exc.args[0]}"], []
+    keys = ["name", "checkpoint_dir", *adapter.options.model_fields]
+    missing = []
+    if adapter.needs_checkpoint_dir and "checkpoint_dir" not in base:
+        missing = [
+            f"adapter.checkpoint_dir: required for {name} (where it writes checkpoints; see {adapter.docs})"
+        ]
+    try:
+        options = adapter.options.model_validate(table)
+    except ValidationError as exc:
+        return base, missing + _describe(exc, prefix=("adapter",), adapter_keys=keys), keys
+    return {**base, "options": options}, missing, keys
+
+
+def _describe(
+    exc: ValidationError, prefix: tuple[str | int, ...] = (), adapter_keys: list[str] | None = None
+) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = prefix + tuple(err["loc"])
+        where = _dotted(loc)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            problems.append(f"{where}: unknown key{_expected_keys(loc, adapter_keys or [])}")
+        elif kind == "missing":
+            problems.append(f"{where}: required key is missing")
+        else:
+            message = str(err["msg"]).removeprefix("Value error, ")
+            # A webhook's values may be secrets (a token in its URL): never echoed.
+            got = "" if loc[:1] == ("notify",) else f" (got {err['input']!r})"
+            problems.append(f"{where}: {message}{got}")
+    return problems
+
+
+def _expected_keys(loc: tuple[str | int, ...], adapter_keys: list[str]) -> str:
+    """' (did you mean x?)' or ' (expected one of: ...)' for an unknown key at `loc`."""
+    if loc[:1] == ("adapter",):
+        known = adapter_keys
+    else:
+        model: type[BaseModel] = Config
+        for part in loc[:-1]:
+            field = model.model_fields.get(str(part))
+            annotation = field.annotation if field is not None else None
+            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+                return ""
+            model = annotation
+        known = [k for k in model.model_fields if k != "path"]
+    if not known:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return f" (did you mean {close[0]}?)" if close else f" (expected one of: {', '.join(known)})"
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _resolve(config: Config) -> Config:
+    base = config.path.parent
+    run = config.run
+    name = run.name or config.path.stem
+    if not RUN_NAME.match(name):
+        raise ConfigError(
+            config.path, [f"run.name: the file name {name!r} is not a usable run name; set run.name"]
+        )
+    cwd = _absolute(run.cwd, base) if run.cwd is not None else base
+    state_dir = _absolute(run.state_dir, base) if run.state_dir is not None else default_state_dir(name)
+    checkpoint_dir = config.adapter.checkpoint_dir
+    adapter = config.adapter.model_copy(
+        update={"checkpoint_dir": _absolute(checkpoint_dir, cwd) if checkpoint_dir is not None else None}
+    )
+    run = run.model_copy(update={"name": name, "cwd": cwd, "state_dir": state_dir})
+    oom, drift = config.oom, config.drift
+    if oom.memory_events is not None:
+        oom = oom.model_copy(update={"memory_events": _absolute(oom.memory_events, base)})
+    if drift.files is not None:
+        drift = drift.model_copy(update={"files": [_absolute(f, cwd) for f in drift.files]})
+    return config.model_copy(update={"run": run, "adapter": adapter, "oom": oom, "drift": drift})
+
+
+def _absolute(path: Path, base: Path) -> Path:
+    """Absolute and without `..` (as the watcher reports paths), symlinks left as they are."""
+    return Path(os.path.abspath(base / path.expanduser()))
+
+
+def default_state_dir(name: str) -> Path:
+    """systemd's $STATE_DIRECTORY when set, else $XDG_STATE_HOME (~/.local/state)."""
+    systemd_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd_dir:
+        return Path(systemd_dir) / name
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "train-supervisor" / name
+
+
+def _check_adapter(config: Config) -> list[str]:
+    """What the adapter says of its options for this checkpoint directory."""
+    adapter = trainer_adapters.get(config.adapter.name)
+    directory = config.adapter.checkpoint_dir
+    if adapter.check_dir is None or directory is None:
+        return []
+    problem = adapter.check_dir(config.adapter.options, directory)
+    return [problem] if problem else []
+
+
+def _check_trusted(path: Path, runs_as: int | None) -> list[str]:
+    """Its command runs as `runs_as` (as root, under a system unit without User=): a
+    config that another user could have written is not theirs to run."""
+    why = others_can_write(path, runs_as)
+    if why is None:
+        return []
+    user = _user(os.geteuid() if runs_as is None else runs_as)
+    return [
+        f"(file): refusing a config another user can change: {why}; its command would run as "
+        f"{user}. Make it and its directories writable by {user} (and root) only, e.g. chmod go-w"
+    ]
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _check_command(config: Config) -> list[str]:
+    """Flags of the trainer's command that make supervising it unsafe or useless."""
+    adapter = trainer_adapters.get(config.adapter.name)
+    return [f"run.command: {problem}" for problem in arg_problems(adapter.args, config.run.command)]
+
+
+def _check_webhooks(config: Config) -> list[str]:
+    problems = []
+    for n, hook in enumerate(config.notify.webhooks):
+        for key, name in (("url_env", hook.url_env), ("token_env", hook.token_env)):
+            if name is not None and not os.environ.get(name):
+                problems.append(f"notify.webhooks[{n}].{key}: the environment variable {name} is not set")
+        url = os.environ.get(hook.url_env or "", "")
+        if url and not url.startswith(("http://", "https://")):
+            problems.append(
+                f"notify.webhooks[{n}].url_env: ${hook.url_env} must start with http:// or https://"
+            )
+    return problems
+
+
+def _check_paths(config: Config) -> list[str]:
+    if not config.cwd.exists():
+        return [f"run.cwd: directory does not exist: {config.cwd}"]
+    if not config.cwd.is_dir():
+        return [f"run.cwd: not a directory: {config.cwd}"]
+    program = config.run.command[0]
+    if "/" in program:
+        resolved = _absolute(Path(program), config.cwd)
+        if not (resolved.is_file() and os.access(resolved, os.X_OK)):
+            return [f"run.command[0]: not an executable file: {resolved}"]
+        return []
+    search_path = config.run.env.get("PATH", os.environ.get("PATH", os.defpath))
+    if shutil.which(program, path=search_path) is None:
+        return [f"run.command[0]: {program!r} was not found on PATH"]
+    return []
+
+
+def to_toml(config: Config) -> str:
+    """The effective config (defaults filled in, paths resolved) as TOML."""
+    tables: dict[str, dict[str, Any]] = {
+        "run": config.run.model_dump(exclude={"env"}),
+        "run.env": config.run.env,
+        "adapter": {
+            "name": config.adapter.name,
+            "checkpoint_dir": config.adapter.checkpoint_dir,
+            **config.adapter.options.model_dump(),
+        },
+        "restart": config.restart.model_dump(),
+        "heartbeat": {
+            **config.heartbeat.model_dump(),
+            "startup_timeout_s": config.heartbeat.effective_startup_timeout_s,
+        },
+        "nan": {**config.nan.model_dump(), "tolerance": nan_tolerance(config)},
+        "oom": config.oom.model_dump(),
+        "drift": config.drift.model_dump(),
+        "gpu": config.gpu.model_dump(),
+        "notify": {"webhooks": [_redacted(h) for h in config.notify.webhooks]},
+        "stop": config.stop.model_dump(),
+        "checkpoints": config.checkpoints.model_dump(),
+        "logs": config.logs.model_dump(),
+        "metrics": config.metrics.model_dump(),
+        "housekeeping": config.housekeeping.model_dump(),
+    }
+    out = [f"# effective config of {config.path}"]
+    for table, values in tables.items():
+        out.append(f"\n[{table}]")
+        for key, value in values.items():
+            if value is None:
+                out.append(f"# {key} is not set")
+            else:
+                out.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    return "\n".join(out) + "\n"
+
+
+def _redacted(hook: WebhookSection) -> dict[str, Any]:
+    """A webhook as `config check` may print it: a URL shows its scheme and host only."""
+    data = hook.model_dump(exclude_none=True)
+    if hook.url is not None:
+        data["url"] = f"{shown_url(hook.url)}/…"
+    return data
+
+
+def shown_url(url: str) -> str:
+    """A URL as it may be shown: scheme and host, never its path, query or credentials."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return "an unparsable URL"
+    return f"{parts.scheme or '?'}://{host or '?'}"
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{text}"'

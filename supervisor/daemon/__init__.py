@@ -1,0 +1,1 @@
+"""The daemon: wiring events in and actions out around the core."""

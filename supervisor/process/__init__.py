@@ -1,0 +1,1 @@
+"""The trainer as OS processes: launch, output, /proc, GPU release, the run lock."""

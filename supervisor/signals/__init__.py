@@ -1,0 +1,1 @@
+"""What the trainer shows (output lines, heartbeats, TensorBoard, OOM evidence), read as facts for the core."""

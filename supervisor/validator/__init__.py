@@ -1,0 +1,1 @@
+"""Checkpoint validation in a worker process of its own (only the worker imports torch)."""

@@ -1,0 +1,1 @@
+"""The validator worker: the one place that imports torch."""
