@@ -26,11 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
+
+from supervisor.core.events import Said as Said  # the adapters name what a line says
 
 
 class AdapterOptions(BaseModel):
@@ -143,19 +144,6 @@ class LayoutDefaults:
 
     def deletes_at_start(self, files: Sequence[NamedCheckpoint]) -> list[NamedCheckpoint]:
         return []
-
-
-class Said(StrEnum):
-    """What a line of the trainer's output can tell."""
-
-    PROGRESS = "progress"  # groups: step and/or epoch
-    LOSS = "loss"  # group `losses` (comma separated numbers), optional step/epoch
-    LOADED = "loaded"  # the trainer says it resumed; optional group `path`
-    FRESH_START = "fresh_start"  # the trainer says it starts from scratch
-    COMPLETED = "completed"  # training finished (what marks completion when exit codes lie)
-    SAVED = "saved"  # the trainer says it wrote a checkpoint: one must land in checkpoint_dir
-    FATAL = "fatal"  # restarting cannot fix this: when the attempt fails, give up with `explain`
-    OOM = "oom"  # out of GPU memory (common to every trainer: see supervisor.signals.output_reader)
 
 
 @dataclass(frozen=True)

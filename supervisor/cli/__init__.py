@@ -478,4 +478,3 @@ def demo(directory: Path) -> None:
     from supervisor_demo import run_demo
 
     sys.exit(run_demo(directory))
-

@@ -1,41 +1,43 @@
-"""The decision core: pure decisions, no I/O; imports only the standard library and itself."""
+"""The decision core: `decide(state, event, now, policy) -> (state, actions)`.
 
-from supervisor.core.decide import (
-    EXIT_GAVE_UP,
-    EXIT_OK,
+Pure: no I/O, no clock reads, no randomness; it imports only the standard library and
+itself. The edges report events (`events`), the core answers with actions (`actions`).
+Callers write `from supervisor.core import decide, Exited`.
+"""
+
+from supervisor.core.actions import (
     Action,
-    Boot,
-    Cause,
-    CheckpointVerified,
     Decision,
-    Event,
-    Exited,
-    ExitStatus,
     Finish,
     KillTrainer,
     Launch,
+    Note,
+    Prepare,
+    Reclaim,
+    RecordAttemptEnd,
+    StartTimer,
+    StopTrainer,
+)
+from supervisor.core.decide import decide, next_delay_s
+from supervisor.core.events import (
+    Boot,
+    CheckpointVerified,
+    Event,
+    Exited,
+    ExitStatus,
     Launched,
     LaunchFailed,
-    Note,
-    Phase,
-    Policy,
-    Prepare,
     Prepared,
     PrepareFailed,
     Progress,
-    Reclaim,
     Reclaimed,
-    RecordAttemptEnd,
-    StartTimer,
-    State,
+    Said,
     StopRequested,
-    StopTrainer,
-    Timer,
     TimerFired,
     TrainerSaid,
-    decide,
-    next_delay_s,
 )
+from supervisor.core.phases import EXIT_GAVE_UP, EXIT_OK, Cause, Phase, Timer
+from supervisor.core.state import Policy, State
 
 __all__ = [
     "EXIT_GAVE_UP",
@@ -63,6 +65,7 @@ __all__ = [
     "Reclaim",
     "Reclaimed",
     "RecordAttemptEnd",
+    "Said",
     "StartTimer",
     "State",
     "StopRequested",
