@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest lightning-2.5 bench integration clean
+.PHONY: demo test test-fast lint typecheck pytest lightning-2.5 bench integration clean
 
 $(STAMP): requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
+# The edit loop: everything not marked slow (e2e/ and the tests that run the real CLI).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -m "not slow" -q
+
 # GPT-SoVITS s1 on the real Lightning before its weights-only change (the suite above runs
 # the pinned 2.6): Lightning 2.5.6 alone, put ahead of the venv's on PYTHONPATH (its other
 # requirements are the venv's). About 15 s.
@@ -42,7 +46,7 @@ $(LIGHTNING_25)/.installed: $(STAMP)
 	touch $@
 
 lightning-2.5: $(LIGHTNING_25)/.installed
-	LIGHTNING_EXPECTED=2.5.6 PYTHONPATH=$(abspath $(LIGHTNING_25)) $(BIN)/python -m pytest -q -rs tests/test_lightning.py
+	LIGHTNING_EXPECTED=2.5.6 PYTHONPATH=$(abspath $(LIGHTNING_25)) $(BIN)/python -m pytest -q -rs tests/adapters/test_lightning.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/relaunch_gap.py

@@ -1,49 +1,20 @@
+"""Fixtures only; helpers live in tests.support."""
+
 from __future__ import annotations
 
 import os
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
-BEHAVE = Path(__file__).parent / "trainers" / "behave.py"
-T = TypeVar("T")
+E2E = Path(__file__).parent / "e2e"
 
 
-def behave(*args: str) -> list[str]:
-    """The command line of the scripted test trainer."""
-    return [sys.executable, str(BEHAVE), *args]
-
-
-def wait_for(predicate: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
-    """Poll `predicate` until it returns something truthy; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    """True if pid is a live, non-zombie process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
-def read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text())
-    except (OSError, ValueError):
-        return None
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under e2e/ runs the real CLI: `make test-fast` leaves it out."""
+    for item in items:
+        if E2E in item.path.parents:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

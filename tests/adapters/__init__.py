@@ -1,0 +1,1 @@
+"""The trainer adapters against their trainers' rules."""

@@ -1,0 +1,1 @@
+"""Checkpoint files: versions, watching, verdicts, plans, moves."""

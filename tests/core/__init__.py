@@ -1,0 +1,1 @@
+"""The pure decision core, replayed on a fake clock."""

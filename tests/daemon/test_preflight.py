@@ -1,0 +1,161 @@
+"""Between the plan and the launch: the GPU wait (with a fake GPU: the one thing that
+cannot exist here) driven by the real daemon and real trainer processes, and Applio's
+TensorBoard losses read while a real writer keeps writing."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from supervisor.config import load
+from supervisor.core import Event, Progress
+from supervisor.daemon.loop import Daemon
+from supervisor.ledger import Ledger
+from supervisor.process import gpu
+from supervisor.signals.output_reader import metrics_progress
+from supervisor.signals.progress_sources import MetricsPoller
+from tests.support.procs import behave, wait_for
+from trainer_adapters.base import Metrics
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class LingeringGpu:
+    """Lists each trainer's pid for `polls` more polls after it died (the driver has not
+    freed its memory yet), and another user's live job all along."""
+
+    name = "fake"
+
+    def __init__(self, polls: int, foreign_pid: int) -> None:
+        self.polls = polls
+        self.foreign_pid = foreign_pid
+        self.dead: dict[int, int] = {}  # pid -> polls left
+        self.calls = 0
+        self.lingering_at_launch: list[int] = []  # polls of dead trainers left at each launch
+
+    def compute_processes(self) -> list[gpu.GpuProcess]:
+        self.calls += 1
+        listed = [gpu.GpuProcess(0, self.foreign_pid, 2**30)]
+        for pid, left in list(self.dead.items()):
+            if left > 0:
+                listed.append(gpu.GpuProcess(0, pid, 2**30))
+                self.dead[pid] = left - 1
+        return listed
+
+
+def config_file(tmp_path: Path, command: list[str], release_timeout_s: float) -> Path:
+    path = tmp_path / "run.toml"
+    path.write_text(
+        f"[run]\ncommand = {command!r}\nstate_dir = '{tmp_path / 'state'}'\n".replace("'", '"')
+        + "[restart]\nbackoff_initial_s = 0\nbackoff_max_s = 0\nmax_attempts_without_progress = 3\n"
+        + f"[gpu]\nrelease_timeout_s = {release_timeout_s}\npoll_s = 0.05\n"
+    )
+    return path
+
+
+def run_daemon(path: Path, probe: LingeringGpu) -> int:
+    config = load(path)
+    ledger = Ledger.open(config.state_dir)
+    daemon = Daemon(config, ledger, gpu_probe=probe)
+    original = daemon._launch
+
+    def launch_and_remember(attempt: int, remedies: object) -> None:
+        probe.lingering_at_launch.append(sum(probe.dead.values()))
+        original(attempt, remedies)  # type: ignore[arg-type]
+        if daemon.trainer is not None:
+            probe.dead[daemon.trainer.pid] = probe.polls  # listed until `polls` polls after exit
+
+    daemon._launch = launch_and_remember  # type: ignore[method-assign]
+    try:
+        return asyncio.run(daemon.run())
+    finally:
+        ledger.close()
+
+
+def events(tmp_path: Path, kind: str) -> list[str]:
+    with sqlite3.connect(tmp_path / "state" / "ledger.sqlite3") as conn:
+        return [m for (m,) in conn.execute("SELECT message FROM events WHERE kind = ?", (kind,))]
+
+
+def test_a_relaunch_waits_until_the_dead_trainer_leaves_the_gpu(tmp_path: Path) -> None:
+    other = subprocess.Popen(
+        behave("sleep", str(tmp_path / "foreign.pid"))
+    )  # another user's job: alive and on the GPU all along
+    try:
+        pid = int(wait_for(lambda: _read(tmp_path / "foreign.pid"), what="the foreign job"))
+        probe = LingeringGpu(polls=5, foreign_pid=pid)
+        counter = tmp_path / "starts"
+        code = run_daemon(config_file(tmp_path, behave("crash-until", str(counter), "2"), 30.0), probe)
+    finally:
+        other.kill()
+        other.wait()
+    assert code == 0
+    # Each relaunch waited out the dead trainer's lingering listing, never the foreign job.
+    assert probe.lingering_at_launch == [0, 0]
+    assert probe.calls >= 5
+    assert events(tmp_path, "gpu_not_released") == []
+
+
+def test_past_its_timeout_the_wait_gives_up_and_relaunches_anyway(tmp_path: Path) -> None:
+    probe = LingeringGpu(polls=10**9, foreign_pid=1)
+    counter = tmp_path / "starts"
+    code = run_daemon(config_file(tmp_path, behave("crash-until", str(counter), "2"), 0.3), probe)
+    assert code == 0
+    (message,) = events(tmp_path, "gpu_not_released")
+    assert "still held by pid" in message
+    assert message.endswith("relaunching anyway")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+@pytest.mark.slow
+def test_applio_tensorboard_losses_become_readings_and_old_ones_are_skipped(tmp_path: Path) -> None:
+    tensorboardx = pytest.importorskip("tensorboardX")
+    eval_dir = tmp_path / "eval"
+    old = tensorboardx.SummaryWriter(str(eval_dir))
+    old.add_scalar("loss_avg_50/g/total", math.nan, 50)  # an earlier attempt's: history
+    old.close()
+    got: list[Event] = []
+
+    async def main() -> None:
+        poller = MetricsPoller(
+            eval_dir,
+            Metrics(directory=lambda options, d: d, tags=r"^loss"),
+            lambda step, values: got.append(_progress(step, values)),
+        )
+        poller.start()
+        await asyncio.sleep(0.2)  # let it read through the history first
+        writer = tensorboardx.SummaryWriter(
+            str(eval_dir), filename_suffix=".attempt2", max_queue=1, flush_secs=1
+        )
+        for step, value in ((100, 31.5), (150, math.inf)):
+            writer.add_scalar("loss_avg_50/g/total", value, step)
+            writer.add_scalar("loss_avg_50/d/adv", 2.5, step)
+            writer.add_scalar("grad_avg_50/norm_g", math.nan, step)  # not a loss: not read
+        writer.flush()
+        deadline = asyncio.get_running_loop().time() + 20
+        while len(got) < 2 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        writer.close()
+        await poller.stop()
+
+    asyncio.run(main())
+    assert [(e.nonfinite, e.line.split(":")[0]) for e in got if isinstance(e, Progress)] == [
+        (False, "TensorBoard step 100"),
+        (True, "TensorBoard step 150"),
+    ]
+
+
+def _progress(step: int, values: Sequence[tuple[str, float]]) -> Event:
+    return metrics_progress(1, step, values)

@@ -1,0 +1,1 @@
+"""Logs, webhooks, systemd, status socket, Prometheus."""

@@ -1,0 +1,1 @@
+"""The trainer as OS processes."""

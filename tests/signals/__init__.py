@@ -1,0 +1,1 @@
+"""What the trainer shows, read into facts."""
