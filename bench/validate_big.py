@@ -47,7 +47,12 @@ import torch
 
 from supervisor.outputs import logs
 from supervisor.validator.client import ValidationRequest, ValidatorClient, Verdict
-from supervisor.validator.worker import serve as worker
+from supervisor.validator.worker import crc as w_crc
+from supervisor.validator.worker import data_pass as w_data_pass
+from supervisor.validator.worker import job as w_job
+from supervisor.validator.worker import torch_load as w_torch_load
+from supervisor.validator.worker import torch_zip as w_torch_zip
+from supervisor.validator.worker import walk as w_walk
 
 TARGET_RATIO = 1.5
 MiB = 1 << 20
@@ -146,31 +151,31 @@ async def client_latency(path: Path, runs: int) -> tuple[list[float], list[float
 def breakdown(path: Path, runs: int) -> dict[str, tuple[float, float]]:
     """Median wall and CPU seconds of the worker's phases, run in this process."""
     torch.set_num_threads(1)
-    job = worker.Job(ValidationRequest(str(path)))
+    job = w_job.Job(ValidationRequest(str(path)))
     job.fd = os.open(path, os.O_RDONLY)
     job.stat = os.fstat(job.fd)
-    job.format = worker.FORMAT_ZIP
-    records = worker.zip_records(job)
+    job.format = w_job.FORMAT_ZIP
+    records = w_torch_zip.zip_records(job)
     data = [r for r in records if "/data/" in r.name]
-    root = worker.torch_load(job, mmap=True)
-    owners = worker.collect_owners(root)
-    regions = worker._regions_for_records(job, data, owners)
-    plain = [worker.Region(r.file_offset, r.length) for r in regions if r.read]
-    real_crc = worker.crc32
+    root = w_torch_load.torch_load(job, mmap=True)
+    owners = w_walk.collect_owners(root)
+    regions = w_torch_zip._regions_for_records(job, data, owners)
+    plain = [w_data_pass.Region(r.file_offset, r.length) for r in regions if r.read]
+    real_crc = w_crc.crc32
 
     def no_crc(data: object, value: int) -> int:
         return 0
 
     def load() -> None:
-        worker.collect_owners(worker.torch_load(job, mmap=True))
+        w_walk.collect_owners(w_torch_load.torch_load(job, mmap=True))
 
-    def pass_with(crc: Callable[[object, int], int], regions: list[worker.Region]) -> Callable[[], None]:
+    def pass_with(crc: Callable[[object, int], int], regions: list[w_data_pass.Region]) -> Callable[[], None]:
         def run() -> None:
-            worker.crc32 = crc
+            w_crc.crc32 = crc
             try:
-                worker.data_pass(job.fd, regions)
+                w_data_pass.data_pass(job.fd, regions)
             finally:
-                worker.crc32 = real_crc
+                w_crc.crc32 = real_crc
 
         return run
 
@@ -261,7 +266,7 @@ def report(big: Path, tiny: Path, size: int, runs: int) -> None:
     )
     print(
         f"  {os.cpu_count()} CPUs, Linux {platform.release()}, torch {torch.__version__}, "
-        f"CRC-32 from {getattr(worker.crc32, '__module__', '?')}, {worker._threads()} scan threads, "
+        f"CRC-32 from {getattr(w_crc.crc32, '__module__', '?')}, {w_data_pass._threads()} scan threads, "
         f"load average {load}"
     )
     print(f"  {'':<40}{'ms':>8}   GB/s")

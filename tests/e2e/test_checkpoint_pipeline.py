@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from supervisor.validator.worker.serve import TEST_STALL_ENV
+from supervisor.validator.worker.checks import TEST_STALL_ENV
 
 CLI = [sys.executable, "-m", "supervisor.cli"]
 TWIN = [sys.executable, "-m", "supervisor_demo.trainer"]

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from supervisor.checkpoints.pipeline import VALIDATOR_RETRIES
-from supervisor.validator.worker.serve import TEST_STALL_ENV
+from supervisor.validator.worker.checks import TEST_STALL_ENV
 from tests.support.ckpt_factory import write_torch
 from tests.support.procs import alive, behave, read_pid, wait_for
 from tests.support.twins import TRAINERS

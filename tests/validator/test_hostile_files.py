@@ -183,7 +183,8 @@ def test_a_failure_of_the_validator_itself_is_unknown_never_a_rejection() -> Non
     # A bug of ours (any exception no reader turned into a rejection) says nothing about
     # the file: rejecting would move a good checkpoint aside. The known signs of
     # malformed content stay rejections.
-    from supervisor.validator.worker.serve import Job, _failure
+    from supervisor.validator.worker.checks import _failure
+    from supervisor.validator.worker.job import Job
 
     job = Job(ValidationRequest("/nowhere"))
     reason, unknown = _failure(AttributeError("'NoneType' object has no attribute 'x'"), job, None)

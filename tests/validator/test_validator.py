@@ -20,7 +20,9 @@ import pytest
 import torch
 
 from supervisor.validator.client import ValidationRequest, ValidatorClient, Verdict
-from supervisor.validator.worker.serve import TEST_STALL_ENV, crc32_combine, lookup
+from supervisor.validator.worker.checks import TEST_STALL_ENV
+from supervisor.validator.worker.content import lookup
+from supervisor.validator.worker.crc import crc32_combine
 from tests.support import ckpt_factory as ck
 from tests.support.procs import alive, wait_for
 
@@ -509,7 +511,7 @@ def test_a_file_rewritten_while_it_is_read_has_no_verdict(
 ) -> None:
     """The trainer rewrites the file in place (truncating open, new bytes) after the worker
     opened it: whatever the read found, it is `changed`, neither ok nor rejected."""
-    from supervisor.validator.worker import serve as validator_worker
+    from supervisor.validator.worker import checks as validator_worker
 
     path = tmp_path / "model_last.pt"
     torch.save({"update": 5, "w": torch.ones(64)}, path)
