@@ -1,5 +1,6 @@
-"""The TOML configuration: the models, loading and rendering."""
+"""The TOML configuration: the model (`model`), reading it (`load`), and writing it back (`render`)."""
 
+from supervisor.config.load import ConfigError, default_state_dir, load
 from supervisor.config.model import (
     EXPANDABLE_SEGMENTS,
     NOTIFIABLE,
@@ -7,7 +8,6 @@ from supervisor.config.model import (
     AdapterSection,
     CheckpointsSection,
     Config,
-    ConfigError,
     Count,
     DriftSection,
     GpuSection,
@@ -25,13 +25,11 @@ from supervisor.config.model import (
     Section,
     StopSection,
     WebhookSection,
-    default_state_dir,
-    load,
     nan_tolerance,
     shown_url,
     signal_name,
-    to_toml,
 )
+from supervisor.config.render import to_toml
 
 __all__ = [
     "EXPANDABLE_SEGMENTS",
