@@ -9,205 +9,43 @@ launch, so a trainer never runs without a durable record of it.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import structlog
 
 from supervisor.core import Cause, ExitStatus, Phase, State
 from supervisor.core.health import Carry
+from supervisor.ledger.opening import (
+    LedgerDamaged,
+    LedgerError,
+    _cannot_open,
+    _check_intact,
+    _check_not_lost,
+    _corrupt,
+    _damaged,
+    _set_aside,
+)
+from supervisor.ledger.rows import (
+    _INSERT_VERDICT,
+    _SELECT_ATTEMPTS,
+    _SELECT_VERDICTS,
+    AttemptRow,
+    EventRow,
+    RunRow,
+    VerdictRow,
+    _attempt,
+    _status_dict,
+    _status_from,
+    _verdict,
+)
+from supervisor.ledger.schema import _SCHEMA, SCHEMA_VERSION, _migrate
 from supervisor.ledger.text import Redactor, counter, path_in, path_out, readable
 
 LEDGER_FILE = "ledger.sqlite3"
-SCHEMA_VERSION = 4
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
-CREATE TABLE IF NOT EXISTS run (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    name TEXT NOT NULL,
-    config_path TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    backoff_level INTEGER NOT NULL,
-    without_progress INTEGER NOT NULL,
-    stable INTEGER NOT NULL,
-    last_cause TEXT,
-    last_exit TEXT,
-    exit_code INTEGER,
-    relaunch_at REAL,
-    next_delay_s REAL,
-    supervisor_pid INTEGER,
-    updated_at REAL NOT NULL,
-    best_step INTEGER,
-    progressed INTEGER NOT NULL DEFAULT 0,
-    carry TEXT,
-    last_progress_at REAL
-) STRICT;
-CREATE TABLE IF NOT EXISTS attempts (
-    n INTEGER PRIMARY KEY,
-    started_at REAL NOT NULL,
-    ended_at REAL,
-    pid INTEGER,
-    identity TEXT,
-    marker TEXT NOT NULL,
-    exit_code INTEGER,
-    signal INTEGER,
-    cause TEXT,
-    stable INTEGER,
-    detail TEXT
-) STRICT;
-CREATE TABLE IF NOT EXISTS checkpoints (
-    path TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    inode INTEGER NOT NULL,
-    ok INTEGER NOT NULL,
-    reason TEXT,
-    step INTEGER,
-    epoch INTEGER,
-    role TEXT,
-    checksum TEXT,
-    format TEXT,
-    seconds REAL NOT NULL,
-    verified_at REAL NOT NULL,
-    ctime_ns INTEGER NOT NULL DEFAULT 0,
-    globals TEXT,
-    PRIMARY KEY (path, size, mtime_ns, inode)
-) STRICT;
-CREATE TABLE IF NOT EXISTS plans (
-    id INTEGER PRIMARY KEY,
-    at REAL NOT NULL,
-    attempt INTEGER NOT NULL,
-    target_step INTEGER,
-    ok INTEGER NOT NULL,
-    summary TEXT NOT NULL,
-    detail TEXT NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS quarantined (
-    id INTEGER PRIMARY KEY,
-    at REAL NOT NULL,
-    original TEXT NOT NULL,
-    moved_to TEXT NOT NULL,
-    reason TEXT NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS fingerprints (
-    attempt INTEGER PRIMARY KEY,
-    at REAL NOT NULL,
-    data TEXT NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    at REAL NOT NULL,
-    attempt INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    level TEXT NOT NULL,
-    message TEXT NOT NULL
-) STRICT;
-"""
-
-
-class LedgerError(Exception):
-    pass
-
-
-class LedgerDamaged(LedgerError):
-    """The ledger is gone or damaged while the state_dir holds the run's history: going
-    on would start the run over (counters, attempts, the completed mark all lost)."""
-
-
-# What a state_dir holds once a run has gone on in it (besides the ledger).
-HISTORY = ("quarantine", "verified", "logs/trainer.log")
-DAMAGED_SUFFIX = ".damaged-"
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Ledgers from schema 1 lack the best verified step; from 2, the detectors' carry;
-    from 3, the globals a verified file needs to load."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(run)")}
-    if "best_step" not in columns:
-        conn.execute("ALTER TABLE run ADD COLUMN best_step INTEGER")
-    if "progressed" not in columns:
-        conn.execute("ALTER TABLE run ADD COLUMN progressed INTEGER NOT NULL DEFAULT 0")
-    if "carry" not in columns:
-        conn.execute("ALTER TABLE run ADD COLUMN carry TEXT")
-    if "last_progress_at" not in columns:
-        conn.execute("ALTER TABLE run ADD COLUMN last_progress_at REAL")
-    checkpoint_columns = {row[1] for row in conn.execute("PRAGMA table_info(checkpoints)")}
-    if "ctime_ns" not in checkpoint_columns:
-        conn.execute("ALTER TABLE checkpoints ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0")
-    if "globals" not in checkpoint_columns:
-        conn.execute("ALTER TABLE checkpoints ADD COLUMN globals TEXT")
-    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
-
-
-@dataclass(frozen=True)
-class VerdictRow:
-    path: str
-    size: int
-    mtime_ns: int
-    inode: int
-    ok: bool
-    reason: str | None
-    step: int | None
-    epoch: int | None
-    role: str | None
-    checksum: str | None
-    format: str | None
-    seconds: float
-    verified_at: float
-    ctime_ns: int = 0
-    needs_globals: tuple[str, ...] = ()  # globals beyond torch's own safe ones it holds
-
-
-@dataclass(frozen=True)
-class RunRow:
-    name: str
-    config_path: Path
-    phase: Phase
-    attempt: int
-    backoff_level: int
-    without_progress: int
-    stable: bool
-    last_cause: Cause | None
-    last_exit: ExitStatus | None
-    exit_code: int | None
-    relaunch_at: float | None
-    next_delay_s: float | None
-    supervisor_pid: int | None
-    updated_at: float
-    best_step: int | None
-    progressed: bool
-    carry: Carry = field(default_factory=Carry)
-    last_progress_at: float | None = None  # wall time of the newest sign of progress
-
-
-@dataclass(frozen=True)
-class AttemptRow:
-    n: int
-    started_at: float
-    ended_at: float | None
-    pid: int | None
-    identity: str | None
-    marker: str
-    status: ExitStatus | None
-    cause: Cause | None
-    stable: bool
-    detail: str | None
-
-
-@dataclass(frozen=True)
-class EventRow:
-    at: float
-    attempt: int
-    kind: str
-    level: str
-    message: str
 
 
 class Ledger:
@@ -594,136 +432,5 @@ class Ledger:
         return [row[0] for row in rows]
 
 
-_SELECT_ATTEMPTS = "SELECT n, started_at, ended_at, pid, identity, marker, exit_code, signal, cause, stable, detail FROM attempts"
-
-
-def _attempt(row: tuple[Any, ...]) -> AttemptRow:
-    status = None
-    if row[6] is not None or row[7] is not None:
-        status = ExitStatus(code=row[6], signal=row[7])
-    return AttemptRow(
-        n=row[0],
-        started_at=row[1],
-        ended_at=row[2],
-        pid=row[3],
-        identity=row[4],
-        marker=row[5],
-        status=status,
-        cause=Cause(row[8]) if row[8] else None,
-        stable=bool(row[9]),
-        detail=row[10],
-    )
-
-
-_SELECT_VERDICTS = (
-    "SELECT path, size, mtime_ns, inode, ok, reason, step, epoch, role, checksum, format, seconds, verified_at,"
-    " ctime_ns, globals FROM checkpoints"
-)
-_INSERT_VERDICT = (
-    "INSERT OR REPLACE INTO checkpoints (path, size, mtime_ns, inode, ok, reason, step, epoch, role, checksum,"
-    " format, seconds, verified_at, ctime_ns, globals) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _DISK_ERRORS = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR) if hasattr(sqlite3, "SQLITE_FULL") else (13, 10)
 _ROLLBACKS = "rollbacks"  # meta: [[below_step, at], ...], the states rollbacks gave up on
-_FULL_BELOW_BYTES = 1 << 20  # less free than this on the state disk: call it full
-
-
-def _verdict(row: tuple[Any, ...]) -> VerdictRow:
-    return VerdictRow(
-        path=path_out(row[0]),
-        size=row[1],
-        mtime_ns=row[2],
-        inode=row[3],
-        ok=bool(row[4]),
-        reason=row[5],
-        step=row[6],
-        epoch=row[7],
-        role=row[8],
-        checksum=row[9],
-        format=row[10],
-        seconds=row[11],
-        verified_at=row[12],
-        ctime_ns=row[13],
-        needs_globals=tuple(json.loads(row[14])) if row[14] else (),
-    )
-
-
-def _check_not_lost(state_dir: Path, path: Path) -> None:
-    """A ledger missing or empty where the run's history lies beside it was lost."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        size = None
-    except OSError as exc:
-        raise LedgerError(f"cannot read ledger {path}: {exc.strerror or exc}") from None
-    if size not in (None, 0):
-        return
-    history = [name for name in HISTORY if _holds_something(state_dir / name)]
-    if history:
-        what = "missing" if size is None else "empty (0 bytes)"
-        raise _damaged(path, what, history)
-
-
-def _holds_something(path: Path) -> bool:
-    try:
-        return path.is_file() or (path.is_dir() and any(path.iterdir()))
-    except OSError:
-        return False
-
-
-_CORRUPT = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
-
-
-def _cannot_open(path: Path, exc: Exception) -> str:
-    """Why the ledger cannot be opened; SQLite says only "disk I/O error" when its
-    journal cannot be made on a full disk, so a full one is named."""
-    message = f"cannot open ledger {path}: {exc}"
-    try:
-        fs = os.statvfs(path.parent)
-    except OSError:
-        return message
-    free = fs.f_bavail * fs.f_frsize
-    if free < _FULL_BELOW_BYTES:
-        message += f" (its filesystem is full: {free} bytes free; make room there and start again)"
-    return message
-
-
-def _corrupt(exc: sqlite3.DatabaseError) -> bool:
-    """The file is damaged (not a database, or corrupt): not merely busy or unreadable."""
-    return (
-        getattr(exc, "sqlite_errorcode", None) in _CORRUPT
-        or "not a database" in str(exc)
-        or "malformed" in str(exc)
-    )
-
-
-def _check_intact(conn: sqlite3.Connection, path: Path) -> None:
-    (verdict,) = conn.execute("PRAGMA quick_check").fetchone()
-    if verdict != "ok":
-        raise _damaged(path, f"damaged ({verdict})")
-
-
-def _damaged(path: Path, why: str, history: list[str] | None = None) -> LedgerDamaged:
-    held = f" while {path.parent} holds the run's history ({', '.join(history)})" if history else ""
-    return LedgerDamaged(
-        f"ledger {path} is {why}{held}: the run's counters, attempts and completion are not known. Nothing "
-        f"was started. To start a new ledger, keeping the old file beside it ({path.name}{DAMAGED_SUFFIX}<time>): "
-        "train-supervisor run -c FILE --new-ledger"
-    )
-
-
-def _set_aside(path: Path) -> None:
-    """Move the ledger (and its WAL) aside under a dated name; nothing is deleted."""
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    for suffix in ("", "-wal", "-shm"):
-        current = path.with_name(path.name + suffix)
-        if current.exists():
-            current.rename(path.with_name(f"{path.name}{suffix}{DAMAGED_SUFFIX}{stamp}"))
-
-
-def _status_dict(status: ExitStatus) -> dict[str, int | None]:
-    return {"code": status.code, "signal": status.signal}
-
-
-def _status_from(data: dict[str, int | None]) -> ExitStatus:
-    return ExitStatus(code=data.get("code"), signal=data.get("signal"))
