@@ -329,7 +329,7 @@ def test_a_torn_first_d_is_no_lost_state_and_the_trainer_starts_over(tmp_path: P
     """VITS's very first save: G_0 lands, D_0 is torn. A G without its D never was a
     resume state: moving D_0 aside and letting the trainer start from scratch loses
     nothing, so the supervisor does (it used to refuse and give up)."""
-    from tests.adapters.test_vits import vits_root
+    from tests.support.vits import vits_root
 
     root = vits_root(tmp_path, epochs=2)
     write_faults(root, [{"at": "D_0", "kind": "torn"}])

@@ -20,7 +20,7 @@ import pytest
 from supervisor.checkpoints import store
 from supervisor.checkpoints.reconcile import OUTCOME, tidy
 from supervisor.validator.worker.checks import TEST_STALL_ENV
-from tests.e2e.test_power_loss import power_cut, powercut_config
+from tests.support.power_cut import power_cut, powercut_config
 from tests.support.procs import wait_for
 from tests.support.twins import CLI, run_cli
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.process.trainer import marked_processes
-from tests.e2e.test_detection import causes, completed, events
+from tests.support.ledger_reads import causes, completed, events
 from tests.support.twins import TRAINERS, write_config
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
