@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from _claims import claim, exit_status
 
 PYTHON = sys.executable
 SUPERVISOR = Path(sys.executable).parent / "train-supervisor"
@@ -168,6 +169,7 @@ def report(
         f"  RSS          max {mb(max(rss))}, last {mb(rss[-1])} ({len(rss)} samples)   "
         f"(target <= {TARGET_RSS_MB:g} MB)"
     )
+    claim("idle supervisor RSS, MB", max(rss) / 2**20, TARGET_RSS_MB)
     if full is not None:
         print(f"               USS {mb(full[0])}, PSS {mb(full[1])}, swap {mb(full[2])}")
     print(
@@ -220,7 +222,7 @@ def main() -> int:
             f"ledger: state {final.get('state')}, exit_code {final.get('exit_code')}"
         )
         ok = code == 0 and took <= args.grace and gone
-        return 0 if ok else 1
+        return max(0 if ok else 1, exit_status())
     finally:
         if popen.poll() is None:
             popen.kill()

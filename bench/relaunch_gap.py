@@ -45,6 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _claims import claim, exit_status
+
 BENCH_DIR = Path(__file__).resolve().parent
 CRASH_SCRIPT = BENCH_DIR / "crash_script.py"
 PYTHON = sys.executable
@@ -230,6 +232,7 @@ def report(setup: Setup, rounds: int, results: dict[str, Result], parts: dict[st
             f"    ours / torchrun    {med[OURS] / med[TORCHRUN_NAME]:6.3f} / "
             f"{p90[OURS] / p90[TORCHRUN_NAME]:6.3f}   (target <= {TARGET_VS_TORCHRUN:g})"
         )
+        claim("relaunch gap, ours / torchrun (median)", med[OURS] / med[TORCHRUN_NAME], TARGET_VS_TORCHRUN)
     else:
         print("    ours / torchrun    n/a (torchrun was not measured)")
     print(
@@ -295,7 +298,7 @@ def main() -> int:
         report(setup, args.rounds, results, parts)
     finally:
         shutil.rmtree(top, ignore_errors=True)
-    return 0
+    return exit_status()
 
 
 if __name__ == "__main__":
