@@ -1,6 +1,6 @@
 """`train-supervisor install-service`: the systemd units, and a drop-in per run.
 
-The unit templates are the files in `systemd/` (a test keeps them equal to these texts).
+The unit templates are the package's `supervisor/cli/units/` files, read as package data.
 A run is installed as an instance of the template plus a drop-in that names its config,
 the exact interpreter of this installation, and a stop timeout above its grace period.
 """
@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from supervisor.config import Config
@@ -22,91 +23,12 @@ SYSTEM_UNIT = "train-supervisor@.service"
 USER_UNIT = "train-supervisor-user@.service"
 SYSTEM_DIR = Path("/etc/systemd/system")
 DROP_IN = "train-supervisor.conf"
-STOP_MARGIN_S = 60
-USER_NAME = re.compile(
-    r"[a-zA-Z_][a-zA-Z0-9_.-]{0,31}"
-)  # what systemd's strict user-name check allows  # TimeoutStopSec above [stop] grace_s: the trainer's grace, then our own exit
+STOP_MARGIN_S = 60  # TimeoutStopSec above [stop] grace_s: the trainer's grace, then our own exit
+USER_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_.-]{0,31}")  # what systemd's strict user-name check allows
 
-SYSTEM_TEXT = """\
-# One supervised training run per instance: `systemctl enable --now train-supervisor@NAME`
-# runs /etc/train-supervisor/NAME.toml. A drop-in may name another config:
-#   [Service]
-#   Environment=TRAIN_SUPERVISOR_CONFIG=/home/me/runs/ljs.toml
-[Unit]
-Description=train-supervisor: keep the training run %i going
-Documentation=file:///usr/share/doc/train-supervisor/README.md
-After=local-fs.target network-online.target nvidia-persistenced.service
-Wants=network-online.target
-
-[Service]
-Type=notify
-# Only the supervisor speaks for the service (the trainer never sees NOTIFY_SOCKET).
-NotifyAccess=main
-Environment=TRAIN_SUPERVISOR_CONFIG=/etc/train-supervisor/%i.toml
-ExecStart=/usr/local/bin/train-supervisor run -c ${TRAIN_SUPERVISOR_CONFIG}
-# The supervisor feeds the watchdog from its event loop at half this interval.
-WatchdogSec=60
-# The supervisor itself is restarted when it fails; it picks the run up from its ledger
-# (an interrupted trainer is reclaimed first). Exit 3 = it gave up, 2 = a config error:
-# restarting cannot help either.
-Restart=on-failure
-RestartSec=10
-RestartPreventExitStatus=2 3
-# SIGTERM to the supervisor only: it stops the trainer's process group with [stop]
-# grace_s itself. Whatever is left after TimeoutStopSec (keep it above grace_s) is killed.
-KillMode=mixed
-TimeoutStopSec=120
-# The kernel's OOM killer may take the trainer: the supervisor classifies and relaunches
-# (systemd's default, stop, would end the whole unit).
-OOMPolicy=continue
-StateDirectory=train-supervisor
-# Hardening that leaves GPU access alone (no PrivateDevices=, no MemoryDenyWriteExecute=,
-# which CUDA's JIT needs); checkpoints may live anywhere, so /home stays writable.
-NoNewPrivileges=yes
-ProtectSystem=full
-PrivateTmp=yes
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectControlGroups=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-RestrictRealtime=yes
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-USER_TEXT = """\
-# The user-unit variant, for a box where you have no root: put it in
-# ~/.config/systemd/user/, then `systemctl --user enable --now train-supervisor-user@NAME`
-# runs ~/.config/train-supervisor/NAME.toml (`loginctl enable-linger` keeps it running
-# while you are logged out, and starts it at boot). A drop-in may name another config:
-#   [Service]
-#   Environment=TRAIN_SUPERVISOR_CONFIG=/home/me/runs/ljs.toml
-[Unit]
-Description=train-supervisor: keep the training run %i going (user unit)
-Documentation=file:///usr/share/doc/train-supervisor/README.md
-
-[Service]
-Type=notify
-NotifyAccess=main
-Environment=TRAIN_SUPERVISOR_CONFIG=%h/.config/train-supervisor/%i.toml
-ExecStart=%h/.local/bin/train-supervisor run -c ${TRAIN_SUPERVISOR_CONFIG}
-WatchdogSec=60
-Restart=on-failure
-RestartSec=10
-RestartPreventExitStatus=2 3
-KillMode=mixed
-TimeoutStopSec=120
-OOMPolicy=continue
-# ~/.local/state/train-supervisor
-StateDirectory=train-supervisor
-# (The kernel-facing Protect*= options need privileges a user manager lacks.)
-NoNewPrivileges=yes
-
-[Install]
-WantedBy=default.target
-"""
+UNITS = resources.files("supervisor.cli") / "units"  # package data: the files are the units
+SYSTEM_TEXT = (UNITS / SYSTEM_UNIT).read_text()
+USER_TEXT = (UNITS / USER_UNIT).read_text()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ import pytest
 from supervisor import config as config_module
 from supervisor.cli import service
 
-UNITS = Path(__file__).parents[2] / "systemd"
+ROOT = Path(__file__).parents[2]
+UNITS = Path(__file__).parents[2] / "supervisor" / "cli" / "units"
 COMMAND = Path(sys.executable).parent / "train-supervisor"
 ANALYZE = shutil.which("systemd-analyze")
 
@@ -133,9 +135,34 @@ def test_install_service_refuses_a_broken_config(tmp_path: Path) -> None:
     assert not (tmp_path / "units").exists()
 
 
-def test_the_shipped_unit_files_are_what_install_service_writes() -> None:
-    assert (UNITS / "train-supervisor@.service").read_text() == service.SYSTEM_TEXT
-    assert (UNITS / "train-supervisor-user@.service").read_text() == service.USER_TEXT
+@pytest.mark.slow
+def test_the_unit_files_ship_in_the_wheel(tmp_path: Path) -> None:
+    """The units are package data: an installed package (not this checkout) has them."""
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {
+        "supervisor/cli/units/train-supervisor@.service",
+        "supervisor/cli/units/train-supervisor-user@.service",
+    } <= names
 
 
 HOSTILE = 'evil "dir %h $HOME\\x'  # a quote, a specifier, a variable, a backslash, spaces
