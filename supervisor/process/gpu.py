@@ -31,11 +31,12 @@ import importlib
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol, TypeVar
 
 import structlog
+
+from supervisor.process.procfs import running
 
 log = structlog.get_logger("supervisor.process.gpu")
 
@@ -233,22 +234,13 @@ def _describe_process(p: GpuProcess) -> str:
     return f"pid {p.pid} (gpu {p.gpu}{used})"
 
 
-def _running(pid: int) -> bool:
-    """In /proc and not a zombie (a zombie has exited: its GPU memory is the driver's to free)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2 :][:1] != "Z"
-
-
 def holding(
     listed: Collection[GpuProcess], baseline_pids: Collection[int], is_ours: Callable[[int], bool]
 ) -> list[GpuProcess]:
     """The listed processes a relaunch must wait for: ours, or exited (gone from /proc,
     or a zombie: memory not reclaimed yet) and not already listed before our launch.
     Running processes that are not ours are someone else's jobs."""
-    return [p for p in listed if is_ours(p.pid) or (p.pid not in baseline_pids and not _running(p.pid))]
+    return [p for p in listed if is_ours(p.pid) or (p.pid not in baseline_pids and not running(p.pid))]
 
 
 async def wait_released(

@@ -19,6 +19,7 @@ from pathlib import Path
 import structlog
 
 from supervisor.core import ExitStatus
+from supervisor.process.procfs import running, stat_fields
 from supervisor.process.trainer_log import OutputSink
 
 log = structlog.get_logger("supervisor.process.trainer")
@@ -49,17 +50,8 @@ def trainer_env(
     return env
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat from field 3 (state) on; None if the process is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2 :].split()
-
-
 def start_ticks(pid: int) -> int | None:
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     return int(fields[19]) if fields else None  # field 22 of stat: starttime
 
 
@@ -83,11 +75,6 @@ def split_identity(identity: str) -> tuple[str, int, int]:
     return boot, int(pid), int(ticks)
 
 
-def _is_zombie(pid: int) -> bool:
-    fields = _stat_fields(pid)
-    return fields is None or fields[0] == "Z"
-
-
 def _all_pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
@@ -97,7 +84,7 @@ def session_members(sid: int) -> list[int]:
     members = []
     for pid in _all_pids():
         try:
-            if os.getsid(pid) == sid and not _is_zombie(pid):
+            if os.getsid(pid) == sid and running(pid):
                 members.append(pid)
         except OSError:
             continue
@@ -111,7 +98,7 @@ def marked_processes(marker: str, started_since: int = 0) -> list[int]:
     needle = f"{ATTEMPT_MARKER_ENV}={marker}".encode()
     found = []
     for pid in _all_pids():
-        fields = _stat_fields(pid)
+        fields = stat_fields(pid)
         if fields is None or fields[0] == "Z" or int(fields[19]) < started_since:
             continue
         try:

@@ -18,10 +18,11 @@ import sys
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import structlog
+
+from supervisor.process import procfs
 
 log = structlog.get_logger("supervisor.validator.client")
 
@@ -140,15 +141,6 @@ def failed_verdict(path: str, reason: str, seconds: float, *, validator_error: b
     )
 
 
-def _alive(pid: int) -> bool:
-    """True if pid is a live, non-zombie process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
 def describe_exit(returncode: int | None) -> str:
     if returncode is None:
         return "validator crashed"
@@ -166,7 +158,7 @@ class _Worker:
     def running(self) -> bool:
         # asyncio notices a death only when the loop next runs; /proc knows at once, so
         # a worker killed while idle is replaced instead of failing the next job.
-        return self.proc.returncode is None and _alive(self.proc.pid)
+        return self.proc.returncode is None and procfs.running(self.proc.pid)
 
 
 class ValidatorClient:
