@@ -7,7 +7,6 @@ without progress; the systemd unit names it in RestartPreventExitStatus=).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -16,22 +15,36 @@ import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-import structlog
 
-import trainer_adapters
 from supervisor import __version__
-from supervisor import config as config_module
-from supervisor.cli import service
-from supervisor.config import Config, ConfigError
-from supervisor.ledger import LedgerError
-from supervisor.ledger.text import readable
-from supervisor.outputs import logs
-from supervisor.process.gpu import GpuUnavailable
+
+if TYPE_CHECKING:
+    from supervisor.config import Config
+
+# Every command imports what it needs when it runs: `--help` loads click and this module.
 
 EXIT_USAGE = 2
+
+
+class AdapterChoice(click.Choice):  # type: ignore[type-arg]
+    """The adapters' names, found when first asked for, so that `--help` does not import them."""
+
+    def __init__(self) -> None:
+        super().__init__((), case_sensitive=True)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        import trainer_adapters
+
+        return tuple(trainer_adapters.names())
+
+    @choices.setter
+    def choices(self, _value: Any) -> None:
+        pass
+
 
 CONFIG_OPTION = click.option(
     "-c",
@@ -49,6 +62,9 @@ def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 
 def _load(path: Path, for_launch: bool = True, runs_as: int | None = None, acting: bool = False) -> Config:
+    from supervisor import config as config_module
+    from supervisor.config import ConfigError
+
     try:
         return config_module.load(path, for_launch=for_launch, runs_as=runs_as, acting=acting)
     except ConfigError as exc:
@@ -112,9 +128,13 @@ def run(
     SIGINT, SIGTERM or SIGHUP stop the trainer with grace and exit 0; a second
     signal kills it at once.
     """
+    import structlog
+
     from supervisor.checkpoints.pinned import DirectoryTaken
     from supervisor.daemon.loop import Daemon
-    from supervisor.ledger import Ledger, LedgerDamaged
+    from supervisor.ledger import Ledger, LedgerDamaged, LedgerError
+    from supervisor.outputs import logs
+    from supervisor.process.gpu import GpuUnavailable
     from supervisor.process.lock import AlreadyRunning, RunLock
 
     config = _load(config_path)
@@ -161,6 +181,8 @@ def run(
         trainer_log=str(config.trainer_log),
     )
     try:
+        import asyncio
+
         code = asyncio.run(daemon.run())
     except DirectoryTaken as exc:
         ledger.close()
@@ -182,6 +204,7 @@ def status(config_path: Path, as_json: bool) -> None:
     """Show the run's state: phase, uptime, attempt, restarts by cause, last progress, last
     verified step, next backoff. Live from the running supervisor, else from its ledger."""
     from supervisor.cli.status import render, report
+    from supervisor.ledger import LedgerError
 
     config = _load(config_path, for_launch=False)
     try:
@@ -199,7 +222,7 @@ def status(config_path: Path, as_json: bool) -> None:
 @click.option(
     "--adapter",
     "adapter_name",
-    type=click.Choice(trainer_adapters.names()),
+    type=AdapterChoice(),
     help="Which trainer wrote the files (default: recognised from each file's name and directory).",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per path per line.")
@@ -211,7 +234,9 @@ def verify(paths: tuple[Path, ...], adapter_name: str | None, as_json: bool) -> 
     consistency. Exit 0 when all are ok, 1 when any is rejected or unknown (the
     validator failed, or the file kept changing while it was read), 2 on usage errors.
     """
+    import trainer_adapters
     from supervisor.cli.checkpoint_commands import verify_paths
+    from supervisor.outputs import logs
 
     logs.configure(level=logging.WARNING, stream=sys.stderr)
     layouts = {}
@@ -225,6 +250,8 @@ def verify(paths: tuple[Path, ...], adapter_name: str | None, as_json: bool) -> 
                 f"(known: {', '.join(trainer_adapters.names())})"
             )
         layouts[path] = adapter
+    import asyncio
+
     results = asyncio.run(verify_paths(layouts))
     for result in results:
         if as_json:
@@ -248,7 +275,8 @@ def _counters(result: dict[str, object]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per checkpoint per line.")
 def checkpoints(config_path: Path, as_json: bool) -> None:
     """List what the ledger knows about the run's checkpoints."""
-    from supervisor.ledger import Ledger
+    from supervisor.ledger import Ledger, LedgerError
+    from supervisor.ledger.text import readable
 
     config = _load(config_path, for_launch=False)
     try:
@@ -289,6 +317,8 @@ def plan(config_path: Path, apply_plan: bool, as_json: bool, accept_model_change
     trainer's own resume rule lands on the newest verified state, 1 when it would not.
     """
     from supervisor.cli.checkpoint_commands import plan_run
+    from supervisor.ledger import LedgerError
+    from supervisor.outputs import logs
 
     logs.configure(level=logging.WARNING, stream=sys.stderr)
     config = _load(config_path, for_launch=False, acting=True)
@@ -306,6 +336,8 @@ def plan(config_path: Path, apply_plan: bool, as_json: bool, accept_model_change
         except AlreadyRunning as exc:
             _fail(f"{exc}; it prepares the run directory itself before every launch")
     try:
+        import asyncio
+
         result = asyncio.run(plan_run(config, apply=apply_plan, accept_model_change=accept_model_change))
     except (LedgerError, DirectoryTaken, DirectoryChanged) as exc:
         _fail(str(exc), EXIT_USAGE if isinstance(exc, DirectoryTaken) else 1)
@@ -348,6 +380,8 @@ def config_group() -> None:
 @CONFIG_OPTION
 def config_check(config_path: Path) -> None:
     """Validate a config and print the effective config (defaults filled in, paths resolved)."""
+    from supervisor import config as config_module
+
     config = _load(config_path)
     click.echo(config_module.to_toml(config), nl=False)
 
@@ -357,7 +391,7 @@ def config_check(config_path: Path) -> None:
 @click.option(
     "--adapter",
     "adapter_name",
-    type=click.Choice(trainer_adapters.names()),
+    type=AdapterChoice(),
     help="Which trainer the command runs.",
 )
 @click.option(
@@ -398,7 +432,9 @@ def init(
       train-supervisor init --adapter vits -- python train.py -c configs/ljs_base.json -m ljs_base
       train-supervisor init --from-dir logs/myvoice -- python core.py train --model-name myvoice ...
     """
+    from supervisor import config as config_module
     from supervisor.cli.init import InitError, draft, render
+    from supervisor.config import ConfigError
 
     if output.exists() and not force:
         _fail(f"{output} exists; pass --force to overwrite it")
@@ -441,6 +477,8 @@ def install_service(config_path: Path, user: bool, dry_run: bool, unit_dir: Path
     """Install this run as a systemd service: the unit template, a drop-in naming this
     config and this installation's Python, then daemon-reload and enable --now."""
     # A system unit runs the config's owner's command as that owner (User=): theirs to trust.
+    from supervisor.cli import service
+
     runs_as = None if user else service.runs_as(config_path)
     config = _load(config_path, runs_as=runs_as)
     try:
