@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/detection.py
 	$(BIN)/python bench/heartbeat_client.py
 	$(BIN)/python bench/tfevents_read.py
+	$(BIN)/python bench/cli_startup.py
 
 # The real F5-TTS trainer under faults, and a plain restart loop as the control (not part
 # of `make test`): builds the trainer's own pinned venv once (about 3 minutes, 2.4 GB).
