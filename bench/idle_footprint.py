@@ -99,7 +99,7 @@ def wait_for_trainer(supervisor: psutil.Process, config: Path) -> psutil.Process
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     trainer = None
     while time.monotonic() < deadline:
-        if not supervisor.is_running() or supervisor.cli.status() == psutil.STATUS_ZOMBIE:
+        if not supervisor.is_running() or supervisor.status() == psutil.STATUS_ZOMBIE:
             raise RuntimeError("the supervisor exited before the trainer ran")
         if trainer is None:
             for child in supervisor.children():

@@ -1,6 +1,6 @@
 """The daemon's checkpoint edge: watch the checkpoint directory, verify each file as it
 lands, keep verified copies, and prepare the run directory before every launch (the
-one preparation `plan --apply` uses too: supervisor/prepare.py).
+one preparation `plan --apply` uses too: supervisor/checkpoints/prepare.py).
 
 It reports to the core only through `emit` (Progress when a file lands, dated by its
 last write; CheckpointVerified), and `prepare` answers the core's Prepare action with

@@ -3,18 +3,18 @@
 - Quarantine: a bad (or unwanted) checkpoint is *moved* out of the trainer's directory
   into state_dir/quarantine/<timestamp>/, with a JSON note beside it. Never deleted, and
   never just renamed in place: the trainers' globs and digit-sorts would still pick it.
-- Verified copies (supervisor/copies.py) are made with the same durable copy.
+- Verified copies (supervisor/checkpoints/copies.py) are made with the same durable copy.
 
 Every write goes to a temporary name of ours (`.NAME.<random>.partial` or `.NAME.tmp`,
 created with O_EXCL|O_NOFOLLOW, so nothing planted under that name is ever written
 through), is fsynced, renamed into place, and the directory is fsynced; new folders are
 fsynced into their parents, and no folder of ours is ever entered through a symbolic
-link. Sources are opened without following links or blocking (supervisor/entries.py).
+link. Sources are opened without following links or blocking (supervisor/checkpoints/entries.py).
 What a cut can still leave (temporary names, a note whose move never happened) is
-cleared on the next start (`supervisor/reconcile.py`).
+cleared on the next start (`supervisor/checkpoints/reconcile.py`).
 
 Operations in the trainer's directory take its descriptor (`dir_fd`, see
-supervisor/pinned.py) and the entry's name, so a directory swapped under the path
+supervisor/checkpoints/pinned.py) and the entry's name, so a directory swapped under the path
 between a check and a move is never written into.
 """
 

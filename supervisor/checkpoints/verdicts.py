@@ -28,7 +28,7 @@ from supervisor.process.writers import writers_of
 from supervisor.validator.client import EMPTY, ValidationRequest, ValidatorClient, Verdict
 from trainer_adapters.base import Layout, NamedCheckpoint
 
-log = structlog.get_logger("supervisor.checkpoints.verdicts")
+log = structlog.get_logger("supervisor.checkpoints")
 
 DEFAULT_RESERVE_BYTES = 512 * 1024 * 1024
 SHAPES_META = "model_shapes:"  # ledger meta, per role: a ShapeReference

@@ -44,7 +44,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
-log = structlog.get_logger("supervisor.checkpoints.watch")
+log = structlog.get_logger("supervisor.watcher")
 
 FORCE_POLLING_ENV = "TRAIN_SUPERVISOR_FORCE_POLLING"
 BATCH = 256  # paths handled between two yields to the loop

@@ -76,7 +76,7 @@ def _rejected(path: Path, reason: str, unit: str) -> dict[str, Any]:
 
 async def plan_run(config: Config, *, apply: bool, accept_model_change: bool = False) -> dict[str, Any]:
     """Verify what is unverified and plan the resume; with `apply`, prepare the run
-    directory exactly as the daemon does before a launch (supervisor/prepare.py)."""
+    directory exactly as the daemon does before a launch (supervisor/checkpoints/prepare.py)."""
     assert config.adapter.checkpoint_dir is not None
     layout = trainer_adapters.get(config.adapter.name).layout(config.adapter.options)
     ledger = Ledger.open(config.state_dir) if apply else Ledger.open_readonly(config.state_dir)

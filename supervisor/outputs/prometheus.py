@@ -15,7 +15,7 @@ import structlog
 from supervisor.core import Cause, Phase
 from supervisor.outputs.status_socket import FirstErrorLog, Snapshot, close_server
 
-log = structlog.get_logger("supervisor.outputs.prometheus")
+log = structlog.get_logger("supervisor.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "train_supervisor_"

@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-log = structlog.get_logger("supervisor.outputs.status_socket")
+log = structlog.get_logger("supervisor.live")
 
 SOCKET_NAME = "status.sock"
 STAGING_PREFIX = ".status-"

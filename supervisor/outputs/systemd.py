@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import structlog
 
-log = structlog.get_logger("supervisor.outputs.systemd")
+log = structlog.get_logger("supervisor.sdnotify")
 
 
 class Notifier:

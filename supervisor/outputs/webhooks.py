@@ -23,7 +23,7 @@ import structlog
 
 from supervisor.ledger.text import Redactor
 
-log = structlog.get_logger("supervisor.outputs.webhooks")
+log = structlog.get_logger("supervisor.webhooks")
 
 Format = Literal["json", "ntfy", "slack"]
 FINAL = ("gave_up", "completed")

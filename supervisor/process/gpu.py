@@ -38,7 +38,7 @@ import structlog
 
 from supervisor.process.procfs import running
 
-log = structlog.get_logger("supervisor.process.gpu")
+log = structlog.get_logger("supervisor.gpu")
 
 CALL_TIMEOUT_S = 5.0
 SETTINGS = ("auto", "off", "nvml")

@@ -1,4 +1,4 @@
-"""One supervisor per run: an exclusive flock on state_dir/supervisor.process.lock.
+"""One supervisor per run: an exclusive flock on state_dir/supervisor.lock.
 
 The kernel drops the lock when the holder dies, so a stale file never blocks a restart.
 """
@@ -10,7 +10,7 @@ import fcntl
 import os
 from pathlib import Path
 
-LOCK_FILE = "supervisor.process.lock"
+LOCK_FILE = "supervisor.lock"  # the name on disk: a running older supervisor holds it
 
 
 class AlreadyRunning(Exception):

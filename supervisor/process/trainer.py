@@ -22,7 +22,7 @@ from supervisor.core import ExitStatus
 from supervisor.process.procfs import running, stat_fields
 from supervisor.process.trainer_log import OutputSink
 
-log = structlog.get_logger("supervisor.process.trainer")
+log = structlog.get_logger("supervisor.process")
 
 # Environment variable that tags every process of one attempt (children inherit it),
 # so a restarted supervisor can find leftovers even if they left the session.

@@ -96,7 +96,7 @@ class OutputSink:
             self.log.write(data)
         except OSError as exc:
             if self.log_error is None:
-                structlog.get_logger("supervisor.process.trainer_log").error(
+                structlog.get_logger("supervisor.output").error(
                     "cannot write the trainer log; its output is dropped until this clears",
                     path=str(self.log.path),
                     error=str(exc),
@@ -123,5 +123,5 @@ class OutputSink:
                 handler(stream, text)
             except Exception:  # a line handler must never stop the draining
                 if not self._handler_failed:
-                    structlog.get_logger("supervisor.process.trainer_log").exception("a line handler failed")
+                    structlog.get_logger("supervisor.output").exception("a line handler failed")
                 self._handler_failed = True

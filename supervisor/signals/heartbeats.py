@@ -17,7 +17,7 @@ import structlog
 
 from supervisor.client import HEARTBEAT_ENV
 
-log = structlog.get_logger("supervisor.signals.heartbeats")
+log = structlog.get_logger("supervisor.heartbeat")
 
 SOCKET_NAME = "hb.sock"
 UNIX_PATH_MAX = 107  # sun_path holds 108 bytes, the terminating NUL included

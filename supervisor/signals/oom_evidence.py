@@ -24,7 +24,7 @@ from pathlib import Path
 
 import structlog
 
-log = structlog.get_logger("supervisor.signals.oom_evidence")
+log = structlog.get_logger("supervisor.oom")
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_ROOT = Path("/proc")

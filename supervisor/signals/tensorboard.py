@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 import structlog
 
-log = structlog.get_logger("supervisor.signals.tensorboard")
+log = structlog.get_logger("supervisor.tfevents")
 
 PATTERN = "events.out.tfevents.*"
 CHUNK_BYTES = 4 * 1024 * 1024

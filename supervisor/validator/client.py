@@ -24,7 +24,7 @@ import structlog
 
 from supervisor.process import procfs
 
-log = structlog.get_logger("supervisor.validator.client")
+log = structlog.get_logger("supervisor.validation")
 
 WORKER_MODULE = "supervisor.validator.worker.serve"
 CLOSE_GRACE_S = 2.0  # after closing the worker's stdin: how long it may take to exit

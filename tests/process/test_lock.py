@@ -24,3 +24,14 @@ def test_one_holder_at_a_time_and_asking_never_takes_the_lock(tmp_path: Path) ->
         assert holder_pid(first.path) is None
         second.acquire()
         second.release()
+
+
+def test_the_lock_file_keeps_its_name_on_disk(tmp_path: Path) -> None:
+    # A supervisor of an older version may hold it: another name would let two run one run.
+    lock = RunLock(tmp_path)
+    lock.acquire()
+    try:
+        assert (tmp_path / "supervisor.lock").exists()
+        assert holder_pid(tmp_path / "supervisor.lock") == os.getpid()
+    finally:
+        lock.release()
