@@ -22,12 +22,12 @@ from supervisor.checkpoints.store import (
     copy_from,
     copy_to_temporary,
     exists_at,
-    file_version,
     give_name,
     make_dirs,
     unlink_at,
     write_json,
 )
+from supervisor.core.file_version import FileVersion
 
 
 def snapshot(
@@ -38,19 +38,19 @@ def snapshot(
     *,
     in_place: bool,
     verdict: dict[str, Any],
-    identity: tuple[int, int, int],
+    version: FileVersion,
     dir_fd: int | None = None,
 ) -> Snapshot | None:
-    """Keep a copy of `src` as it was verified (`identity` = size, mtime_ns, inode); an
-    older copy of the same name and step (an overwritten name) is replaced. None if the
-    file is no longer that version, or changed while it was being copied."""
+    """Keep a copy of `src` as it was verified (`version`); an older copy of the same
+    name and step (an overwritten name) is replaced. None if the file is no longer that
+    version, or changed while it was being copied."""
     try:
         fd = open_file(src.name if dir_fd is not None else src, dir_fd=dir_fd)
     except FileNotFoundError:
         return None  # gone since it was verified: nothing of that version to keep
     try:
         before = os.fstat(fd)
-        if (before.st_size, before.st_mtime_ns, before.st_ino) != identity:
+        if FileVersion.of(before) != version:
             return None
         copy = state_dir / VERIFIED_DIR / f"step-{step}" / role / src.name
         make_dirs(copy.parent, within=state_dir)
@@ -61,7 +61,7 @@ def snapshot(
         after = os.fstat(fd)
     finally:
         os.close(fd)
-    if file_version(after) != file_version(before):
+    if FileVersion.of(after) != FileVersion.of(before):
         unlink_at(tmp, copy.parent, None)  # an older copy of the name stays as it was
         return None
     # The copy replaces an older one of the name (an overwritten name) only now, once it

@@ -19,12 +19,14 @@ from pathlib import Path
 import structlog
 
 from supervisor.checkpoints.plan import retention, with_content_step
-from supervisor.checkpoints.prepare import Preparation, Report, book_for
+from supervisor.checkpoints.prepare import Preparation, book_for
 from supervisor.checkpoints.verdicts import OnDisk, Unsettled, stat_checkpoint
 from supervisor.checkpoints.watch import CheckpointWatcher, Landed
 from supervisor.config import Config
 from supervisor.core import CheckpointVerified, Event, Prepared, PrepareFailed, Progress
+from supervisor.core.file_version import VersionKey
 from supervisor.ledger import Ledger
+from supervisor.outputs.reporter import Report
 from trainer_adapters.base import Layout
 
 log = structlog.get_logger("supervisor")
@@ -80,9 +82,9 @@ class CheckpointGuard:
             force_polling=c.force_polling,
         )
         self._verifying: asyncio.Task[None] | None = None
-        self._retries: dict[tuple[str, int, int, int, int], int] = {}  # by housekeeping rescans
+        self._retries: dict[VersionKey, int] = {}  # by housekeeping rescans
         # Rereads of the version of each path last caught mid-write: (its key, rereads).
-        self._unsettled: dict[str, tuple[tuple[str, int, int, int, int], int]] = {}
+        self._unsettled: dict[str, tuple[VersionKey, int]] = {}
         self._unsettled_in_a_row: dict[str, int] = {}  # versions of a path with no verdict since
 
     def _watched(self, path: Path) -> bool:
@@ -93,7 +95,7 @@ class CheckpointGuard:
     def _landed(self, landed: Landed) -> None:
         """A sign of life dated by the file's last write, not by when it turned quiet."""
         self._to_verify.put_nowait(landed.path)
-        age_s = max(0.0, time.time() - landed.identity.mtime_ns / 1e9)
+        age_s = max(0.0, time.time() - landed.version.mtime_ns / 1e9)
         at = asyncio.get_running_loop().time() - age_s
         self._emit(Progress(self._attempt(), "checkpoint", line=str(landed.path), at=at))
 

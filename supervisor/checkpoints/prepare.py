@@ -29,7 +29,9 @@ from supervisor.checkpoints.plan import Plan, fresh_start_refusal
 from supervisor.checkpoints.verdicts import CheckpointBook, OnDisk, stat_checkpoint
 from supervisor.config import Config
 from supervisor.core import Prepared, PrepareFailed
+from supervisor.core.file_version import VersionKey
 from supervisor.ledger import Ledger, VerdictRow
+from supervisor.outputs.reporter import Report
 from supervisor.process.trainer import boot_id
 from supervisor.process.writers import writers_of
 from supervisor.validator.client import ValidatorClient
@@ -40,8 +42,6 @@ log = structlog.get_logger("supervisor")
 SUSPECT_BEFORE = "verdicts_suspect_before"  # ledger meta: verdicts older are read again
 DIRECTORY_WAS = "checkpoint_dir_resolved"  # ledger meta: where the checkpoint dir led last start
 APPLY_ROUNDS = 3  # plan, carry out, check again: a restore may list in another order
-
-Report = Callable[[str, str, str], None]  # (kind, level, message): log + ledger event
 
 
 def book_for(
@@ -70,7 +70,7 @@ def book_for(
         record=record,
         unit=trainer_adapters.get(config.adapter.name).position_unit,
         reserve_bytes=int(c.state_reserve_mb * 1024 * 1024),
-        on_copy_refused=lambda message: report("disk_space", "warning", message),
+        report=report,
         accept_model_change=accept_model_change,
     )
 
@@ -309,7 +309,7 @@ class Preparation:
         later; those that changed again are still being written."""
         quiet_s = self.config.checkpoints.quiet_s
         files = [f for f in self.book.scan() if f.judged]
-        recent = [f for f in files if time.time_ns() - f.mtime_ns < quiet_s * 1e9]
+        recent = [f for f in files if time.time_ns() - f.version.mtime_ns < quiet_s * 1e9]
         if not recent:
             return set()
         await asyncio.sleep(quiet_s)
@@ -336,7 +336,7 @@ class Preparation:
 
     async def _plan_rechecked(self, below_step: int | None, writing: dict[Path, str]) -> Plan:
         the_plan = self.book.plan(below_step, writing)
-        tried: set[tuple[str, int, int, int, int]] = set()
+        tried: set[VersionKey] = set()
         while stale := [f for f in self.book.stale_targets(the_plan) if f.key not in tried]:
             for f in stale:
                 tried.add(f.key)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.checkpoints.entries import Kind, kind_of, open_file
+from supervisor.core.file_version import FileVersion
 
 QUARANTINE_DIR = "quarantine"
 VERIFIED_DIR = "verified"
@@ -209,13 +210,10 @@ def _copy_bytes(src_fd: int, out: int, size: int) -> None:
         offset += done
 
 
-def file_version(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 def version_note(st: os.stat_result) -> list[int]:
-    """A file version as a quarantine note keeps it: the device, then `file_version`."""
-    return [st.st_dev, *file_version(st)]
+    """A file version as a quarantine note keeps it: device, inode, size, mtime, ctime."""
+    version = FileVersion.of(st)
+    return [st.st_dev, version.inode, version.size, version.mtime_ns, version.ctime_ns]
 
 
 # --- quarantine -----------------------------------------------------------------------------
@@ -337,7 +335,7 @@ def _copy_checked(source: Path | str, dest: Path, dir_fd: int | None) -> str | N
         if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
             return None
         return f"it was rewritten, then removed, while it was copied (the copy at {dest} may be mixed)"
-    if file_version(after) != file_version(before) or named.st_ino != before.st_ino:
+    if FileVersion.of(after) != FileVersion.of(before) or named.st_ino != before.st_ino:
         # Someone writes it: both are kept (the copy is named in the note), nothing is removed.
         return (
             f"it changed while it was copied to another filesystem (a copy is at {dest}; the original stays)"

@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,7 +23,9 @@ from supervisor.checkpoints.entries import Kind, describe, kind_of
 from supervisor.checkpoints.pinned import DirectoryChanged, PinnedDir, open_below
 from supervisor.checkpoints.plan import Candidate, Plan, Snapshot, Status, plan, retention, with_content_step
 from supervisor.checkpoints.shapes import shape_change
+from supervisor.core.file_version import FileVersion, VersionKey
 from supervisor.ledger import Ledger, VerdictRow
+from supervisor.outputs.reporter import Report
 from supervisor.process.writers import writers_of
 from supervisor.validator.client import EMPTY, ValidationRequest, ValidatorClient, Verdict
 from trainer_adapters.base import Layout, NamedCheckpoint
@@ -39,15 +41,12 @@ class OnDisk:
     """An entry named like a checkpoint, as `lstat` sees it (a link is never followed)."""
 
     ckpt: NamedCheckpoint
-    size: int
-    mtime_ns: int
-    inode: int
-    ctime_ns: int
+    version: FileVersion
     kind: Kind = Kind.FILE
 
     @property
-    def key(self) -> tuple[str, int, int, int, int]:
-        return (str(self.ckpt.path), self.size, self.mtime_ns, self.inode, self.ctime_ns)
+    def key(self) -> VersionKey:
+        return (str(self.ckpt.path), self.version)
 
     @property
     def judged(self) -> bool:
@@ -104,7 +103,7 @@ def stat_checkpoint(layout: Layout, path: Path) -> OnDisk | None:
         st = os.lstat(path)
     except OSError:
         return None
-    return OnDisk(ckpt, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, kind_of(st.st_mode))
+    return OnDisk(ckpt, FileVersion.of(st), kind_of(st.st_mode))
 
 
 def listing(directory: Path, recursive: bool) -> Iterator[Path]:
@@ -162,9 +161,7 @@ def validated_globals(layout: Layout) -> tuple[str, ...]:
 def row_from(verdict: Verdict, role: str | None) -> VerdictRow:
     return VerdictRow(
         path=verdict.path,
-        size=verdict.size,
-        mtime_ns=verdict.mtime_ns,
-        inode=verdict.inode,
+        version=verdict.version,
         ok=verdict.ok,
         reason=verdict.reason,
         step=verdict.step,
@@ -174,7 +171,6 @@ def row_from(verdict: Verdict, role: str | None) -> VerdictRow:
         format=verdict.format,
         seconds=verdict.seconds,
         verified_at=time.time(),
-        ctime_ns=verdict.ctime_ns,
         needs_globals=verdict.needs_globals,
     )
 
@@ -193,7 +189,7 @@ class CheckpointBook:
         keep_verified: int,
         record: bool = True,
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
-        on_copy_refused: Callable[[str], None] | None = None,
+        report: Report | None = None,
         accept_model_change: bool = False,
         unit: str = "step",
     ) -> None:
@@ -204,15 +200,15 @@ class CheckpointBook:
         self.validator = validator
         self.keep_verified = keep_verified
         self.record = record and ledger is not None
-        self._memory: dict[tuple[str, int, int, int, int], VerdictRow] = {}
+        self._memory: dict[VersionKey, VerdictRow] = {}
         # After a reboot: verdicts older than this may have been read from a page cache
         # that never reached the disk; a plan's target is read again before it is trusted.
         self.recheck_before: float | None = None
         # Files the validator failed on (crash, timeout): not verdicts, retried next time.
-        self.errors: dict[tuple[str, int, int, int, int], str] = {}
+        self.errors: dict[VersionKey, str] = {}
         # Free space kept on the state filesystem for the ledger: no copy eats into it.
         self.reserve_bytes = reserve_bytes
-        self._on_copy_refused = on_copy_refused
+        self._report = report or _log_only
         self._copies_refused = False  # said once until a copy is made again
         self.accept_model_change = accept_model_change
         self.unit = unit  # what the trainer's states count, for what the plan says
@@ -221,9 +217,10 @@ class CheckpointBook:
     def copy_refused(self, message: str) -> None:
         """A verified copy could not be kept (a full or failing state disk): warned once
         until copies work again; supervision goes on without it."""
-        log.warning(message)
-        if not self._copies_refused and self._on_copy_refused is not None:
-            self._on_copy_refused(message)
+        if self._copies_refused:
+            log.warning(message)
+        else:
+            self._report("disk_space", "warning", message)
         self._copies_refused = True
 
     # --- what is on disk, and what we know of it -----------------------------------
@@ -304,10 +301,10 @@ class CheckpointBook:
         newer = [
             g
             for g in self.scan()
-            if g.judged and g.ckpt.role == role and g.mtime_ns > f.mtime_ns
+            if g.judged and g.ckpt.role == role and g.version.mtime_ns > f.version.mtime_ns
             if self.known(g) is None and g.key not in self.errors
         ]
-        for g in sorted(newer, key=lambda g: g.mtime_ns, reverse=True):
+        for g in sorted(newer, key=lambda g: g.version.mtime_ns, reverse=True):
             if self._shape_reference(role) is not None:
                 return
             if live:  # judged as it lands would be: one caught mid-write is left for later
@@ -348,8 +345,8 @@ class CheckpointBook:
                 )
                 return replace(row, ok=False, reason=reason)
             log.warning("the model's shape changed, accepted", path=row.path, change=change)
-        if reference is None or row.mtime_ns >= reference.mtime_ns:
-            self._set_shape_reference(row.role, ShapeReference(row.path, row.mtime_ns, shapes))
+        if reference is None or row.version.mtime_ns >= reference.mtime_ns:
+            self._set_shape_reference(row.role, ShapeReference(row.path, row.version.mtime_ns, shapes))
         return row
 
     def _shape_reference(self, role: str) -> ShapeReference | None:
@@ -365,7 +362,7 @@ class CheckpointBook:
 
     async def verify_all(self) -> list[VerdictRow | None]:
         """Every file to judge, newest-written first (as `verify` would judge them)."""
-        files = sorted((f for f in self.scan() if f.judged), key=lambda f: f.mtime_ns, reverse=True)
+        files = sorted((f for f in self.scan() if f.judged), key=lambda f: f.version.mtime_ns, reverse=True)
         return [await self.verify(f) for f in files]
 
     def stale_targets(self, the_plan: Plan) -> list[OnDisk]:
@@ -400,7 +397,7 @@ class CheckpointBook:
         return new
 
     def _remember(self, row: VerdictRow) -> None:
-        self._memory[(row.path, row.size, row.mtime_ns, row.inode, row.ctime_ns)] = row
+        self._memory[row.key] = row
         if self.record and self.ledger is not None:
             self.ledger.add_verdict(row)
             self.ledger.commit()
@@ -413,7 +410,7 @@ class CheckpointBook:
         return [self._candidate(f, (writing or {}).get(f.ckpt.path)) for f in files]
 
     def _candidate(self, f: OnDisk, writing: str | None) -> Candidate:
-        written = f.mtime_ns
+        written = f.version.mtime_ns
         if f.kind is not Kind.FILE:
             reason = describe(f.kind, f.ckpt.path)
             return Candidate(f.ckpt, Status.REJECTED, reason, not_a_file=True, written_ns=written)
@@ -450,7 +447,7 @@ class CheckpointBook:
         newest_steps = sorted({s.step for s in kept}, reverse=True)[: self.keep_verified]
         if len(newest_steps) >= self.keep_verified and step < newest_steps[-1]:
             return  # older than every copy kept: retention would drop it at once
-        room = copies.room_for(self.state_dir, f.size, self.reserve_bytes)
+        room = copies.room_for(self.state_dir, f.version.size, self.reserve_bytes)
         if room is not None:
             self.copy_refused(f"no verified copy of {f.ckpt.path} kept: {room}")
             return
@@ -471,7 +468,7 @@ class CheckpointBook:
                     step,
                     in_place=f.ckpt.in_place,
                     verdict=verdict,
-                    identity=(row.size, row.mtime_ns, row.inode),
+                    version=row.version,
                     dir_fd=dir_fd,
                 )
             except OSError as exc:  # a full or failing state disk costs the copy, never the run
@@ -518,16 +515,15 @@ class CheckpointBook:
         if not kept:  # (a restore never goes over a file that is still there)
             restored, failed = await asyncio.to_thread(self._restore, the_plan, pinned)
             kept += failed
-        if self.ledger is not None:
-            now = time.time()
-            for original, result in results:
-                if result.moved:
-                    reason = reasons[original]
+        now = time.time()
+        for original, result in results:
+            if result.moved:
+                reason = reasons[original]
+                if self.ledger is not None:
                     self.ledger.add_quarantined(now, original, str(result.destination), reason)
-                    message = f"moved {original} to {result.destination}: {reason}"
-                    self.ledger.add_event(now, attempt, "quarantined", "warning", message)
-            for why in kept:
-                self.ledger.add_event(now, attempt, "move_failed", "error", why)
+                self._report("quarantined", "warning", f"moved {original} to {result.destination}: {reason}")
+        for why in kept:
+            self._report("move_failed", "error", why)
         for row in restored:
             self._remember(row)
         return Applied(kept, carried=any(result.moved for _, result in results) or bool(restored))
@@ -568,15 +564,6 @@ class CheckpointBook:
                     )
             except (OSError, DirectoryChanged) as exc:
                 result = store.MoveResult(move.path, False, _why(exc))
-            if result.moved:
-                log.warning(
-                    "moved a checkpoint aside",
-                    path=str(move.path),
-                    to=str(result.destination),
-                    reason=move.reason,
-                )
-            else:
-                log.error("could not move a checkpoint aside", path=str(move.path), why=result.why_not)
             results.append((str(move.path), result))
         return results
 
@@ -597,9 +584,7 @@ class CheckpointBook:
             rows.append(
                 VerdictRow(
                     path=str(r.path),
-                    size=st.st_size,
-                    mtime_ns=st.st_mtime_ns,
-                    inode=st.st_ino,
+                    version=FileVersion.of(st),
                     ok=True,
                     reason=None,
                     step=r.step,
@@ -609,7 +594,6 @@ class CheckpointBook:
                     format=None,
                     seconds=0.0,
                     verified_at=time.time(),
-                    ctime_ns=st.st_ctime_ns,
                     needs_globals=tuple(str(g) for g in verified.get("needs_globals") or ()),
                 )
             )
@@ -651,6 +635,10 @@ class CheckpointBook:
         return self.known(on_disk) if on_disk is not None else None
 
 
+def _log_only(kind: str, level: str, message: str) -> None:
+    getattr(log, level)(message, kind=kind)
+
+
 def _why(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror if not exc.filename else f"{exc.strerror} ({exc.filename})"
@@ -660,4 +648,10 @@ def _why(exc: BaseException) -> str:
 def _verdict_dict(row: VerdictRow | None) -> dict[str, object] | None:
     if row is None:
         return None
-    return {"ok": row.ok, "reason": row.reason, "step": row.step, "checksum": row.checksum, "size": row.size}
+    return {
+        "ok": row.ok,
+        "reason": row.reason,
+        "step": row.step,
+        "checksum": row.checksum,
+        "size": row.version.size,
+    }

@@ -2,7 +2,7 @@
 
 watchdog's events (inotify, or polling on network filesystems) are only hints: each one
 marks a path as possibly changed. A file has landed once a stat on the loop shows the
-same (size, mtime, inode) twice, at least `quiet_s` apart and `quiet_s` after its last
+same `FileVersion` (size, mtime, inode, ctime) twice, at least `quiet_s` apart and `quiet_s` after its last
 event. A periodic scan of the directories (and one at start) feeds the same path, so
 events lost to a queue overflow, to a network filesystem or to downtime are found too:
 the directory is the truth.
@@ -44,6 +44,8 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
+from supervisor.core.file_version import FileVersion
+
 log = structlog.get_logger("supervisor.watcher")
 
 FORCE_POLLING_ENV = "TRAIN_SUPERVISOR_FORCE_POLLING"
@@ -72,40 +74,29 @@ ANCESTOR_EVENTS: list[type[FileSystemEvent]] = [DirCreatedEvent, DirMovedEvent, 
 
 
 @dataclass(frozen=True)
-class FileIdentity:
-    size: int
-    mtime_ns: int
-    inode: int
-
-
-@dataclass(frozen=True)
 class Landed:
     path: Path
-    identity: FileIdentity
+    version: FileVersion
 
 
 @dataclass(slots=True)
 class _Pending:
     due: float  # loop time of the next stat, `quiet_s` after the last hint
-    seen: FileIdentity  # the previous stat
+    seen: FileVersion  # the previous stat
 
 
-def _from_stat(st: os.stat_result) -> FileIdentity:
-    return FileIdentity(size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
-
-
-def _identity(path: Path) -> FileIdentity | None:
-    """The file's identity; None unless it is a regular file (symlinks are never followed)."""
+def _version(path: Path) -> FileVersion | None:
+    """The file's version; None unless it is a regular file (symlinks are never followed)."""
     try:
         st = os.lstat(path)
     except OSError:
         return None
-    return _from_stat(st) if stat.S_ISREG(st.st_mode) else None
+    return FileVersion.of(st) if stat.S_ISREG(st.st_mode) else None
 
 
-def _scan_tree(root: Path) -> dict[Path, FileIdentity]:
+def _scan_tree(root: Path) -> dict[Path, FileVersion]:
     """Every regular file below `root`, without following symlinks. Runs in a thread."""
-    found: dict[Path, FileIdentity] = {}
+    found: dict[Path, FileVersion] = {}
     stack = [root]
     while stack:
         directory = stack.pop()
@@ -116,7 +107,7 @@ def _scan_tree(root: Path) -> dict[Path, FileIdentity]:
                     if entry.is_dir(follow_symlinks=False):
                         stack.append(Path(entry.path))
                     elif entry.is_file(follow_symlinks=False):
-                        found[Path(entry.path)] = _from_stat(entry.stat(follow_symlinks=False))
+                        found[Path(entry.path)] = FileVersion.of(entry.stat(follow_symlinks=False))
     return found
 
 
@@ -188,10 +179,10 @@ class _OverflowAlarm(logging.Handler):
 
 
 class CheckpointWatcher:
-    """Reports each file below `directories` once it has landed, once per identity.
+    """Reports each file below `directories` once it has landed, once per version.
 
     `on_landed` is called on the loop thread; `accept` (never called for directories)
-    decides which files count. A file rewritten in place or replaced gets a new identity
+    decides which files count. A file rewritten in place or replaced is a new version
     and is reported again; a file deleted before it landed is never reported.
     """
 
@@ -229,7 +220,7 @@ class CheckpointWatcher:
         self._inbox_signalled = False
         # Loop only.
         self._pending: dict[Path, _Pending] = {}
-        self._reported: dict[Path, FileIdentity] = {}
+        self._reported: dict[Path, FileVersion] = {}
         self._heap: list[tuple[float, int, Path, _Pending]] = []  # one entry per pending path
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
@@ -372,9 +363,9 @@ class CheckpointWatcher:
         # rather than needing a second round.
         for n, path in enumerate(touched, 1):
             entry = self._pending.get(path)
-            identity = _identity(path) if entry is not None else None
-            if entry is not None and identity is not None:
-                entry.seen = identity
+            version = _version(path) if entry is not None else None
+            if entry is not None and version is not None:
+                entry.seen = version
             if n % BATCH == 0:
                 await asyncio.sleep(0)
 
@@ -387,15 +378,15 @@ class CheckpointWatcher:
         if entry is not None and not deleted:
             entry.due = now + self._quiet_s  # the flood path: no stat, no heap operation
             return True
-        identity = _identity(path)
-        if identity is None:
+        version = _version(path)
+        if version is None:
             self._pending.pop(path, None)
             self._reported.pop(path, None)
         elif entry is not None:
             entry.due = now + self._quiet_s
-            entry.seen = identity
+            entry.seen = version
         else:
-            entry = self._pending[path] = _Pending(now + self._quiet_s, identity)
+            entry = self._pending[path] = _Pending(now + self._quiet_s, version)
             heapq.heappush(self._heap, (entry.due, next(self._seq), path, entry))
         return False
 
@@ -416,19 +407,19 @@ class CheckpointWatcher:
 
     def _check(self, path: Path, entry: _Pending) -> None:
         assert self._loop is not None
-        identity = _identity(path)
-        if identity is None:
+        version = _version(path)
+        if version is None:
             del self._pending[path]
             self._reported.pop(path, None)
-        elif identity != entry.seen:
-            entry.seen = identity
+        elif version != entry.seen:
+            entry.seen = version
             entry.due = self._loop.time() + self._quiet_s
             heapq.heappush(self._heap, (entry.due, next(self._seq), path, entry))
         else:
             del self._pending[path]
-            if self._reported.get(path) != identity:
-                self._reported[path] = identity
-                self._deliver(Landed(path, identity))
+            if self._reported.get(path) != version:
+                self._reported[path] = version
+                self._deliver(Landed(path, version))
 
     def _arm_timer(self) -> None:
         assert self._loop is not None
@@ -453,7 +444,7 @@ class CheckpointWatcher:
             return False
 
     def _deliver(self, landed: Landed) -> None:
-        log.debug("file landed", path=str(landed.path), size=landed.identity.size)
+        log.debug("file landed", path=str(landed.path), size=landed.version.size)
         try:
             self._on_landed(landed)
         except Exception:
@@ -483,7 +474,7 @@ class CheckpointWatcher:
             await self._merge(root, found)
         self._wakeup.set()
 
-    async def _merge(self, root: Path, found: dict[Path, FileIdentity]) -> None:
+    async def _merge(self, root: Path, found: dict[Path, FileVersion]) -> None:
         """Hints from a scan: files new or changed since reported, and reported files
         the scan did not find (checked by stat: they may have appeared since)."""
         changed = [p for p, i in found.items() if p not in self._pending and self._reported.get(p) != i]

@@ -291,7 +291,7 @@ def checkpoints(config_path: Path, as_json: bool) -> None:
             "ok": row.ok,
             "verdict": "ok" if row.ok else "rejected",
             "reason": row.reason,
-            "size": row.size,
+            "size": row.version.size,
             "checksum": row.checksum,
             "verified_at": datetime.fromtimestamp(row.verified_at).astimezone().isoformat(timespec="seconds"),
         }

@@ -16,6 +16,7 @@ from supervisor.checkpoints.prepare import Preparation, book_for
 from supervisor.checkpoints.verdicts import CHANGED_REREADS, request_for
 from supervisor.config import Config
 from supervisor.ledger import Ledger
+from supervisor.outputs.reporter import Reporter
 from supervisor.validator.client import ValidatorClient
 from trainer_adapters.base import TrainerAdapter
 
@@ -83,12 +84,7 @@ async def plan_run(config: Config, *, apply: bool, accept_model_change: bool = F
     run = ledger.run() if ledger is not None else None
     attempt = run.attempt if run is not None else 0
 
-    def report(kind: str, level: str, message: str) -> None:
-        if ledger is not None and apply:
-            ledger.tell(attempt, kind, level, message)
-        else:
-            getattr(log, level)(message, kind=kind)
-
+    report = Reporter(ledger if apply else None, attempt=lambda: attempt).report
     book = book_for(config, layout, ledger, report, record=apply, accept_model_change=accept_model_change)
     # A dry plan judges as `run` would launch; --apply prepares for whoever starts the trainer.
     preparation = Preparation(config, layout, ledger, book, report=report, launches=not apply)

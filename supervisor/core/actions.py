@@ -51,6 +51,11 @@ class KillTrainer:
 
 
 @dataclass(frozen=True)
+class KillLeftovers:
+    """SIGKILL what is left of the last attempt's processes (they hold the GPU)."""
+
+
+@dataclass(frozen=True)
 class StartTimer:
     timer: Timer
     attempt: int
@@ -83,6 +88,15 @@ class Finish:
 
 
 Action = (
-    Prepare | Launch | Reclaim | StopTrainer | KillTrainer | StartTimer | RecordAttemptEnd | Note | Finish
+    Prepare
+    | Launch
+    | Reclaim
+    | StopTrainer
+    | KillTrainer
+    | KillLeftovers
+    | StartTimer
+    | RecordAttemptEnd
+    | Note
+    | Finish
 )
 Decision = tuple[State, list[Action]]

@@ -12,6 +12,7 @@ from dataclasses import replace
 from supervisor.core.actions import (
     Action,
     Decision,
+    KillLeftovers,
     KillTrainer,
     Launch,
     Note,
@@ -142,13 +143,19 @@ def _prepared(state: State, event: Prepared | PrepareFailed, now: float, policy:
         return state, []
     if state.phase is Phase.FINISHING:
         return _finished(state, event)
+    checks, refusal = _launch_checks(event, policy) if isinstance(event, Prepared) else ([], None)
     if state.phase is Phase.STOPPING:
         # STOPPING -> STOPPED (the stop came while preparing; nothing was launched)
         unlaunched = replace(state, attempt=state.attempt - 1)  # only launched attempts count
         note = Note("stopped", "stop requested while preparing; exiting", attempt=state.attempt)
-        return _final(unlaunched, Phase.STOPPED, [], note)
+        return _final(unlaunched, Phase.STOPPED, [a for a in checks if isinstance(a, KillLeftovers)], note)
     if state.phase is not Phase.PREPARING:
         return state, []
+    if refusal is not None:
+        # PREPARING -> GAVE_UP: the checks before the launch refuse it
+        unlaunched = replace(state, attempt=state.attempt - 1)
+        message = f"giving up: cannot prepare attempt {state.attempt}: {refusal}"
+        return _final(unlaunched, Phase.GAVE_UP, checks, Note("gave_up", message, "error"))
     if isinstance(event, PrepareFailed):
         unlaunched = replace(state, attempt=state.attempt - 1)  # only launched attempts count
         if event.retry and state.prepare_retries < policy.max_attempts_without_progress:
@@ -171,7 +178,28 @@ def _prepared(state: State, event: Prepared | PrepareFailed, now: float, policy:
         state = replace(state, carry=carry, best_step=event.resume_step)
     # PREPARING -> STARTING
     fixes = remedies(state.carry, policy.oom_cuda_remedies, policy.oom_host_remedies, policy.nan_remedy)
-    return replace(state, phase=Phase.STARTING), [*notes, Launch(state.attempt, fixes)]
+    return replace(state, phase=Phase.STARTING), [*notes, *checks, Launch(state.attempt, fixes)]
+
+
+def _launch_checks(event: Prepared, policy: Policy) -> tuple[list[Action], str | None]:
+    """What the checks before a launch found, weighed: notes, a kill of what the last
+    attempt left on the GPU, and why the launch is refused (None: it goes ahead)."""
+    actions: list[Action] = []
+    refusal = None
+    change = event.config_change
+    if change is not None and policy.refuse_config_change:
+        actions.append(Note("config_drift", f"config changed: {change.summary}", "error"))
+        refusal = (
+            f"the trainer's config changed since attempt {change.since} ({change.summary}); "
+            "[drift] policy = 'refuse': restore it, or run with --accept-config-change"
+        )
+    elif change is not None:
+        message = f"the trainer's config changed since attempt {change.since}: {change.summary}"
+        actions.append(Note("config_drift", message, "warning"))
+    if event.gpu_held is not None:
+        after = "relaunching anyway" if refusal is None else "killed what was left of the last attempt"
+        actions += [KillLeftovers(), Note("gpu_not_released", f"{event.gpu_held}; {after}", "warning")]
+    return actions, refusal
 
 
 def _finished(state: State, event: Prepared | PrepareFailed) -> Decision:

@@ -93,11 +93,25 @@ class Reclaimed:
 
 
 @dataclass(frozen=True)
+class ConfigChange:
+    """The trainer's config files differ from their fingerprint at attempt `since`."""
+
+    since: int
+    summary: str
+
+
+@dataclass(frozen=True)
 class Prepared:
+    """The run directory is ready, and what the checks before a launch found: facts,
+    which the core weighs (a config change may refuse the launch; a GPU still held by the
+    last attempt's processes past the wait gets them killed)."""
+
     attempt: int
     summary: str = ""
     resume_step: int | None = None  # the verified step the trainer's rule lands on (None: none)
     resume_epoch: int | None = None  # that state's epoch, where its files say
+    config_change: ConfigChange | None = None
+    gpu_held: str | None = None  # how the GPU is still held by the last attempt, past the wait
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ Phases and their transitions (every move is marked where it happens below):
     RECLAIMING --Reclaimed--> PREPARING | GAVE_UP
     RECLAIMING --StopRequested--> STOPPING
     PREPARING  --Prepared--> STARTING                (the run directory is ready: resume plan applied)
+    PREPARING  --Prepared(config changed, refused)--> GAVE_UP   (the checks before a launch refuse it)
     PREPARING  --PrepareFailed--> GAVE_UP            (the trainer would not land on verified state)
     PREPARING  --PrepareFailed(retry)--> BACKOFF | PREPARING (zero backoff) | GAVE_UP
                                                      (a move that may work later: a full disk)

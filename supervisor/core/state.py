@@ -46,6 +46,9 @@ class Policy:
     # and a finished run's final state is settled before the exit.
     checkpoint_dir: str = ""
     save_landing_grace_s: float = 300.0
+    # A change of the trainer's config files since the last launch refuses the next one
+    # ([drift] policy = "refuse", not accepted on the command line); else it is a warning.
+    refuse_config_change: bool = False
 
 
 @dataclass(frozen=True)

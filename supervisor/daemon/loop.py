@@ -27,11 +27,11 @@ from supervisor.config import Config, RemedySection, nan_tolerance
 from supervisor.core import (
     Action,
     Boot,
-    Cause,
     Event,
     Exited,
     ExitStatus,
     Finish,
+    KillLeftovers,
     KillTrainer,
     Launch,
     Launched,
@@ -54,13 +54,14 @@ from supervisor.core.backoff import Backoff
 from supervisor.core.health import Remedy, Watch, with_remedies
 from supervisor.daemon.housekeeping import DaemonChores, Every, Housekeeping
 from supervisor.daemon.preflight import Preflight
-from supervisor.ledger import AttemptRow, EventRow, Ledger
+from supervisor.ledger import AttemptRow, Ledger
 from supervisor.ledger.text import Redactor
 from supervisor.outputs import logs
 from supervisor.outputs.prometheus import MetricsServer, exposition
+from supervisor.outputs.reporter import Reporter
 from supervisor.outputs.status_socket import LiveStatusServer, Snapshot
 from supervisor.outputs.systemd import Notifier
-from supervisor.outputs.webhooks import Message, Notifications, Webhook, secret_values, url_from
+from supervisor.outputs.webhooks import Notifications, Webhook, secret_values, url_from
 from supervisor.process import gpu
 from supervisor.process.interpreter import shim_env
 from supervisor.process.trainer import (
@@ -85,10 +86,6 @@ log = structlog.get_logger("supervisor")
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PROGRESS_SAVE_S = 5.0
-
-
-# Events every webhook hears of (besides attempt ends).
-LOUD_EVENTS = ("quarantined", "gave_up", "completed", "final_state_unsettled", "saves_not_landing")
 
 
 def policy_for(config: Config) -> Policy:
@@ -161,7 +158,10 @@ class Daemon:
     ) -> None:
         self.config = config
         self.ledger = ledger
-        self.policy = policy_for(config)
+        self.policy = replace(
+            policy_for(config),
+            refuse_config_change=config.drift.policy == "refuse" and not accept_config_change,
+        )
         self.reset_counters = reset_counters
         self.again = again
         self.state = State()
@@ -206,7 +206,7 @@ class Daemon:
         )
         timeout = config.gpu.call_timeout_s
         probe = gpu.guard(gpu_probe or gpu.probe_from(config.gpu.probe, timeout), timeout)
-        self.preflight = Preflight(config, adapter, ledger, probe, accept_config_change=accept_config_change)
+        self.preflight = Preflight(config, adapter, ledger, probe)
         self.oom = OomCounter(events_path=config.oom.memory_events)
         self._oom_evidence: OomEvidence | None = None  # of the attempt running
         self.notifier = Notifier()
@@ -221,7 +221,9 @@ class Daemon:
         ledger.redact = self.secrets
         logs.redact_secrets(self.secrets)
         logs.follow_attempt(lambda: self.state.attempt)
-        ledger.on_event = self._event_added
+        self.reporter = Reporter(
+            ledger, attempt=lambda: self.state.attempt, run_name=config.name, webhooks=self.webhooks
+        )
         self._notified: tuple[object, ...] | None = None  # what systemd was last told
         self._saved: State | None = None  # what the ledger holds (less the detectors' view)
         self._saved_at = -math.inf
@@ -293,20 +295,6 @@ class Daemon:
         self._notify()
         return exit_code
 
-    # --- notifications ------------------------------------------------------------------
-
-    def _attempt_ended(self, end: RecordAttemptEnd) -> None:
-        if end.cause in (Cause.COMPLETED, Cause.STOPPED):
-            return  # completion is told by its own event; a stop was asked for
-        how = end.status.describe() if end.status is not None else "no exit status"
-        detail = f"; {end.detail}" if end.detail else ""
-        text = f"attempt {end.attempt} ended: {end.cause.value} ({how}){detail}"
-        self.webhooks.send(Message(self.config.name, end.cause.value, end.attempt, text[:1000]))
-
-    def _event_added(self, event: EventRow) -> None:
-        if event.kind in LOUD_EVENTS or (event.kind == "disk_space" and event.level == "warning"):
-            self.webhooks.send(Message(self.config.name, event.kind, event.attempt, event.message[:1000]))
-
     # --- housekeeping -----------------------------------------------------------------
 
     def _chores(self) -> DaemonChores:
@@ -340,10 +328,10 @@ class Daemon:
         """The size of the newest verified state (all its files), in GB."""
         best = self.state.best_step
         rows = self.ledger.verified_at_step(best) if best is not None else []
-        return sum(row.size for row in rows) / 1e9 if rows else None
+        return sum(row.version.size for row in rows) / 1e9 if rows else None
 
     def _report(self, kind: str, level: str, message: str) -> None:
-        self.ledger.tell(self.state.attempt, kind, level, message)
+        self.reporter.report(kind, level, message)
 
     # --- live status and metrics ----------------------------------------------------
 
@@ -428,17 +416,19 @@ class Daemon:
                     self.trainer.stop(signal.Signals[action.signal], action.grace_s)
             case KillTrainer():
                 self._kill_now()
+            case KillLeftovers():
+                self.preflight.kill_leftovers(self._last_marker)
             case StartTimer():
                 self._start_timer(action, now)
             case RecordAttemptEnd():
                 self.ledger.end_attempt(
                     action.attempt, time.time(), action.cause, action.status, action.stable, action.detail
                 )
-                self._attempt_ended(action)
+                self.reporter.attempt_ended(action)
             case Note():
-                attempt = action.attempt if action.attempt is not None else self.state.attempt
-                getattr(log, action.level)(action.message, kind=action.kind, attempt=attempt)
-                self.ledger.add_event(time.time(), attempt, action.kind, action.level, action.message)
+                self.reporter.report(
+                    action.kind, action.level, action.message, attempt=action.attempt, commit=False
+                )
 
     def _start_timer(self, action: StartTimer, now: float) -> None:
         assert self._loop is not None
@@ -464,12 +454,9 @@ class Daemon:
         if isinstance(prepared, Prepared) and not final:
             await self._check_disk()
             try:
-                refusal = await self.preflight.check(attempt, self._last_marker)
+                prepared = await self.preflight.check(prepared, self._last_marker)
             except Exception:  # drift and GPU checks are advice: never a reason to stall
                 log.exception("error in the checks before a launch; launching anyway")
-                refusal = None
-            if refusal is not None:
-                prepared = PrepareFailed(attempt, refusal)
         self._queue.put_nowait(prepared)
 
     def _save(self, now: float) -> None:
@@ -535,6 +522,7 @@ class Daemon:
         self._spawn_task(self._watch(attempt, trainer))  # first: a failing write below must not orphan it
         self._queue.put_nowait(Launched(attempt, trainer.pid))
         self.ledger.set_attempt_process(attempt, trainer.pid, trainer.identity)
+        self.preflight.launched(attempt)
 
     def _shim_env(self) -> dict[str, str]:
         """[checkpoints] trainer_safe_globals: the sitecustomize that allows, in the
@@ -648,17 +636,9 @@ class Daemon:
             self._reclaim_kill = None
         self._queue.put_nowait(Reclaimed(attempt.n))
         if found:
-            log.warning(
-                "stopped a trainer left running by a previous supervisor",
-                kind="reclaimed",
-                previous_attempt=attempt.n,
-                pid=attempt.pid,
-                processes=found,
-            )
-            self.ledger.add_event(
-                time.time(),
-                attempt.n,
+            self.reporter.report(
                 "reclaimed",
                 "warning",
                 f"stopped {found} process(es) of attempt {attempt.n} left running by a previous supervisor",
+                attempt=attempt.n,
             )

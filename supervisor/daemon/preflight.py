@@ -1,9 +1,11 @@
 """The checks between a resume plan and a launch: has the trainer's config changed since
 the last launch (drift), and has the last attempt let go of the GPU?
 
-`check` returns a refusal (a one-line reason) or None; everything else it finds is a
-ledger event and a log line. The GPU wait is best effort: past its timeout it logs,
-kills what is left of the last attempt, and lets the launch go on.
+`check` reports what it found as facts on the `Prepared` event; the core decides what
+they mean (a refusal, a warning, a kill of the last attempt's leftovers). The new config
+fingerprint is kept only once a launch goes ahead (`launched`), so a refused change is
+found again by the next supervisor. The GPU wait is best effort: past its timeout it
+says so, and the core has what is left of the last attempt killed (`kill_leftovers`).
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import contextlib
 import os
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
 
 from supervisor.config import Config
+from supervisor.core import ConfigChange, Prepared
 from supervisor.daemon import drift
 from supervisor.ledger import Ledger
 from supervisor.process import gpu
@@ -33,36 +37,48 @@ class Preflight:
         adapter: TrainerAdapter,
         ledger: Ledger,
         probe: gpu.GuardedProbe,
-        *,
-        accept_config_change: bool = False,
     ) -> None:
         self.config = config
         self.adapter = adapter
         self.ledger = ledger
         self.probe = probe
-        self.accept_config_change = accept_config_change
         self._gpu_baseline: set[int] = set()
+        self._fingerprint: str | None = None  # of this launch's config, kept once it launches
 
     async def start(self) -> None:
         """Processes on the GPU before the supervisor launches anything are not ours."""
         self._gpu_baseline = await gpu.gpu_pids(self.probe)
 
-    async def check(self, attempt: int, last_marker: str | None) -> str | None:
-        """Each check is advice, and a failing one never skips the other."""
+    async def check(self, prepared: Prepared, last_marker: str | None) -> Prepared:
+        """`prepared` with what the checks found. Each is advice: a failing one is
+        logged, never skips the other, and never stands in the launch's way."""
+        change = None
         try:
-            refusal = self._check_drift(attempt)
+            change = self._check_drift()
         except Exception:
             log.exception("error in the config drift check; launching without it")
-            refusal = None
-        if refusal is not None:
-            return refusal
+        held = None
         try:
             if last_marker is not None:
-                await self._wait_gpu(attempt, last_marker)
+                held = await self._wait_gpu(last_marker)
             self._gpu_baseline = await gpu.gpu_pids(self.probe)
         except Exception:
             log.exception("error while waiting for the GPU; launching anyway")
-        return None
+        return replace(prepared, config_change=change, gpu_held=held)
+
+    def launched(self, attempt: int) -> None:
+        """The launch went ahead: its config is what the next launch is compared with."""
+        if self._fingerprint is not None:
+            self.ledger.add_fingerprint(attempt, time.time(), self._fingerprint)
+            self._fingerprint = None
+
+    def kill_leftovers(self, last_marker: str | None) -> None:
+        """SIGKILL every process of the last attempt still alive (marked by its marker)."""
+        if last_marker is None:
+            return
+        for pid in marked_processes(last_marker):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
     # --- config drift -------------------------------------------------------------------
 
@@ -74,43 +90,29 @@ class Preflight:
         found = self.adapter.config_files(self.config.run.command, self.config.adapter.options)
         return [Path(os.path.abspath(self.config.cwd / name)) for name in found]
 
-    def _check_drift(self, attempt: int) -> str | None:
+    def _check_drift(self) -> ConfigChange | None:
+        self._fingerprint = None
         paths = self.config_files()
         if not paths:
             return None
         now = drift.fingerprint(paths, self.adapter.config_ignore_keys)
+        self._fingerprint = now.to_json()
         last = self.ledger.last_fingerprint()
-        before: drift.Fingerprint | None = None
-        if last is not None:
-            try:
-                before = drift.Fingerprint.from_json(last[1])
-            except ValueError as exc:  # unreadable: this launch's fingerprint replaces it
-                log.warning("the last config fingerprint is unreadable", error=str(exc))
-        if last is not None and before is not None:
-            before_attempt = last[0]
-            changed = drift.changes(before, now)
-            if changed:
-                summary = "; ".join(changed)
-                refuse = self.config.drift.policy == "refuse" and not self.accept_config_change
-                if refuse:
-                    self.ledger.tell(attempt, "config_drift", "error", f"config changed: {summary}")
-                    return (
-                        f"the trainer's config changed since attempt {before_attempt} ({summary}); "
-                        "[drift] policy = 'refuse': restore it, or run with --accept-config-change"
-                    )
-                self.ledger.tell(
-                    attempt,
-                    "config_drift",
-                    "warning",
-                    f"the trainer's config changed since attempt {before_attempt}: {summary}",
-                )
-        self.ledger.add_fingerprint(attempt, time.time(), now.to_json())
-        self.ledger.commit()
-        return None
+        if last is None:
+            return None
+        try:
+            before = drift.Fingerprint.from_json(last[1])
+        except ValueError as exc:  # unreadable: this launch's fingerprint replaces it
+            log.warning("the last config fingerprint is unreadable", error=str(exc))
+            return None
+        changed = drift.changes(before, now)
+        return ConfigChange(since=last[0], summary="; ".join(changed)) if changed else None
 
     # --- GPU ------------------------------------------------------------------------------
 
-    async def _wait_gpu(self, attempt: int, last_marker: str) -> None:
+    async def _wait_gpu(self, last_marker: str) -> str | None:
+        """None once the last attempt's processes are off the GPU; else, past the
+        timeout, how they still hold it."""
         marked: tuple[float, set[int]] = (-1.0, set())
 
         def is_ours(pid: int) -> bool:
@@ -131,8 +133,5 @@ class Preflight:
         if result.released:
             if result.waited_s >= gpu_settings.poll_s:
                 log.info("the last attempt's GPU memory is released", waited_s=round(result.waited_s, 1))
-            return
-        for pid in marked_processes(last_marker):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        self.ledger.tell(attempt, "gpu_not_released", "warning", f"{result.describe()}; relaunching anyway")
+            return None
+        return result.describe()

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from supervisor.core import Cause, ExitStatus, Phase
+from supervisor.core.file_version import FileVersion, VersionKey
 from supervisor.core.health import Carry
 from supervisor.ledger.text import path_out
 
 
 @dataclass(frozen=True)
 class VerdictRow:
+    """What the validator said about one version of one file."""
+
     path: str
-    size: int
-    mtime_ns: int
-    inode: int
+    version: FileVersion
     ok: bool
     reason: str | None
     step: int | None
@@ -27,8 +28,11 @@ class VerdictRow:
     format: str | None
     seconds: float
     verified_at: float
-    ctime_ns: int = 0
     needs_globals: tuple[str, ...] = ()  # globals beyond torch's own safe ones it holds
+
+    @property
+    def key(self) -> VersionKey:
+        return (self.path, self.version)
 
 
 @dataclass(frozen=True)
@@ -79,51 +83,80 @@ class EventRow:
 _SELECT_ATTEMPTS = "SELECT n, started_at, ended_at, pid, identity, marker, exit_code, signal, cause, stable, detail FROM attempts"
 
 
-def _attempt(row: tuple[Any, ...]) -> AttemptRow:
+def _attempt(row: sqlite3.Row) -> AttemptRow:
     status = None
-    if row[6] is not None or row[7] is not None:
-        status = ExitStatus(code=row[6], signal=row[7])
+    if row["exit_code"] is not None or row["signal"] is not None:
+        status = ExitStatus(code=row["exit_code"], signal=row["signal"])
     return AttemptRow(
-        n=row[0],
-        started_at=row[1],
-        ended_at=row[2],
-        pid=row[3],
-        identity=row[4],
-        marker=row[5],
+        n=row["n"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        pid=row["pid"],
+        identity=row["identity"],
+        marker=row["marker"],
         status=status,
-        cause=Cause(row[8]) if row[8] else None,
-        stable=bool(row[9]),
-        detail=row[10],
+        cause=Cause(row["cause"]) if row["cause"] else None,
+        stable=bool(row["stable"]),
+        detail=row["detail"],
     )
 
 
-_SELECT_VERDICTS = (
-    "SELECT path, size, mtime_ns, inode, ok, reason, step, epoch, role, checksum, format, seconds, verified_at,"
-    " ctime_ns, globals FROM checkpoints"
+_VERDICT_COLUMNS = (
+    "path, size, mtime_ns, inode, ok, reason, step, epoch, role, checksum, format, seconds, verified_at,"
+    " ctime_ns, globals"
 )
+_SELECT_VERDICTS = f"SELECT {_VERDICT_COLUMNS} FROM checkpoints"  # noqa: S608 (constant names)
 _INSERT_VERDICT = (
-    "INSERT OR REPLACE INTO checkpoints (path, size, mtime_ns, inode, ok, reason, step, epoch, role, checksum,"
-    " format, seconds, verified_at, ctime_ns, globals) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT OR REPLACE INTO checkpoints ({_VERDICT_COLUMNS})"  # noqa: S608 (constant names)
+    " VALUES (:path, :size, :mtime_ns, :inode, :ok, :reason, :step, :epoch, :role, :checksum,"
+    " :format, :seconds, :verified_at, :ctime_ns, :globals)"
 )
 
 
-def _verdict(row: tuple[Any, ...]) -> VerdictRow:
+def _verdict(row: sqlite3.Row) -> VerdictRow:
     return VerdictRow(
-        path=path_out(row[0]),
-        size=row[1],
-        mtime_ns=row[2],
-        inode=row[3],
-        ok=bool(row[4]),
-        reason=row[5],
-        step=row[6],
-        epoch=row[7],
-        role=row[8],
-        checksum=row[9],
-        format=row[10],
-        seconds=row[11],
-        verified_at=row[12],
-        ctime_ns=row[13],
-        needs_globals=tuple(json.loads(row[14])) if row[14] else (),
+        path=path_out(row["path"]),
+        version=FileVersion(row["size"], row["mtime_ns"], row["inode"], row["ctime_ns"]),
+        ok=bool(row["ok"]),
+        reason=row["reason"],
+        step=row["step"],
+        epoch=row["epoch"],
+        role=row["role"],
+        checksum=row["checksum"],
+        format=row["format"],
+        seconds=row["seconds"],
+        verified_at=row["verified_at"],
+        needs_globals=tuple(json.loads(row["globals"])) if row["globals"] else (),
+    )
+
+
+_SELECT_RUN = (
+    "SELECT name, config_path, phase, attempt, backoff_level, without_progress, stable, last_cause, last_exit,"
+    " exit_code, relaunch_at, next_delay_s, supervisor_pid, updated_at, best_step, progressed, carry,"
+    " last_progress_at FROM run WHERE id = 1"
+)
+
+
+def _run(row: sqlite3.Row) -> RunRow:
+    return RunRow(
+        name=row["name"],
+        config_path=Path(path_out(row["config_path"])),
+        phase=Phase(row["phase"]),
+        attempt=row["attempt"],
+        backoff_level=row["backoff_level"],
+        without_progress=row["without_progress"],
+        stable=bool(row["stable"]),
+        last_cause=Cause(row["last_cause"]) if row["last_cause"] else None,
+        last_exit=_status_from(json.loads(row["last_exit"])) if row["last_exit"] else None,
+        exit_code=row["exit_code"],
+        relaunch_at=row["relaunch_at"],
+        next_delay_s=row["next_delay_s"],
+        supervisor_pid=row["supervisor_pid"],
+        updated_at=row["updated_at"],
+        best_step=row["best_step"],
+        progressed=bool(row["progressed"]),
+        carry=Carry.from_json(row["carry"]),
+        last_progress_at=row["last_progress_at"],
     )
 
 

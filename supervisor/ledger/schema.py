@@ -95,7 +95,7 @@ CREATE TABLE IF NOT EXISTS events (
 def _migrate(conn: sqlite3.Connection) -> None:
     """Ledgers from schema 1 lack the best verified step; from 2, the detectors' carry;
     from 3, the globals a verified file needs to load."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(run)")}
+    columns = {row["name"] for row in conn.execute("PRAGMA table_info(run)")}
     if "best_step" not in columns:
         conn.execute("ALTER TABLE run ADD COLUMN best_step INTEGER")
     if "progressed" not in columns:
@@ -104,7 +104,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE run ADD COLUMN carry TEXT")
     if "last_progress_at" not in columns:
         conn.execute("ALTER TABLE run ADD COLUMN last_progress_at REAL")
-    checkpoint_columns = {row[1] for row in conn.execute("PRAGMA table_info(checkpoints)")}
+    checkpoint_columns = {row["name"] for row in conn.execute("PRAGMA table_info(checkpoints)")}
     if "ctime_ns" not in checkpoint_columns:
         conn.execute("ALTER TABLE checkpoints ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0")
     if "globals" not in checkpoint_columns:

@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from supervisor.core.file_version import NO_VERSION, FileVersion
 from supervisor.process import procfs
 
 log = structlog.get_logger("supervisor.validation")
@@ -70,8 +71,8 @@ EMPTY = "empty file"  # the reason for a file of no bytes: during a run, a write
 @dataclass(frozen=True)
 class Verdict:
     """What the worker found. `step`/`epoch` are the content's when it has them, else the
-    file name's. `size`, `mtime_ns` and `inode` identify the version of the file that was
-    judged: a file rewritten in place is a new file. `checksum` is a cheap fingerprint
+    file name's. `version` is the version of the file that was judged: a file rewritten in
+    place is a new file. `checksum` is a cheap fingerprint
     (CRC-32, hex): for torch zips over the records' CRC-32s, otherwise over the whole file.
     `seconds` is the worker's time on the job (or the client's, when the worker failed)."""
 
@@ -80,9 +81,7 @@ class Verdict:
     reason: str | None  # None when ok
     step: int | None
     epoch: int | None
-    size: int
-    mtime_ns: int
-    inode: int
+    version: FileVersion
     checksum: str | None
     format: str | None  # "torch-zip" | "torch-legacy" | "safetensors" | None
     seconds: float
@@ -90,9 +89,6 @@ class Verdict:
     # True when the worker failed (timeout, crash, could not start) instead of judging
     # the file: the verdict says nothing certain about the file and may be retried later.
     validator_error: bool = False
-    # Part of the identity too: unlike mtime, no utime (cp -p, rsync -t) can set it back,
-    # so a same-size rewrite with its mtime restored is still a new version.
-    ctime_ns: int = 0
     # The globals (beyond torch's own safe ones) the file needs to load: what the trainer's
     # torch.load must allow (e.g. pathlib.PosixPath in a Lightning checkpoint).
     needs_globals: tuple[str, ...] = ()
@@ -103,7 +99,9 @@ class Verdict:
     changed: bool = False
 
     def to_json(self) -> dict[str, Any]:
+        """Flat: the version's fields are top-level keys (what `verify --json` prints)."""
         data = asdict(self)
+        data.update(data.pop("version"))
         data["notes"] = list(self.notes)
         data["needs_globals"] = list(self.needs_globals)
         return data
@@ -112,32 +110,30 @@ class Verdict:
     def from_json(cls, data: dict[str, Any]) -> Verdict:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
+        values["version"] = FileVersion(*(int(data.get(f.name, 0)) for f in fields(FileVersion)))
         values["notes"] = tuple(values.get("notes", ()))
         values["needs_globals"] = tuple(values.get("needs_globals", ()))
         return cls(**values)
 
 
 def failed_verdict(path: str, reason: str, seconds: float, *, validator_error: bool = False) -> Verdict:
-    """A rejection made without the worker's help (identity from a fresh stat, if any)."""
+    """A rejection made without the worker's help (its version from a fresh `lstat`: a
+    link is never followed)."""
     try:
-        st = os.stat(path)
-        size, mtime_ns, inode, ctime_ns = st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
+        version = FileVersion.of(os.lstat(path))
     except OSError:
-        size = mtime_ns = inode = ctime_ns = 0
+        version = NO_VERSION
     return Verdict(
         path=path,
         ok=False,
         reason=reason,
         step=None,
         epoch=None,
-        size=size,
-        mtime_ns=mtime_ns,
-        inode=inode,
+        version=version,
         checksum=None,
         format=None,
         seconds=seconds,
         validator_error=validator_error,
-        ctime_ns=ctime_ns,
     )
 
 

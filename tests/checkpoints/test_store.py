@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from supervisor.checkpoints import copies, store
+from supervisor.core.file_version import FileVersion
 
 
-def identity(path: Path) -> tuple[int, int, int]:
-    st = path.stat()
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
+def version(path: Path) -> FileVersion:
+    return FileVersion.of(os.lstat(path))
 
 
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
@@ -52,7 +52,7 @@ def test_a_verified_copy_survives_an_in_place_rewrite_of_the_original(tmp_path: 
     original = make(tmp_path / "ckpt" / "last.pt", b"good state")
     state = tmp_path / "state"
     snap = copies.snapshot(
-        original, state, "model", 450, in_place=True, verdict={"ok": True}, identity=identity(original)
+        original, state, "model", 450, in_place=True, verdict={"ok": True}, version=version(original)
     )
     assert snap is not None
     # torch.save truncates and rewrites the same inode: a hard link would not have helped.
@@ -73,7 +73,7 @@ def test_a_verified_copy_survives_an_in_place_rewrite_of_the_original(tmp_path: 
 def test_a_copy_without_its_manifest_does_not_count(tmp_path: Path) -> None:
     state = tmp_path / "state"
     src = make(tmp_path / "ckpt_1.pt")
-    snap = copies.snapshot(src, state, "model", 1, in_place=False, verdict={}, identity=identity(src))
+    snap = copies.snapshot(src, state, "model", 1, in_place=False, verdict={}, version=version(src))
     assert snap is not None
     snap.copy.with_name(f"{snap.copy.name}.json").unlink()  # as if power failed before it was written
     assert copies.snapshots(state) == []
@@ -82,9 +82,7 @@ def test_a_copy_without_its_manifest_does_not_count(tmp_path: Path) -> None:
 def test_dropping_a_copy_removes_only_our_files(tmp_path: Path) -> None:
     original = make(tmp_path / "ckpt" / "ckpt_5.pt")
     state = tmp_path / "state"
-    snap = copies.snapshot(
-        original, state, "model", 5, in_place=False, verdict={}, identity=identity(original)
-    )
+    snap = copies.snapshot(original, state, "model", 5, in_place=False, verdict={}, version=version(original))
     assert snap is not None
     copies.drop_snapshot(snap)
     assert copies.snapshots(state) == []
@@ -106,10 +104,10 @@ def test_copies_leave_no_partial_files(tmp_path: Path) -> None:
 
 def test_a_copy_is_only_made_of_the_version_that_was_verified(tmp_path: Path) -> None:
     original = make(tmp_path / "ckpt" / "last.pt", b"verified version")
-    verified = identity(original)
+    verified = version(original)
     original.write_bytes(b"torn newer version")  # rewritten before the copy was made
     state = tmp_path / "state"
-    assert copies.snapshot(original, state, "model", 7, in_place=True, verdict={}, identity=verified) is None
+    assert copies.snapshot(original, state, "model", 7, in_place=True, verdict={}, version=verified) is None
     assert copies.snapshots(state) == []
 
 
@@ -128,9 +126,7 @@ def test_a_newer_version_that_changes_while_copied_leaves_the_older_copy_whole(
     # the bytes were copied) must not cost the copy already kept.
     original = make(tmp_path / "ckpt" / "last.pt", b"first version")
     state = tmp_path / "state"
-    first = copies.snapshot(
-        original, state, "model", 7, in_place=True, verdict={}, identity=identity(original)
-    )
+    first = copies.snapshot(original, state, "model", 7, in_place=True, verdict={}, version=version(original))
     assert first is not None
     original.write_bytes(b"second version")
     copy_bytes = store.copy_to_temporary
@@ -143,7 +139,7 @@ def test_a_newer_version_that_changes_while_copied_leaves_the_older_copy_whole(
 
     monkeypatch.setattr(copies, "copy_to_temporary", rewritten_meanwhile)
     assert (
-        copies.snapshot(original, state, "model", 7, in_place=True, verdict={}, identity=identity(original))
+        copies.snapshot(original, state, "model", 7, in_place=True, verdict={}, version=version(original))
         is None
     )
     (kept,) = copies.snapshots(state)
@@ -156,7 +152,7 @@ def test_a_restore_never_replaces_a_file_the_trainer_saved_meanwhile(
 ) -> None:
     original = make(tmp_path / "ckpt" / "G_10.pth", b"verified")
     state = tmp_path / "state"
-    snap = copies.snapshot(original, state, "G", 10, in_place=False, verdict={}, identity=identity(original))
+    snap = copies.snapshot(original, state, "G", 10, in_place=False, verdict={}, version=version(original))
     assert snap is not None
     original.unlink()
     copy_bytes = store.copy_to_temporary
@@ -186,7 +182,7 @@ def test_a_file_cut_short_while_it_is_copied_is_no_disk_trouble_and_leaves_nothi
     monkeypatch.setattr(store, "_copy_bytes", cut_short)
     state = tmp_path / "state"
     assert (
-        copies.snapshot(original, state, "model", 7, in_place=True, verdict={}, identity=identity(original))
+        copies.snapshot(original, state, "model", 7, in_place=True, verdict={}, version=version(original))
         is None
     )
     assert copies.snapshots(state) == []

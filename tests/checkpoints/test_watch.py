@@ -42,7 +42,7 @@ class Recorder:
         return sum(1 for landed in self.landed if landed.path == path)
 
     def sizes(self, path: Path) -> list[int]:
-        return [landed.identity.size for landed in self.landed if landed.path == path]
+        return [landed.version.size for landed in self.landed if landed.path == path]
 
 
 def run(body: Callable[[], Awaitable[None]]) -> None:
@@ -123,7 +123,7 @@ def test_temp_file_renamed_into_place_is_reported_once_under_its_final_name(tmp_
             await until(lambda: rec.landed, "the renamed checkpoint")
             await settle(watcher)
             assert [landed.path for landed in rec.landed] == [tmp_path / "ckpt_200.pt"]
-            assert rec.landed[0].identity.size == 1000
+            assert rec.landed[0].version.size == 1000
 
     run(body)
 
@@ -196,7 +196,44 @@ def test_rewrite_after_landing_is_reported_again(tmp_path: Path) -> None:
             await until(lambda: rec.count(ckpt) == 3, "the replaced version")
             await settle(watcher)
             assert rec.sizes(ckpt) == [10, 20, 20]
-            assert len({landed.identity for landed in rec.landed}) == 3
+            assert len({landed.version for landed in rec.landed}) == 3
+
+    run(body)
+
+
+@pytest.mark.parametrize("polling", [False, True], ids=["inotify", "polling"])
+def test_a_same_size_rewrite_with_its_mtime_put_back_is_a_new_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, polling: bool
+) -> None:
+    """`cp -p` and `rsync -t` rewrite a file in place and set its mtime back: the size,
+    mtime and inode are as before, only the ctime tells, and the watcher must see it.
+    inotify reports the write; watchdog's polling observer compares sizes and mtimes
+    only, so there the directory rescan (which compares whole versions) finds it."""
+    options: dict[str, Any] = {"accept": not_temp}
+    if polling:
+        monkeypatch.setenv(FORCE_POLLING_ENV, "1")
+        options["rescan_s"] = 0.5
+    ckpt = tmp_path / "latest.pt"
+    write(ckpt, b"a" * 64)
+    first = os.lstat(ckpt)
+
+    async def body() -> None:
+        rec = Recorder()
+        async with watching([tmp_path], rec, **options) as watcher:
+            await until(lambda: rec.count(ckpt) == 1, "the first version")
+            with ckpt.open("r+b") as f:  # in place: same inode, same size
+                f.write(b"b" * 64)
+            os.utime(ckpt, ns=(first.st_atime_ns, first.st_mtime_ns))
+            again = os.lstat(ckpt)
+            assert (again.st_size, again.st_mtime_ns, again.st_ino) == (
+                first.st_size,
+                first.st_mtime_ns,
+                first.st_ino,
+            )
+            await until(lambda: rec.count(ckpt) == 2, "the rewritten version")
+            await settle(watcher)
+            assert rec.count(ckpt) == 2
+            assert rec.landed[1].version.ctime_ns == again.st_ctime_ns != first.st_ctime_ns
 
     run(body)
 
@@ -412,7 +449,7 @@ def test_forget_makes_the_same_file_count_as_new(tmp_path: Path) -> None:
             assert rec.count(ckpt) == 1
             watcher.forget(ckpt)
             await until(lambda: rec.count(ckpt) == 2, "the report after forget()")
-            assert rec.landed[0].identity == rec.landed[1].identity
+            assert rec.landed[0].version == rec.landed[1].version
 
     run(body)
 

@@ -200,5 +200,8 @@ def test_an_edited_trainer_config_is_reported_or_refused(tmp_path: Path, policy:
         return
     assert result.returncode == 3
     assert "--accept-config-change" in json.dumps(status(config))
+    # A refused config is never the one the next launch compares with: it is refused again.
+    assert run_cli("run", "-c", str(config)).returncode == 3
+    assert len(events(tmp_path, "config_drift")) == 2
     completed_again = run_cli("run", "-c", str(config), "--accept-config-change")
     assert completed_again.returncode == 0, completed_again.stdout[-3000:]

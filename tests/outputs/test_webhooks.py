@@ -4,6 +4,7 @@ touches supervision."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -16,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from supervisor.ledger import EventRow, Ledger
+from supervisor.ledger import Ledger
+from supervisor.outputs.reporter import Reporter
+from supervisor.outputs.webhooks import Notifications, Webhook
 from tests.support.procs import behave
 
 pytestmark = pytest.mark.timeout(90)
@@ -124,20 +127,31 @@ def test_webhook_config_errors_are_named(tmp_path: Path) -> None:
         assert problem in result.stderr
 
 
-def test_the_ledger_tells_its_listener_of_every_event_and_a_failing_one_is_harmless(tmp_path: Path) -> None:
+def test_the_reporter_logs_records_and_sends_only_loud_events(
+    tmp_path: Path, server: tuple[str, list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, got = server
     ledger = Ledger.open(tmp_path / "state")
-    seen: list[EventRow] = []
-    ledger.on_event = seen.append
-    ledger.add_event(1.0, 2, "quarantined", "warning", "moved G_30.pth to quarantine/...: rejected")
-    assert [(e.attempt, e.kind) for e in seen] == [(2, "quarantined")]
+    hooks = [Webhook(f"{url}/json", "json", frozenset(["quarantined", "disk_space"]), 0.0, 5.0, None)]
+    webhooks = Notifications(hooks)
 
-    def broken(event: EventRow) -> None:
-        raise RuntimeError("listener bug")
+    async def main() -> None:
+        reporter = Reporter(ledger, attempt=lambda: 2, run_name="vits", webhooks=webhooks)
+        reporter.report("quarantined", "warning", "moved G_30.pth to quarantine/...: rejected")
+        reporter.report("plan", "info", "resume from G_20.pth")  # not loud: the ledger and the log only
+        reporter.report("disk_space", "info", "plenty free")  # loud only as a warning
+        await webhooks.drain()
 
-    ledger.on_event = broken
-    ledger.add_event(2.0, 2, "gave_up", "error", "giving up")
-    ledger.commit()
-    assert sorted(e.kind for e in ledger.events()) == ["gave_up", "quarantined"]  # both recorded
+    asyncio.run(main())
+    assert [(e.attempt, e.kind) for e in ledger.events()] == [
+        (2, "quarantined"),
+        (2, "plan"),
+        (2, "disk_space"),
+    ]
+    (sent,) = [json.loads(r["body"]) for r in got]
+    assert (sent["event"], sent["attempt"]) == ("quarantined", 2)
+    assert "G_30.pth" in sent["message"]
+    assert "resume from G_20.pth" in capsys.readouterr().out
     ledger.close()
 
 

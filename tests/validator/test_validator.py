@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import torch
 
+from supervisor.core.file_version import FileVersion
 from supervisor.validator.client import ValidationRequest, ValidatorClient, Verdict
 from supervisor.validator.worker.checks import TEST_STALL_ENV
 from supervisor.validator.worker.content import lookup
@@ -72,7 +73,7 @@ def test_good_checkpoint_is_accepted_with_its_step_and_epoch(tmp_path: Path, val
     assert verdict.reason is None
     assert (verdict.step, verdict.epoch, verdict.format) == (1800, 7, "torch-zip")
     st = path.stat()
-    assert (verdict.size, verdict.mtime_ns, verdict.inode) == (st.st_size, st.st_mtime_ns, st.st_ino)
+    assert verdict.version == FileVersion.of(st)
     assert verdict.checksum is not None
     assert len(verdict.checksum) == 8
     assert not verdict.notes
@@ -119,7 +120,7 @@ def test_missing_and_empty_files_are_rejected(tmp_path: Path, validate: Validato
     assert rejected(validate(tmp_path / "nope.pt"), "not found")
     verdict = validate(ck.write_empty(tmp_path / "empty.pt"))
     assert rejected(verdict, "empty file")
-    assert verdict.size == 0
+    assert verdict.version.size == 0
 
 
 def test_truncation_anywhere_is_rejected(tmp_path: Path, validate: Validator) -> None:
@@ -314,20 +315,20 @@ def test_a_file_rewritten_in_place_or_replaced_gets_a_new_verdict(
 ) -> None:
     path = ck.write_torch(tmp_path / "last.pt", step=10)
     first = validate(path, step_key="step")
-    os.utime(path, ns=(first.mtime_ns - 10**9, first.mtime_ns - 10**9))
+    os.utime(path, ns=(first.version.mtime_ns - 10**9, first.version.mtime_ns - 10**9))
     ck.write_torch(tmp_path / "other.pt", ck.checkpoint(step=20, seed=1))
     path.write_bytes((tmp_path / "other.pt").read_bytes())  # same inode, new content
     second = validate(path, step_key="step")
     assert (first.step, second.step) == (10, 20)
-    assert second.inode == first.inode
-    assert second.mtime_ns != first.mtime_ns
+    assert second.version.inode == first.version.inode
+    assert second.version.mtime_ns != first.version.mtime_ns
     assert second.checksum != first.checksum
     replacement = ck.write_torch(tmp_path / "tmp.pt", ck.checkpoint(step=30, seed=2, step_as_tensor=True))
     os.replace(replacement, path)  # a new inode, as an atomic save does
     third = validate(path, step_key="step")
     assert third.step == 30
-    assert third.inode != first.inode
-    assert third.size == path.stat().st_size
+    assert third.version.inode != first.version.inode
+    assert third.version.size == path.stat().st_size
 
 
 # --- the worker process ---------------------------------------------------------------
@@ -345,7 +346,7 @@ def test_timeout_and_a_killed_worker_give_rejections_then_a_fresh_worker(
             verdict = await client.validate(ValidationRequest(str(stall)))
             assert rejected(verdict, "validation timed out after 3s")
             assert verdict.validator_error
-            assert verdict.size == stall.stat().st_size
+            assert verdict.version.size == stall.stat().st_size
             assert pid_of(client) is None
 
             client.job_timeout_s = 60.0  # from here on the test kills the worker itself
@@ -474,8 +475,17 @@ def test_lookup_prefers_nested_dicts_and_accepts_dotted_keys() -> None:
 
 
 def test_verdict_round_trips_through_json() -> None:
-    verdict = Verdict("p", False, "x", 1, 2, 3, 4, 5, "abcd", "torch-zip", 0.5, ("note",), True)
-    assert Verdict.from_json(verdict.to_json()) == verdict
+    verdict = Verdict(
+        "p", False, "x", 1, 2, FileVersion(3, 4, 5, 6), "abcd", "torch-zip", 0.5, ("note",), True
+    )
+    flat = verdict.to_json()
+    assert (flat["size"], flat["mtime_ns"], flat["inode"], flat["ctime_ns"]) == (
+        3,
+        4,
+        5,
+        6,
+    )  # what verify --json prints
+    assert Verdict.from_json(json.loads(json.dumps(flat))) == verdict
 
 
 def test_start_warms_the_worker_up_before_the_first_job(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import time
 import traceback
 
 from supervisor.checkpoints.entries import NotAFile, describe, kind_of, open_file
+from supervisor.core.file_version import NO_VERSION, FileVersion
 from supervisor.validator.client import EMPTY, ValidationRequest, Verdict
 from supervisor.validator.worker.content import (
     Changed,
@@ -101,10 +102,7 @@ def validate(request: ValidationRequest, memory: MemoryLimit | None = None) -> V
         reason=None if reason is None else _shorten(reason),
         step=job.step,
         epoch=job.epoch,
-        size=st.st_size if st else 0,
-        mtime_ns=st.st_mtime_ns if st else 0,
-        inode=st.st_ino if st else 0,
-        ctime_ns=st.st_ctime_ns if st else 0,
+        version=FileVersion.of(st) if st else NO_VERSION,
         checksum=job.checksum,
         format=job.format,
         seconds=round(time.monotonic() - started, 6),
@@ -174,15 +172,11 @@ def _detect(head: bytes) -> str:
 def _check_unchanged(job: Job) -> None:
     """The verdict must be about one version of the file: the one at the path now."""
     assert job.stat is not None
-    before = (job.stat.st_ino, job.stat.st_size, job.stat.st_mtime_ns, job.stat.st_ctime_ns)
+    before = FileVersion.of(job.stat)
     try:
         now = os.lstat(job.request.path)
         after_fd = os.fstat(job.fd)
     except OSError:
         raise Changed("file changed while it was read (removed)") from None
-    if (now.st_ino, now.st_size, now.st_mtime_ns, now.st_ctime_ns) != before or (
-        after_fd.st_size,
-        after_fd.st_mtime_ns,
-        after_fd.st_ctime_ns,
-    ) != before[1:]:
+    if FileVersion.of(now) != before or FileVersion.of(after_fd) != before:
         raise Changed("file changed while it was read")
