@@ -20,20 +20,16 @@ import structlog
 
 from supervisor.checkpoints.plan import retention, with_content_step
 from supervisor.checkpoints.prepare import Preparation, book_for
+from supervisor.checkpoints.rereads import UNSETTLED_REREADS, Rereads
 from supervisor.checkpoints.verdicts import OnDisk, Unsettled, stat_checkpoint
 from supervisor.checkpoints.watch import CheckpointWatcher, Landed
 from supervisor.config import Config
 from supervisor.core import CheckpointVerified, Event, Prepared, PrepareFailed, Progress
-from supervisor.core.file_version import VersionKey
 from supervisor.ledger import Ledger
 from supervisor.outputs.reporter import Report
 from trainer_adapters.base import Layout
 
 log = structlog.get_logger("supervisor")
-
-VALIDATOR_RETRIES = 3  # tries by rescans of a file the validator failed on (each launch tries too)
-UNSETTLED_REREADS = 3  # rereads of one version caught mid-write, after a quiet period each
-UNSETTLED_WARN = 5  # versions in a row of one path, each caught mid-write
 
 
 class CheckpointGuard:
@@ -82,10 +78,7 @@ class CheckpointGuard:
             force_polling=c.force_polling,
         )
         self._verifying: asyncio.Task[None] | None = None
-        self._retries: dict[VersionKey, int] = {}  # by housekeeping rescans
-        # Rereads of the version of each path last caught mid-write: (its key, rereads).
-        self._unsettled: dict[str, tuple[VersionKey, int]] = {}
-        self._unsettled_in_a_row: dict[str, int] = {}  # versions of a path with no verdict since
+        self.rereads = Rereads()  # what is read again, decided there
 
     def _watched(self, path: Path) -> bool:
         if not self.layout.recursive and os.path.abspath(path.parent) != os.path.abspath(self.directory):
@@ -125,8 +118,7 @@ class CheckpointGuard:
             on_disk = stat_checkpoint(self.layout, Path(key[0]))
             if on_disk is None or on_disk.key != key:
                 self.book.errors.pop(key, None)  # that version is gone; a newer one lands anew
-            elif self._retries.get(key, 0) < VALIDATOR_RETRIES:
-                self._retries[key] = self._retries.get(key, 0) + 1
+            elif self.rereads.retry_failed(key):
                 self._to_verify.put_nowait(on_disk.ckpt.path)
 
     async def retain(self) -> None:
@@ -159,7 +151,7 @@ class CheckpointGuard:
         if isinstance(row, Unsettled):
             self._read_again(on_disk, row)
             return
-        self._unsettled_in_a_row.pop(str(on_disk.ckpt.path), None)
+        self.rereads.judged(str(on_disk.ckpt.path))
         if row is None and not failed_before:
             reason = self.book.errors.get(on_disk.key, "validator error")
             message = f"could not verify {path}: {reason}; tried again before the next launch"
@@ -182,23 +174,18 @@ class CheckpointGuard:
         that goes on lands again by itself; this covers one that ended unseen), a few
         times per version: what is still unsettled at the next launch is judged then."""
         path = str(on_disk.ckpt.path)
-        key, tries = self._unsettled.get(path, (None, 0))
-        new_version = key != on_disk.key
-        tries = 1 if new_version else tries + 1  # a newer version counts afresh
-        self._unsettled[path] = (on_disk.key, tries)
+        reread = self.rereads.caught_mid_write(on_disk.key)
         log.info(
             "checkpoint caught while being written: read again once it is quiet",
             path=path,
             why=unsettled.reason,
             attempt=self._attempt(),
         )
-        if tries <= UNSETTLED_REREADS:
+        if reread.read_again:
             self.watcher.recheck(on_disk.ckpt.path)
-        in_a_row = self._unsettled_in_a_row.get(path, 0) + new_version
-        self._unsettled_in_a_row[path] = in_a_row
-        if new_version and in_a_row == UNSETTLED_WARN:
+        if reread.warn:
             message = (
-                f"{path} was caught being written in each of its last {in_a_row} versions "
+                f"{path} was caught being written in each of its last {reread.versions_in_a_row} versions "
                 f"({unsettled.reason}): no version of it has been verified since; if the trainer "
                 "rewrites it more often than quiet_s allows, raise [checkpoints] quiet_s"
             )

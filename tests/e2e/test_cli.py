@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 import pytest
 
-from supervisor.checkpoints.pipeline import VALIDATOR_RETRIES
+from supervisor.checkpoints.rereads import VALIDATOR_RETRIES
 from supervisor.validator.worker.checks import TEST_STALL_ENV
 from tests.support.ckpt_factory import write_torch
 from tests.support.procs import alive, behave, read_pid, wait_for
