@@ -13,7 +13,7 @@ from supervisor.config import Config
 from supervisor.ledger import AttemptRow, Ledger, RunRow
 from supervisor.outputs.status_socket import LiveUnavailable, fetch
 from supervisor.process.lock import LOCK_FILE, holder_pid
-from supervisor.process.trainer import start_ticks
+from supervisor.process.sessions import start_ticks
 
 RECENT_ATTEMPTS = 10
 RECENT_EVENTS = 12

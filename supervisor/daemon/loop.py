@@ -64,17 +64,15 @@ from supervisor.outputs.systemd import Notifier
 from supervisor.outputs.webhooks import Notifications, Webhook, secret_values, url_from
 from supervisor.process import gpu
 from supervisor.process.interpreter import shim_env
-from supervisor.process.trainer import (
-    OutputTail,
-    Trainer,
+from supervisor.process.sessions import (
     boot_id,
     clear_session,
     marked_processes,
     proc_identity,
     signal_session,
     split_identity,
-    trainer_env,
 )
+from supervisor.process.trainer import OutputTail, Trainer, trainer_env
 from supervisor.process.trainer_log import OutputSink, RotatingLog
 from supervisor.signals.crash_detail import crash_detail
 from supervisor.signals.oom_evidence import OomCounter, OomEvidence

@@ -10,7 +10,6 @@ says so, and the core has what is left of the last attempt killed (`kill_leftove
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
@@ -24,7 +23,7 @@ from supervisor.core import ConfigChange, Prepared
 from supervisor.daemon import drift
 from supervisor.ledger import Ledger
 from supervisor.process import gpu
-from supervisor.process.trainer import marked_processes
+from supervisor.process.sessions import marked_processes, signal_session
 from trainer_adapters.base import TrainerAdapter
 
 log = structlog.get_logger("supervisor")
@@ -74,11 +73,8 @@ class Preflight:
 
     def kill_leftovers(self, last_marker: str | None) -> None:
         """SIGKILL every process of the last attempt still alive (marked by its marker)."""
-        if last_marker is None:
-            return
-        for pid in marked_processes(last_marker):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        if last_marker is not None:
+            signal_session(None, signal.SIGKILL, marked_processes(last_marker))
 
     # --- config drift -------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Process control: the trainer runs in its own session; we drain its output, notice
 its exit at once (pidfd), stop its whole group with escalation, and make sure nothing
-of its session survives before anyone relaunches.
+of its session survives before anyone relaunches (with `sessions`).
 
 Linux only (pidfd, /proc), like the rest of the supervisor.
 """
@@ -8,31 +8,33 @@ Linux only (pidfd, /proc), like the rest of the supervisor.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import structlog
 
 from supervisor.core import ExitStatus
-from supervisor.process.procfs import running, stat_fields
+from supervisor.process.sessions import (
+    ATTEMPT_MARKER_ENV,
+    clear_session,
+    marked_processes,
+    proc_identity,
+    session_members,
+    signal_session,
+    start_ticks,
+)
 from supervisor.process.trainer_log import OutputSink
 
 log = structlog.get_logger("supervisor.process")
 
-# Environment variable that tags every process of one attempt (children inherit it),
-# so a restarted supervisor can find leftovers even if they left the session.
-ATTEMPT_MARKER_ENV = "TRAIN_SUPERVISOR_ATTEMPT"
 # Never handed to the trainer: it must not speak for the service.
 STRIPPED_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 READ_CHUNK_BYTES = 256 * 1024
-SWEEP_POLL_S = 0.05  # only while clearing a session that is already being killed
-KILL_WAIT_S = 5.0  # after SIGKILL: how long to wait for the kernel to remove processes
 DRAIN_TIMEOUT_S = 2.0  # after the session is gone: how long to wait for pipe EOF
 
 
@@ -48,119 +50,6 @@ def trainer_env(
     env["PYTHONUNBUFFERED"] = "1"
     env[ATTEMPT_MARKER_ENV] = marker
     return env
-
-
-def start_ticks(pid: int) -> int | None:
-    fields = stat_fields(pid)
-    return int(fields[19]) if fields else None  # field 22 of stat: starttime
-
-
-def boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "unknown-boot"
-
-
-def proc_identity(pid: int) -> str | None:
-    """boot id, pid and start time (clock ticks): equal only for the very same process,
-    so a pid reused after a reboot or a wrap-around is never mistaken for our trainer."""
-    ticks = start_ticks(pid)
-    return f"{boot_id()}:{pid}:{ticks}" if ticks is not None else None
-
-
-def split_identity(identity: str) -> tuple[str, int, int]:
-    """(boot id, pid, start ticks) of a proc_identity() string."""
-    boot, pid, ticks = identity.rsplit(":", 2)
-    return boot, int(pid), int(ticks)
-
-
-def _all_pids() -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def session_members(sid: int) -> list[int]:
-    """Live (non-zombie) processes of session `sid`."""
-    members = []
-    for pid in _all_pids():
-        try:
-            if os.getsid(pid) == sid and running(pid):
-                members.append(pid)
-        except OSError:
-            continue
-    return members
-
-
-def marked_processes(marker: str, started_since: int = 0) -> list[int]:
-    """Live processes whose environment carries this attempt's marker. Only processes
-    started at or after `started_since` (clock ticks, e.g. the trainer's own start) can
-    be its descendants, so older ones are skipped without reading their environment."""
-    needle = f"{ATTEMPT_MARKER_ENV}={marker}".encode()
-    found = []
-    for pid in _all_pids():
-        fields = stat_fields(pid)
-        if fields is None or fields[0] == "Z" or int(fields[19]) < started_since:
-            continue
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0"):
-            found.append(pid)
-    return found
-
-
-def signal_session(sid: int | None, sig: int, extra: Sequence[int] = ()) -> None:
-    """Send `sig` to process group `sid`, to every other member of session `sid`, and to `extra`."""
-    members: list[int] = []
-    if sid is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(sid, sig)
-        members = session_members(sid)
-    for pid in {*members, *extra}:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
-async def clear_session(
-    sid: int | None,
-    sig: int,
-    grace_s: float,
-    extra: Callable[[], list[int]] = list,
-    already_signalled: bool = False,
-) -> int:
-    """Stop everything left in session `sid` (plus `extra()`): `sig`, then SIGKILL after
-    `grace_s`. Returns how many processes there were; logs any that would not die.
-
-    Pass `sid=None` when the session leader is gone and its pid could have been reused:
-    then only `extra()` (processes carrying the attempt marker) is touched."""
-
-    def alive() -> list[int]:
-        members = session_members(sid) if sid is not None else []
-        return sorted({*members, *extra()})
-
-    loop = asyncio.get_running_loop()
-    left = alive()
-    found = len(left)
-    if not left:
-        return 0
-    if not already_signalled:
-        signal_session(sid, sig, left)
-        signal_session(sid, signal.SIGCONT, left)
-    deadline = loop.time() + grace_s
-    while left and loop.time() < deadline:
-        await asyncio.sleep(SWEEP_POLL_S)
-        left = alive()
-    if left:
-        log.warning("killing leftover processes", pids=left, grace_s=grace_s)
-        signal_session(sid, signal.SIGKILL, left)
-        deadline = loop.time() + KILL_WAIT_S
-        while left and loop.time() < deadline:
-            await asyncio.sleep(SWEEP_POLL_S)
-            left = alive()
-    if left:
-        log.error("processes survived SIGKILL (uninterruptible I/O?)", pids=left)
-    return found
 
 
 class Trainer:

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
 import time
 from collections import deque
@@ -24,6 +23,7 @@ import structlog
 
 from supervisor.core.file_version import NO_VERSION, FileVersion
 from supervisor.process import procfs
+from supervisor.process.sessions import kill_and_wait
 
 log = structlog.get_logger("supervisor.validation")
 
@@ -324,13 +324,13 @@ class ValidatorClient:
             self._worker = None
         proc = worker.proc
         if proc.returncode is None:
-            # Its own session: the group id is its pid, and nothing else shares it.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            try:
-                await asyncio.wait_for(proc.wait(), KILL_WAIT_S)
-            except TimeoutError:
-                log.error("validator survived SIGKILL (uninterruptible I/O?)", pid=proc.pid)
+            # Its own session: the session id is its pid, and nothing else shares it.
+            left = await kill_and_wait(
+                proc.pid, lambda: [proc.pid] if procfs.running(proc.pid) else [], "validator"
+            )
+            if not left:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), KILL_WAIT_S)  # reap it
         try:
             await asyncio.wait_for(worker.stderr_reader, CLOSE_GRACE_S)
         except TimeoutError:

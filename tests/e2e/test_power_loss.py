@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from supervisor.process.trainer import marked_processes
+from supervisor.process.sessions import marked_processes
 from tests.support.power_cut import power_cut, powercut_config
 from tests.support.twins import CLI, run_cli
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.process.trainer import marked_processes
+from supervisor.process.sessions import marked_processes
 from tests.support.ledger_reads import causes, completed, events
 from tests.support.twins import TRAINERS, write_config
 

@@ -28,7 +28,7 @@ from supervisor.process.gpu import (
     probe_from,
     wait_released,
 )
-from supervisor.process.trainer import ATTEMPT_MARKER_ENV, marked_processes
+from supervisor.process.sessions import ATTEMPT_MARKER_ENV, marked_processes
 from tests.support.procs import alive, wait_for
 
 MiB = 2**20

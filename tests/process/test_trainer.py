@@ -11,15 +11,8 @@ from pathlib import Path
 import pytest
 
 from supervisor.core import ExitStatus
-from supervisor.process.trainer import (
-    ATTEMPT_MARKER_ENV,
-    OutputTail,
-    Trainer,
-    marked_processes,
-    proc_identity,
-    session_members,
-    trainer_env,
-)
+from supervisor.process.sessions import ATTEMPT_MARKER_ENV, marked_processes, proc_identity, session_members
+from supervisor.process.trainer import OutputTail, Trainer, trainer_env
 from supervisor.process.trainer_log import OutputSink, RotatingLog
 from tests.support.procs import alive, behave, read_pid
 

@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from supervisor import client
 from supervisor.client import ATTEMPT_MARKER_ENV, HEARTBEAT_ENV, heartbeat, heartbeat_enabled
-from supervisor.process.trainer import ATTEMPT_MARKER_ENV as PROCESS_MARKER_ENV
+from supervisor.process.sessions import ATTEMPT_MARKER_ENV as PROCESS_MARKER_ENV
 from supervisor.signals.heartbeats import Beat, HeartbeatServer, parse_beat
 
 pytestmark = pytest.mark.timeout(30)
