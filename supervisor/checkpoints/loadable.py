@@ -9,8 +9,8 @@ import os
 from collections.abc import Sequence
 
 import trainer_adapters
-from supervisor.checkpoints.plan import globals_refusal
-from supervisor.checkpoints.verdicts import validated_globals
+from supervisor.checkpoints.on_disk import validated_globals
+from supervisor.checkpoints.refusals import globals_refusal
 from supervisor.config import Config
 from supervisor.process.interpreter import shim_env, shim_in, trainer_python, versions
 from trainer_adapters.base import Layout

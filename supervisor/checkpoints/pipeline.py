@@ -18,10 +18,12 @@ from pathlib import Path
 
 import structlog
 
+from supervisor.checkpoints.from_config import book_for
+from supervisor.checkpoints.on_disk import OnDisk, stat_checkpoint
 from supervisor.checkpoints.plan import retention, with_content_step
-from supervisor.checkpoints.prepare import Preparation, book_for
+from supervisor.checkpoints.prepare import Preparation
 from supervisor.checkpoints.rereads import UNSETTLED_REREADS, Rereads
-from supervisor.checkpoints.verdicts import OnDisk, Unsettled, stat_checkpoint
+from supervisor.checkpoints.verdicts import Unsettled
 from supervisor.checkpoints.watch import CheckpointWatcher, Landed
 from supervisor.config import Config
 from supervisor.core import CheckpointVerified, Event, Prepared, PrepareFailed, Progress
@@ -124,8 +126,8 @@ class CheckpointGuard:
     async def retain(self) -> None:
         """Keep our verified copies to `keep_verified` (a lowered setting, a rollback)."""
         async with self._copies:
-            dropped = retention(self.book.snapshots(), self.book.keep_verified)
-            await self.book.drop(dropped)
+            dropped = retention(self.book.kept.snapshots(), self.book.kept.keep_verified)
+            await self.book.kept.drop(dropped)
         if dropped:
             log.info("dropped verified copies beyond keep_verified", copies=len(dropped))
 
@@ -163,7 +165,7 @@ class CheckpointGuard:
             self._report("rejected", "warning", message)
             return
         async with self._copies:
-            await self.book.keep_copy(on_disk, row, self.preparation.pinned)
+            await self.book.kept.keep(on_disk, row, self.preparation.pinned)
         # The same rule the planner resumes by: only in-place files take their content's step.
         step = with_content_step(on_disk.ckpt, row.step).step
         if step is not None and on_disk.ckpt.role in self.layout.roles:

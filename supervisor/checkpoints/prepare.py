@@ -24,9 +24,11 @@ import structlog
 import trainer_adapters
 from supervisor.checkpoints import reconcile
 from supervisor.checkpoints.loadable import LoadCheck
+from supervisor.checkpoints.on_disk import OnDisk, stat_checkpoint
 from supervisor.checkpoints.pinned import DirectoryChanged, PinnedDir
-from supervisor.checkpoints.plan import Plan, fresh_start_refusal
-from supervisor.checkpoints.verdicts import CheckpointBook, OnDisk, stat_checkpoint
+from supervisor.checkpoints.plan import Plan
+from supervisor.checkpoints.refusals import fresh_start_refusal
+from supervisor.checkpoints.verdicts import CheckpointBook
 from supervisor.config import Config
 from supervisor.core import Prepared, PrepareFailed
 from supervisor.core.file_version import VersionKey
@@ -34,7 +36,6 @@ from supervisor.ledger import Ledger, VerdictRow
 from supervisor.outputs.reporter import Report
 from supervisor.process.sessions import boot_id
 from supervisor.process.writers import writers_of
-from supervisor.validator.client import ValidatorClient
 from trainer_adapters.base import Layout
 
 log = structlog.get_logger("supervisor")
@@ -42,37 +43,6 @@ log = structlog.get_logger("supervisor")
 SUSPECT_BEFORE = "verdicts_suspect_before"  # ledger meta: verdicts older are read again
 DIRECTORY_WAS = "checkpoint_dir_resolved"  # ledger meta: where the checkpoint dir led last start
 APPLY_ROUNDS = 3  # plan, carry out, check again: a restore may list in another order
-
-
-def book_for(
-    config: Config,
-    layout: Layout,
-    ledger: Ledger | None,
-    report: Report,
-    *,
-    record: bool = True,
-    accept_model_change: bool = False,
-) -> CheckpointBook:
-    """The run's checkpoint book, with its own validator, as the config sets it up: one
-    construction for the daemon and for `plan`, so both judge alike."""
-    assert config.adapter.checkpoint_dir is not None
-    c = config.checkpoints
-    validator = ValidatorClient(
-        job_timeout_s=c.validation_timeout_s, memory_limit_mb=c.validator_memory_mb or None
-    )
-    return CheckpointBook(
-        layout=layout,
-        directories=[config.adapter.checkpoint_dir],
-        state_dir=config.state_dir,
-        ledger=ledger,
-        validator=validator,
-        keep_verified=c.keep_verified,
-        record=record,
-        unit=trainer_adapters.get(config.adapter.name).position_unit,
-        reserve_bytes=int(c.state_reserve_mb * 1024 * 1024),
-        report=report,
-        accept_model_change=accept_model_change,
-    )
 
 
 @dataclass(frozen=True)
@@ -209,7 +179,7 @@ class Preparation:
         """The files of the newest verified state, gone or changed since verified."""
         if best is None or self.ledger is None:
             return []
-        kept = {snap.original for snap in self.book.snapshots() if snap.step == best}
+        kept = {snap.original for snap in self.book.kept.snapshots() if snap.step == best}
         findings = []
         for row in self.ledger.verified_at_step(best):
             path = Path(row.path)
@@ -320,7 +290,7 @@ class Preparation:
         for on_disk in self.book.scan():
             row = self.book.known(on_disk)
             if row is not None and row.ok:
-                await self.book.keep_copy(on_disk, row, self.pinned)
+                await self.book.kept.keep(on_disk, row, self.pinned)
 
     async def _plan(self, below_step: int | None, writing: dict[Path, str]) -> Plan:
         """The plan; files it would move that a process holds open for writing are
@@ -386,8 +356,8 @@ class Preparation:
         if self.ledger is not None:
             self.ledger.add_rollback(below_step, time.time())
             self.ledger.commit()
-        dropped = [snap for snap in self.book.snapshots() if snap.step >= below_step]
-        await self.book.drop(dropped)
+        dropped = [snap for snap in self.book.kept.snapshots() if snap.step >= below_step]
+        await self.book.kept.drop(dropped)
         if dropped:
             names = ", ".join(sorted({snap.original.name for snap in dropped}))
             message = f"dropped {len(dropped)} verified copies at or after step {below_step}: {names}"

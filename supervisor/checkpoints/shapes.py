@@ -1,12 +1,17 @@
 """Model shape drift: a checkpoint whose model keys or tensor shapes differ from the run's
 previous verified checkpoint of the same role. GPT-SoVITS, VITS and Seed-VC load with
 `strict=False` (or drop mis-shaped keys themselves) and train what did not fit from
-scratch, silently: such a file verifies, then resumes a partly untrained model. Pure.
+scratch, silently: such a file verifies, then resumes a partly untrained model. Pure;
+`ShapeReference` is the model a role's checkpoints must have, as the ledger keeps it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from supervisor.ledger import VerdictRow
 
 SHOWN = 3  # keys named per kind of change
 
@@ -33,3 +38,33 @@ def shape_change(before: Mapping[str, Sequence[int]], after: Mapping[str, Sequen
 def _some(items: list[str]) -> str:
     more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
     return ", ".join(items[:SHOWN]) + more
+
+
+SHAPES_DIFFER = "the model's keys or shapes differ"  # how a shape rejection begins
+
+
+def shape_rejection(row: VerdictRow) -> bool:
+    """Rejected for its model's shapes alone: judged again where the change is accepted."""
+    return not row.ok and (row.reason or "").startswith(SHAPES_DIFFER)
+
+
+@dataclass(frozen=True)
+class ShapeReference:
+    """The model keys and shapes a role's checkpoints must have, and the file they are
+    from (kept in the ledger's meta, one per role)."""
+
+    path: str
+    mtime_ns: int
+    shapes: dict[str, list[int]]
+
+    def dump(self) -> str:
+        return json.dumps({"path": self.path, "mtime_ns": self.mtime_ns, "shapes": self.shapes})
+
+    @classmethod
+    def parse(cls, stored: str) -> ShapeReference | None:
+        try:
+            data = json.loads(stored)
+            shapes = {str(k): [int(n) for n in v] for k, v in data["shapes"].items()}
+            return cls(str(data["path"]), int(data.get("mtime_ns", 0)), shapes)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None

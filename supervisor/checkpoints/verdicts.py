@@ -1,5 +1,6 @@
-"""Checkpoint bookkeeping shared by the daemon and the CLI: what is on disk, what the
-validator said about each file version, the resume plan, and carrying it out.
+"""Checkpoint bookkeeping shared by the daemon and the CLI: what the validator said about
+each file version on disk (`on_disk`), the verified copies, the resume plan, and carrying
+it out (`carry_out`).
 
 File I/O that can take a while (copies) runs in a thread; the ledger is only touched
 from the caller's thread.
@@ -8,27 +9,27 @@ from the caller's thread.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
 
-from supervisor.checkpoints import copies, store
-from supervisor.checkpoints.entries import Kind, describe, kind_of
-from supervisor.checkpoints.pinned import DirectoryChanged, PinnedDir, open_below
-from supervisor.checkpoints.plan import Candidate, Plan, Snapshot, Status, plan, retention, with_content_step
-from supervisor.checkpoints.shapes import shape_change
-from supervisor.core.file_version import FileVersion, VersionKey
+from supervisor.checkpoints import carry_out
+from supervisor.checkpoints.entries import Kind, describe
+from supervisor.checkpoints.kept_copies import KeptCopies
+from supervisor.checkpoints.on_disk import OnDisk, listing, request_for, row_from, stat_checkpoint
+from supervisor.checkpoints.pinned import PinnedDir
+from supervisor.checkpoints.plan import Candidate, Plan, Status, plan, with_content_step
+from supervisor.checkpoints.shapes import SHAPES_DIFFER, ShapeReference, shape_change, shape_rejection
+from supervisor.core.file_version import VersionKey
 from supervisor.ledger import Ledger, VerdictRow
 from supervisor.outputs.reporter import Report
 from supervisor.process.writers import writers_of
-from supervisor.validator.client import EMPTY, ValidationRequest, ValidatorClient, Verdict
-from trainer_adapters.base import Layout, NamedCheckpoint
+from supervisor.validator.client import EMPTY, ValidatorClient
+from trainer_adapters.base import Layout
 
 log = structlog.get_logger("supervisor.checkpoints")
 
@@ -36,26 +37,6 @@ DEFAULT_RESERVE_BYTES = 512 * 1024 * 1024
 SHAPES_META = "model_shapes:"  # ledger meta, per role: a ShapeReference
 
 
-@dataclass(frozen=True)
-class OnDisk:
-    """An entry named like a checkpoint, as `lstat` sees it (a link is never followed)."""
-
-    ckpt: NamedCheckpoint
-    version: FileVersion
-    kind: Kind = Kind.FILE
-
-    @property
-    def key(self) -> VersionKey:
-        return (str(self.ckpt.path), self.version)
-
-    @property
-    def judged(self) -> bool:
-        """Whether the validator is asked about it: a regular file the trainer may resume
-        from (not a link, a directory, a FIFO..., nor a stray file in its way)."""
-        return self.kind is Kind.FILE and self.ckpt.interferes is None
-
-
-SHAPES_DIFFER = "the model's keys or shapes differ"  # how a shape rejection begins
 CHANGED_REREADS = 3  # reads of a file that changes under each one, before it is unknown
 
 
@@ -67,78 +48,6 @@ class Unsettled:
     reason: str
 
 
-def _shape_rejection(row: VerdictRow) -> bool:
-    """Rejected for its model's shapes alone: judged again where the change is accepted."""
-    return not row.ok and (row.reason or "").startswith(SHAPES_DIFFER)
-
-
-@dataclass(frozen=True)
-class ShapeReference:
-    """The model keys and shapes a role's checkpoints must have, and the file they are
-    from (kept in the ledger's meta, one per role)."""
-
-    path: str
-    mtime_ns: int
-    shapes: dict[str, list[int]]
-
-    def dump(self) -> str:
-        return json.dumps({"path": self.path, "mtime_ns": self.mtime_ns, "shapes": self.shapes})
-
-    @classmethod
-    def parse(cls, stored: str) -> ShapeReference | None:
-        try:
-            data = json.loads(stored)
-            shapes = {str(k): [int(n) for n in v] for k, v in data["shapes"].items()}
-            return cls(str(data["path"]), int(data.get("mtime_ns", 0)), shapes)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return None
-
-
-def stat_checkpoint(layout: Layout, path: Path) -> OnDisk | None:
-    """The entry as a resume checkpoint of this layout, or None (not one, or gone)."""
-    ckpt = layout.parse(path)
-    if ckpt is None:
-        return None
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return OnDisk(ckpt, FileVersion.of(st), kind_of(st.st_mode))
-
-
-def listing(directory: Path, recursive: bool) -> Iterator[Path]:
-    """Every entry below `directory` in directory order (what the trainer's `os.listdir`
-    and `glob` see, and the order its ties follow); only real directories are entered."""
-    stack = [directory]
-    while stack:
-        folder = stack.pop()
-        with contextlib.suppress(OSError), os.scandir(folder) as entries:
-            below = []
-            for entry in entries:
-                yield Path(entry.path)
-                with contextlib.suppress(OSError):
-                    if recursive and entry.is_dir(follow_symlinks=False):
-                        below.append(Path(entry.path))
-            stack.extend(reversed(below))
-
-
-def request_for(layout: Layout, ckpt: NamedCheckpoint) -> ValidationRequest:
-    expect = layout.expect(ckpt)
-    return ValidationRequest(
-        path=str(ckpt.path),
-        required_keys=expect.required_keys,
-        step_key=expect.step_key,
-        epoch_key=expect.epoch_key,
-        expected_step=ckpt.step,
-        expected_epoch=ckpt.epoch,
-        allowed_globals=expect.allowed_globals,
-        model_key=expect.model_key,
-        each_item=expect.each_item,
-        when_not_empty=expect.when_not_empty,
-        finite_except=expect.finite_except,
-    )
-
-
 @dataclass(frozen=True)
 class Applied:
     """What carrying out a plan did: why each move or restore that did not happen did not
@@ -146,33 +55,6 @@ class Applied:
 
     kept: list[str]
     carried: bool
-
-
-def validated_globals(layout: Layout) -> tuple[str, ...]:
-    """Every global the validator allows in this layout's checkpoints, any role."""
-    allowed: list[str] = []
-    for role in layout.roles:
-        for name in layout.expect(NamedCheckpoint(Path("checkpoint"), role, None)).allowed_globals:
-            if name not in allowed:
-                allowed.append(name)
-    return tuple(allowed)
-
-
-def row_from(verdict: Verdict, role: str | None) -> VerdictRow:
-    return VerdictRow(
-        path=verdict.path,
-        version=verdict.version,
-        ok=verdict.ok,
-        reason=verdict.reason,
-        step=verdict.step,
-        epoch=verdict.epoch,
-        role=role,
-        checksum=verdict.checksum,
-        format=verdict.format,
-        seconds=verdict.seconds,
-        verified_at=time.time(),
-        needs_globals=verdict.needs_globals,
-    )
 
 
 class CheckpointBook:
@@ -198,7 +80,6 @@ class CheckpointBook:
         self.state_dir = state_dir
         self.ledger = ledger
         self.validator = validator
-        self.keep_verified = keep_verified
         self.record = record and ledger is not None
         self._memory: dict[VersionKey, VerdictRow] = {}
         # After a reboot: verdicts older than this may have been read from a page cache
@@ -206,22 +87,11 @@ class CheckpointBook:
         self.recheck_before: float | None = None
         # Files the validator failed on (crash, timeout): not verdicts, retried next time.
         self.errors: dict[VersionKey, str] = {}
-        # Free space kept on the state filesystem for the ledger: no copy eats into it.
-        self.reserve_bytes = reserve_bytes
         self._report = report or _log_only
-        self._copies_refused = False  # said once until a copy is made again
+        self.kept = KeptCopies(state_dir, keep_verified, reserve_bytes, self._report)
         self.accept_model_change = accept_model_change
         self.unit = unit  # what the trainer's states count, for what the plan says
         self._shape_references: dict[str, ShapeReference | None] = {}
-
-    def copy_refused(self, message: str) -> None:
-        """A verified copy could not be kept (a full or failing state disk): warned once
-        until copies work again; supervision goes on without it."""
-        if self._copies_refused:
-            log.warning(message)
-        else:
-            self._report("disk_space", "warning", message)
-        self._copies_refused = True
 
     # --- what is on disk, and what we know of it -----------------------------------
 
@@ -270,7 +140,7 @@ class CheckpointBook:
         self, f: OnDisk, attempt: int | None, *, live: bool = False
     ) -> VerdictRow | Unsettled | None:
         row = self.known(f)
-        if row is not None and not (self.accept_model_change and _shape_rejection(row)):
+        if row is not None and not (self.accept_model_change and shape_rejection(row)):
             return row
         about = {"attempt": attempt} if attempt is not None else {}
         await self._newer_first(f, live)
@@ -428,73 +298,13 @@ class CheckpointBook:
             return Candidate(ckpt, Status.OK, written_ns=written)
         return Candidate(ckpt, Status.REJECTED, row.reason, written_ns=written)
 
-    # --- verified copies ------------------------------------------------------------
-
-    def snapshots(self) -> list[Snapshot]:
-        return copies.snapshots(self.state_dir) if self.keep_verified > 0 else []
-
-    async def keep_copy(self, f: OnDisk, row: VerdictRow, pinned: PinnedDir | None = None) -> None:
-        """Keep a copy of a good checkpoint as it was verified, then apply retention. A
-        newer version of a name already kept at its step (re-saved after a resume)
-        replaces the older copy. `pinned`: the checkpoint directory, read through."""
-        step = with_content_step(f.ckpt, row.step).step
-        if self.keep_verified <= 0 or not row.ok or step is None or not f.judged:
-            return
-        kept = self.snapshots()
-        same = [s for s in kept if s.original == f.ckpt.path and s.step == step]
-        if same and (row.checksum is None or all(s.checksum == row.checksum for s in same)):
-            return  # this version is kept already (e.g. seen again by a restarted supervisor)
-        newest_steps = sorted({s.step for s in kept}, reverse=True)[: self.keep_verified]
-        if len(newest_steps) >= self.keep_verified and step < newest_steps[-1]:
-            return  # older than every copy kept: retention would drop it at once
-        room = copies.room_for(self.state_dir, f.version.size, self.reserve_bytes)
-        if room is not None:
-            self.copy_refused(f"no verified copy of {f.ckpt.path} kept: {room}")
-            return
-        verdict = {
-            "checksum": row.checksum,
-            "step": row.step,
-            "epoch": row.epoch,
-            "format": row.format,
-            "needs_globals": list(row.needs_globals),
-        }
-        with self._directory(f.ckpt.path.parent, pinned) as dir_fd:
-            try:
-                snap = await asyncio.to_thread(
-                    copies.snapshot,
-                    f.ckpt.path,
-                    self.state_dir,
-                    f.ckpt.role,
-                    step,
-                    in_place=f.ckpt.in_place,
-                    verdict=verdict,
-                    version=row.version,
-                    dir_fd=dir_fd,
-                )
-            except OSError as exc:  # a full or failing state disk costs the copy, never the run
-                self.copy_refused(f"no verified copy of {f.ckpt.path} kept: {exc.strerror or exc}")
-                return
-        if snap is None:
-            log.info(
-                "checkpoint changed since it was verified; its newer version is verified next",
-                path=str(f.ckpt.path),
-            )
-            return
-        self._copies_refused = False
-        await self.drop(retention(self.snapshots(), self.keep_verified))
-
-    async def drop(self, snaps: Sequence[Snapshot]) -> None:
-        """Remove some of our verified copies (never a trainer's file)."""
-        for snap in snaps:
-            await asyncio.to_thread(copies.drop_snapshot, snap)
-
     # --- the plan -------------------------------------------------------------------
 
     def plan(self, below_step: int | None = None, writing: Mapping[Path, str] | None = None) -> Plan:
         return plan(
             self.layout,
             self.candidates(self.scan(), writing),
-            [snap for snap in self.snapshots() if self._in_directories(snap.original)],
+            [snap for snap in self.kept.snapshots() if self._in_directories(snap.original)],
             below_step=below_step,
             below_reason=f"saved at or after {self.unit} {below_step}, when the loss had gone NaN/Inf",
             unit=self.unit,
@@ -505,7 +315,7 @@ class CheckpointBook:
         record what really happened, and return it."""
         reasons = {str(m.path): m.reason for m in the_plan.moves}
         verdicts = {str(m.path): _verdict_dict(self.verdict_of(m.path)) for m in the_plan.moves}
-        results = await asyncio.to_thread(self._move_aside, the_plan, verdicts, pinned)
+        results = await asyncio.to_thread(carry_out.move_aside, the_plan, self.state_dir, verdicts, pinned)
         kept = [
             f"could not move {original} aside: {result.why_not}"
             for original, result in results
@@ -513,7 +323,7 @@ class CheckpointBook:
         ]
         restored: list[VerdictRow] = []
         if not kept:  # (a restore never goes over a file that is still there)
-            restored, failed = await asyncio.to_thread(self._restore, the_plan, pinned)
+            restored, failed = await asyncio.to_thread(carry_out.restore, the_plan, pinned)
             kept += failed
         now = time.time()
         for original, result in results:
@@ -546,83 +356,6 @@ class CheckpointBook:
         )
         self.ledger.commit()
 
-    def _move_aside(
-        self, the_plan: Plan, verdicts: Mapping[str, object], pinned: PinnedDir | None
-    ) -> list[tuple[str, store.MoveResult]]:
-        """Runs in a thread: files only, no ledger. A move that fails (a full state disk, a
-        directory swapped under us) is a result too: the moves before it stay recorded."""
-        results = []
-        now = store.now_utc()
-        for move in the_plan.moves:
-            if not os.path.lexists(move.path):
-                continue
-            details = {"verdict": verdicts.get(str(move.path))}
-            try:
-                with self._directory(move.path.parent, pinned) as dir_fd:
-                    result = store.quarantine(
-                        move.path, self.state_dir, move.reason, details, now, dir_fd=dir_fd
-                    )
-            except (OSError, DirectoryChanged) as exc:
-                result = store.MoveResult(move.path, False, _why(exc))
-            results.append((str(move.path), result))
-        return results
-
-    def _restore(self, the_plan: Plan, pinned: PinnedDir | None) -> tuple[list[VerdictRow], list[str]]:
-        """Runs in a thread: files only; returns the verdicts to record for the copies put
-        back, and why each that could not be put back was not."""
-        rows, failed = [], []
-        for r in the_plan.restores:
-            try:
-                with self._directory(r.path.parent, pinned, create=True) as dir_fd:
-                    st = copies.restore(r.copy, r.path, dir_fd=dir_fd)
-            except (OSError, DirectoryChanged) as exc:
-                failed.append(f"could not restore {r.path} from {r.copy}: {_why(exc)}")
-                continue
-            log.info("restored a verified copy", path=str(r.path), step=r.step)
-            role = next((role for role, p in the_plan.target.items() if p == r.path), None)
-            verified = copies.snapshot_verdict(r.copy)
-            rows.append(
-                VerdictRow(
-                    path=str(r.path),
-                    version=FileVersion.of(st),
-                    ok=True,
-                    reason=None,
-                    step=r.step,
-                    epoch=verified.get("epoch") if isinstance(verified.get("epoch"), int) else None,
-                    role=role,
-                    checksum=verified.get("checksum") if isinstance(verified.get("checksum"), str) else None,
-                    format=None,
-                    seconds=0.0,
-                    verified_at=time.time(),
-                    needs_globals=tuple(str(g) for g in verified.get("needs_globals") or ()),
-                )
-            )
-        return rows, failed
-
-    @contextlib.contextmanager
-    def _directory(
-        self, folder: Path, pinned: PinnedDir | None, *, create: bool = False
-    ) -> Iterator[int | None]:
-        """The descriptor to move and restore through: the pinned checkpoint directory
-        (checked to be the one pinned at start), or the folder below it (`create`: made
-        where it is missing)."""
-        if pinned is None:
-            yield None
-            return
-        if not folder.is_relative_to(pinned.path):
-            raise DirectoryChanged(
-                f"{folder} is not in the checkpoint directory {pinned.path}: nothing goes there"
-            )
-        with pinned.opened() as root_fd:
-            if folder == pinned.path:
-                yield root_fd
-                return
-            fd = open_below(root_fd, pinned.path, folder, create=create)
-            try:
-                yield fd
-            finally:
-                os.close(fd)
-
     def _in_directories(self, path: Path) -> bool:
         """A copy of a file from elsewhere (the run directory moved since it was kept) is
         never put back: its original path is no longer the trainer's."""
@@ -637,12 +370,6 @@ class CheckpointBook:
 
 def _log_only(kind: str, level: str, message: str) -> None:
     getattr(log, level)(message, kind=kind)
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror if not exc.filename else f"{exc.strerror} ({exc.filename})"
-    return str(exc)
 
 
 def _verdict_dict(row: VerdictRow | None) -> dict[str, object] | None:

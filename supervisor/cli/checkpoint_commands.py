@@ -11,9 +11,11 @@ import structlog
 
 import trainer_adapters
 from supervisor.checkpoints import entries
+from supervisor.checkpoints.from_config import book_for
+from supervisor.checkpoints.on_disk import request_for
 from supervisor.checkpoints.plan import Plan
-from supervisor.checkpoints.prepare import Preparation, book_for
-from supervisor.checkpoints.verdicts import CHANGED_REREADS, request_for
+from supervisor.checkpoints.prepare import Preparation
+from supervisor.checkpoints.verdicts import CHANGED_REREADS
 from supervisor.config import Config
 from supervisor.ledger import Ledger
 from supervisor.outputs.reporter import Reporter

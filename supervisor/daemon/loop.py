@@ -21,8 +21,8 @@ import structlog
 
 import trainer_adapters
 from supervisor import core
+from supervisor.checkpoints.on_disk import validated_globals
 from supervisor.checkpoints.pipeline import CheckpointGuard
-from supervisor.checkpoints.verdicts import validated_globals
 from supervisor.config import Config, RemedySection, nan_tolerance
 from supervisor.core import (
     Action,

@@ -363,7 +363,8 @@ def test_after_a_nan_rollback_a_torn_first_save_is_no_lost_state_either(tmp_path
 
     import trainer_adapters
     from supervisor import config as config_module
-    from supervisor.checkpoints.prepare import Preparation, book_for
+    from supervisor.checkpoints.from_config import book_for
+    from supervisor.checkpoints.prepare import Preparation
     from supervisor.core import Prepared
     from supervisor.ledger import Ledger
 

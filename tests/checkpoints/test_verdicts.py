@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from supervisor.checkpoints.verdicts import CheckpointBook, OnDisk, stat_checkpoint
+from supervisor.checkpoints.on_disk import OnDisk, stat_checkpoint
+from supervisor.checkpoints.verdicts import CheckpointBook
 from supervisor.ledger import Ledger
 from supervisor.validator.client import ValidatorClient
 from tests.support import ckpt_factory as ck
