@@ -11,7 +11,6 @@ MAX_LINES = 400
 # Modules still over the limit, each at most its size when the limit came in. A module may
 # only shrink: once it is under the limit it leaves this list (the test says so).
 STILL_OVERSIZED = {
-    "supervisor/checkpoints/watch.py": 566,
     "supervisor/cli/__init__.py": 518,  # grew by its per-command imports; the commands go to modules next
     "supervisor/daemon/loop.py": 664,
 }

@@ -20,30 +20,20 @@ import heapq
 import itertools
 import logging
 import os
-import stat
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from watchdog.events import (
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    FileAttribEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver, ObservedWatch
-from watchdog.observers.polling import PollingObserver
 
+from supervisor.checkpoints.watch_observer import Observed
+from supervisor.checkpoints.watch_sources import (
+    INOTIFY_LOGGER,
+    OverflowAlarm,
+    scan_tree,
+    version_of,
+)
 from supervisor.core.file_version import FileVersion
 
 log = structlog.get_logger("supervisor.watcher")
@@ -54,23 +44,6 @@ TIMER_SLACK_S = 0.001  # a quiet-period timer may fire this much early
 # After taking a batch of hints, let more gather: a writer's modify events then wake the
 # loop a few dozen times a second instead of thousands. Small against any quiet_s.
 HINT_GATHER_S = 0.02
-RECONCILE_ROUNDS = 32  # bound on chasing `mkdir -p` one level at a time
-# watchdog reports a kernel queue overflow only as a log record from this logger.
-INOTIFY_LOGGER = "watchdog.observers.inotify_c"
-
-# No open or close-without-write events: reading a checkpoint (the validator) is silent.
-TREE_EVENTS: list[type[FileSystemEvent]] = [
-    FileCreatedEvent,
-    FileModifiedEvent,
-    FileAttribEvent,
-    FileClosedEvent,
-    FileMovedEvent,
-    FileDeletedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-]
-# DirDeletedEvent: the parent itself may go (its watch then ends) and come back.
-ANCESTOR_EVENTS: list[type[FileSystemEvent]] = [DirCreatedEvent, DirMovedEvent, DirDeletedEvent]
 
 
 @dataclass(frozen=True)
@@ -85,97 +58,8 @@ class _Pending:
     seen: FileVersion  # the previous stat
 
 
-def _version(path: Path) -> FileVersion | None:
-    """The file's version; None unless it is a regular file (symlinks are never followed)."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return FileVersion.of(st) if stat.S_ISREG(st.st_mode) else None
-
-
-def _scan_tree(root: Path) -> dict[Path, FileVersion]:
-    """Every regular file below `root`, without following symlinks. Runs in a thread."""
-    found: dict[Path, FileVersion] = {}
-    stack = [root]
-    while stack:
-        directory = stack.pop()
-        # A directory that vanishes or cannot be read is left to events and the next scan.
-        with contextlib.suppress(OSError), os.scandir(directory) as entries:
-            for entry in entries:
-                with contextlib.suppress(OSError):
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(Path(entry.path))
-                    elif entry.is_file(follow_symlinks=False):
-                        found[Path(entry.path)] = FileVersion.of(entry.stat(follow_symlinks=False))
-    return found
-
-
-def nearest_existing_parent(path: Path) -> Path:
-    return next(parent for parent in path.parents if parent.is_dir())
-
-
 def _accept_all(path: Path) -> bool:
     return True
-
-
-def _shutdown(observer: BaseObserver) -> None:
-    observer.stop()
-    if observer.is_alive():
-        observer.join()
-
-
-class _TreeHandler(FileSystemEventHandler):
-    """Turns events below one watched directory into hints. Runs on the observer thread."""
-
-    def __init__(
-        self, root: Path, real: str, hint: Callable[[str, bool], None], root_gone: Callable[[], None]
-    ) -> None:
-        super().__init__()
-        self._root = str(root)
-        self._real = real  # the watch is on the resolved path; hints name the configured one
-        self._hint = hint
-        self._root_gone = root_gone
-
-    def dispatch(self, event: FileSystemEvent) -> None:
-        try:
-            src = os.fsdecode(event.src_path)
-            if event.is_directory:
-                if src == self._real:
-                    self._root_gone()
-            elif isinstance(event, FileMovedEvent):
-                self._hint(self._configured(src), True)
-                self._hint(self._configured(os.fsdecode(event.dest_path)), False)
-            else:
-                self._hint(self._configured(src), isinstance(event, FileDeletedEvent))
-        except Exception:  # an exception here would end the observer thread
-            log.exception("error handling a file event", event=repr(event))
-
-    def _configured(self, path: str) -> str:
-        if self._real == self._root:
-            return path
-        return os.path.join(self._root, os.path.relpath(path, self._real))
-
-
-class _AncestorHandler(FileSystemEventHandler):
-    """Watches the nearest existing parent of a directory that does not exist yet."""
-
-    def __init__(self, changed: Callable[[], None]) -> None:
-        super().__init__()
-        self._changed = changed
-
-    def dispatch(self, event: FileSystemEvent) -> None:
-        self._changed()
-
-
-class _OverflowAlarm(logging.Handler):
-    def __init__(self, overflowed: Callable[[], None]) -> None:
-        super().__init__(logging.WARNING)
-        self._overflowed = overflowed
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage():
-            self._overflowed()
 
 
 class CheckpointWatcher:
@@ -209,10 +93,8 @@ class CheckpointWatcher:
         self._force_polling = force_polling or os.environ.get(FORCE_POLLING_ENV) == "1"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
-        self._observer: BaseObserver | None = None
-        self._watches: dict[tuple[str, bool], ObservedWatch] = {}  # (resolved path, recursive)
-        self._unwatchable: set[tuple[str, bool]] = set()  # already logged
-        self._overflow_alarm = _OverflowAlarm(lambda: self._call_soon(self._overflowed))
+        self._observer: Observed | None = None
+        self._overflow_alarm = OverflowAlarm(lambda: self._call_soon(self._overflowed))
         self._tasks: list[asyncio.Task[None]] = []
         # Written by the observer threads, read by the loop.
         self._lock = threading.Lock()
@@ -236,7 +118,13 @@ class CheckpointWatcher:
         if self._loop is not None:
             raise RuntimeError("CheckpointWatcher.start() called twice")
         self._loop = asyncio.get_running_loop()
-        self._observer = self._new_observer()
+        self._observer = Observed(
+            self._roots,
+            self._hint,
+            self.request_rescan,
+            force_polling=self._force_polling,
+            poll_interval_s=self._poll_interval_s,
+        )
         self._observer.start()
         logging.getLogger(INOTIFY_LOGGER).addHandler(self._overflow_alarm)
         self._tasks.append(asyncio.create_task(self._work(), name="checkpoint-watcher"))
@@ -249,7 +137,7 @@ class CheckpointWatcher:
         log.info(
             "watching for checkpoints",
             directories=[str(d) for d in self._roots],
-            observer=type(self._observer).__name__,
+            observer=self._observer.kind,
             quiet_s=self._quiet_s,
             rescan_s=self._rescan_s,
         )
@@ -266,8 +154,7 @@ class CheckpointWatcher:
             self._timer.cancel()
         logging.getLogger(INOTIFY_LOGGER).removeHandler(self._overflow_alarm)
         if self._observer is not None:
-            # Off the loop: a polling emitter may be inside a stat of a slow network share.
-            await asyncio.to_thread(_shutdown, self._observer)
+            await self._observer.stop()
 
     def forget(self, path: Path) -> None:
         """Drop what is known about `path`: whatever is found under that name next is new
@@ -363,7 +250,7 @@ class CheckpointWatcher:
         # rather than needing a second round.
         for n, path in enumerate(touched, 1):
             entry = self._pending.get(path)
-            version = _version(path) if entry is not None else None
+            version = version_of(path) if entry is not None else None
             if entry is not None and version is not None:
                 entry.seen = version
             if n % BATCH == 0:
@@ -378,7 +265,7 @@ class CheckpointWatcher:
         if entry is not None and not deleted:
             entry.due = now + self._quiet_s  # the flood path: no stat, no heap operation
             return True
-        version = _version(path)
+        version = version_of(path)
         if version is None:
             self._pending.pop(path, None)
             self._reported.pop(path, None)
@@ -407,7 +294,7 @@ class CheckpointWatcher:
 
     def _check(self, path: Path, entry: _Pending) -> None:
         assert self._loop is not None
-        version = _version(path)
+        version = version_of(path)
         if version is None:
             del self._pending[path]
             self._reported.pop(path, None)
@@ -467,10 +354,11 @@ class CheckpointWatcher:
                 log.exception("checkpoint rescan failed")
 
     async def _rescan(self) -> None:
-        await self._revive_observer()
-        self._reconcile_watches()  # before the walk, so nothing lands unseen in between
+        assert self._observer is not None
+        await self._observer.revive()
+        self._observer.reconcile()  # before the walk, so nothing lands unseen in between
         for root in self._roots:
-            found = await asyncio.to_thread(_scan_tree, root)
+            found = await asyncio.to_thread(scan_tree, root)
             await self._merge(root, found)
         self._wakeup.set()
 
@@ -484,74 +372,3 @@ class CheckpointWatcher:
     def _overflowed(self) -> None:
         log.warning("inotify queue overflowed: events were lost; rescanning")
         self._rescan_now.set()
-
-    def _new_observer(self) -> BaseObserver:
-        if not self._force_polling:
-            try:
-                return Observer()
-            except OSError as exc:  # e.g. fs.inotify.max_user_instances reached
-                log.error("inotify unavailable; polling instead", error=str(exc))
-        return PollingObserver(timeout=self._poll_interval_s)
-
-    async def _revive_observer(self) -> None:
-        assert self._observer is not None
-        if self._observer.is_alive():
-            return
-        log.error("file event observer died; restarting it (scans cover the gap)")
-        dead, self._observer = self._observer, self._new_observer()
-        self._watches.clear()
-        self._observer.start()
-        await asyncio.to_thread(_shutdown, dead)
-
-    def _reconcile_watches(self) -> None:
-        """A recursive watch on each existing directory; for a missing one, a watch on its
-        nearest existing parent that wakes a rescan when a directory appears there."""
-        wanted = self._wanted_watches()
-        for _ in range(RECONCILE_ROUNDS):
-            self._apply_watches(wanted)
-            now_wanted = self._wanted_watches()
-            if now_wanted == wanted:
-                return
-            wanted = now_wanted  # `mkdir -p` went on while we added watches
-
-    def _wanted_watches(self) -> dict[tuple[str, bool], Path]:
-        wanted: dict[tuple[str, bool], Path] = {}
-        for root in self._roots:
-            if root.is_dir():
-                wanted.setdefault((os.path.realpath(root), True), root)
-            else:
-                wanted.setdefault((os.path.realpath(nearest_existing_parent(root)), False), root)
-        return wanted
-
-    def _apply_watches(self, wanted: dict[tuple[str, bool], Path]) -> None:
-        assert self._observer is not None
-        live = {emitter.watch for emitter in list(self._observer.emitters) if emitter.is_alive()}
-        for key, watch in list(self._watches.items()):
-            if key not in wanted or watch not in live:  # e.g. the directory was deleted
-                with contextlib.suppress(KeyError, OSError):
-                    self._observer.unschedule(watch)
-                del self._watches[key]
-        for key, root in wanted.items():
-            if key not in self._watches:
-                self._schedule(key, root)
-
-    def _schedule(self, key: tuple[str, bool], root: Path) -> None:
-        assert self._observer is not None
-        path, recursive = key
-        handler: FileSystemEventHandler
-        if recursive:
-            handler = _TreeHandler(root, path, self._hint, self.request_rescan)
-        else:
-            handler = _AncestorHandler(self.request_rescan)
-            log.info("directory does not exist yet; waiting for it", directory=str(root), watching=path)
-        events = TREE_EVENTS if recursive else ANCESTOR_EVENTS
-        try:
-            self._watches[key] = self._observer.schedule(
-                handler, path, recursive=recursive, event_filter=events
-            )
-        except OSError as exc:  # e.g. fs.inotify.max_user_watches reached, or it just vanished
-            if key not in self._unwatchable:
-                self._unwatchable.add(key)
-                log.warning("cannot watch directory; relying on rescans", path=path, error=str(exc))
-            return
-        self._unwatchable.discard(key)

@@ -21,7 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from supervisor.checkpoints.store import QUARANTINE_DIR
-from supervisor.checkpoints.watch import nearest_existing_parent
+from supervisor.checkpoints.watch_sources import nearest_existing_parent
 
 log = structlog.get_logger("supervisor")
 

@@ -22,7 +22,8 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingEmitter
 from watchdog.utils import BaseThread
 
-from supervisor.checkpoints.watch import FORCE_POLLING_ENV, INOTIFY_LOGGER, CheckpointWatcher, Landed
+from supervisor.checkpoints.watch import FORCE_POLLING_ENV, CheckpointWatcher, Landed
+from supervisor.checkpoints.watch_sources import INOTIFY_LOGGER
 
 QUIET_S = 0.2
 DEADLINE_S = 15.0
