@@ -12,7 +12,6 @@ MAX_LINES = 400
 # only shrink: once it is under the limit it leaves this list (the test says so).
 STILL_OVERSIZED = {
     "supervisor/cli/__init__.py": 518,  # grew by its per-command imports; the commands go to modules next
-    "supervisor/daemon/loop.py": 664,
 }
 
 

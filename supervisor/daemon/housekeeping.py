@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -22,6 +23,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from supervisor.checkpoints.store import QUARANTINE_DIR
 from supervisor.checkpoints.watch_sources import nearest_existing_parent
+from supervisor.config import Config
 
 log = structlog.get_logger("supervisor")
 
@@ -144,6 +146,36 @@ class Every:
 class DaemonChores:
     """The chores of one supervised run. `report(kind, level, message)` files an event
     (ledger, log, webhooks); `status()` is where the run stands, for the status line."""
+
+    @classmethod
+    def of(
+        cls,
+        config: Config,
+        *,
+        checkpoint_gb: Callable[[], float | None],
+        report: Callable[[str, str, str], None],
+        status: Callable[[], dict[str, Any]],
+        rescan: Callable[[], Awaitable[None]] | None,
+        retain: Callable[[], Awaitable[None]] | None,
+    ) -> DaemonChores:
+        """As the config sets them."""
+        every = config.housekeeping
+        return cls(
+            every=Every(
+                rescan_s=config.checkpoints.rescan_s,
+                retention_s=every.retention_s,
+                disk_check_s=every.disk_check_s,
+                status_s=every.status_every_s,
+            ),
+            checkpoint_dir=config.adapter.checkpoint_dir,
+            state_dir=config.state_dir,
+            min_free_gb=config.checkpoints.min_free_gb,
+            checkpoint_gb=checkpoint_gb,
+            report=report,
+            status=status,
+            rescan=rescan,
+            retain=retain,
+        )
 
     def __init__(
         self,
