@@ -1,6 +1,7 @@
 """What the commands import: `--help` loads click and the command modules, not the rest;
-`config check` loads the config's own adapter only, and nothing that logs or runs things.
-Each command imports what it needs when it runs."""
+`config check` loads the config's own adapter only, and nothing that logs or runs things;
+`verify`'s validator worker loads torch and the checks, not the client side. Each command
+imports what it needs when it runs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import trainer_adapters
+from tests.support.ckpt_factory import write_torch
 
 HEAVY = (
     "pydantic",
@@ -71,3 +73,24 @@ def test_a_command_still_finds_the_adapters_for_its_choices() -> None:
     )
     assert result.returncode == 2
     assert "vits" in result.stderr  # the known names, found lazily
+
+
+def test_the_validator_worker_loads_torch_and_the_checks_but_not_the_client_nor_structlog(
+    tmp_path: Path,
+) -> None:
+    checkpoint = write_torch(tmp_path / "model_100.pt")
+    code = (
+        "import json, runpy, sys\n"
+        f"sys.argv = ['serve', {str(checkpoint)!r}]\n"
+        "try:\n"
+        "    runpy.run_module('supervisor.validator.worker.serve', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code in (0, None), exc.code\n"
+        "among = ('torch', 'structlog', 'supervisor.validator.client', 'pydantic', 'click', 'rich', 'sqlite3')\n"
+        "print(json.dumps(sorted(m for m in among if m in sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    verdict, modules = result.stdout.strip().splitlines()
+    assert json.loads(verdict)["ok"] is True
+    assert json.loads(modules) == ["torch"]

@@ -11,7 +11,7 @@ import time
 import traceback
 
 from supervisor.checkpoints.entries import NotAFile, describe, kind_of, open_file
-from supervisor.validator.client import EMPTY, ValidationRequest, Verdict
+from supervisor.validator.protocol import EMPTY, ValidationRequest, Verdict
 from supervisor.validator.worker.content import (
     Changed,
     Rejected,
