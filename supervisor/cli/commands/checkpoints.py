@@ -78,7 +78,7 @@ async def _verified(layouts: dict[Path, TrainerAdapter]) -> list[dict[str, Any]]
 
     client = ValidatorClient()
     try:
-        if any(_regular_file(path) for path in layouts):
+        if any(_to_judge(path, adapter) for path, adapter in layouts.items()):
             with contextlib.suppress(OSError):  # a worker that cannot start: each verdict says so
                 await client.start()
         from supervisor.cli.checkpoint_commands import verify_paths
@@ -88,13 +88,16 @@ async def _verified(layouts: dict[Path, TrainerAdapter]) -> list[dict[str, Any]]
         await client.close()
 
 
-def _regular_file(path: Path) -> bool:
+def _to_judge(path: Path, adapter: TrainerAdapter) -> bool:
+    """A regular file that the trainer's layout takes for a resume checkpoint: one the
+    worker will be asked about (the others are rejected without it)."""
     import stat
 
     try:
-        return stat.S_ISREG(path.lstat().st_mode)
+        regular = stat.S_ISREG(path.lstat().st_mode)
     except OSError:
         return False
+    return regular and adapter.layout(adapter.options()).parse(path.absolute()) is not None
 
 
 def _counters(result: dict[str, object]) -> str:
