@@ -10,9 +10,7 @@ ROOT = Path(__file__).parents[1]
 MAX_LINES = 400
 # Modules still over the limit, each at most its size when the limit came in. A module may
 # only shrink: once it is under the limit it leaves this list (the test says so).
-STILL_OVERSIZED = {
-    "supervisor/cli/__init__.py": 518,  # grew by its per-command imports; the commands go to modules next
-}
+STILL_OVERSIZED: dict[str, int] = {}
 
 
 def _modules() -> dict[str, int]:

@@ -25,18 +25,12 @@ from trainer_adapters.base import TrainerAdapter
 log = structlog.get_logger("supervisor")
 
 
-async def verify_paths(files: dict[Path, TrainerAdapter]) -> list[dict[str, Any]]:
+async def verify_paths(files: dict[Path, TrainerAdapter], client: ValidatorClient) -> list[dict[str, Any]]:
     """One result per path: could the trainer resume from it? `step` is the trainer's
     step (the number it counts batches or updates in), `epoch` beside it, and
-    `resume_unit` says which of the two orders its resume states."""
-    client = ValidatorClient()
-    results = []
-    try:
-        for path, adapter in files.items():
-            results.append(await _verify_one(client, path, adapter))
-    finally:
-        await client.close()
-    return results
+    `resume_unit` says which of the two orders its resume states. The caller owns
+    `client` (and closes it)."""
+    return [await _verify_one(client, path, adapter) for path, adapter in files.items()]
 
 
 async def _verify_one(client: ValidatorClient, path: Path, adapter: TrainerAdapter) -> dict[str, Any]:

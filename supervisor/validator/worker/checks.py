@@ -12,7 +12,7 @@ import traceback
 
 from supervisor.checkpoints.entries import NotAFile, describe, kind_of, open_file
 from supervisor.core.file_version import NO_VERSION, FileVersion
-from supervisor.validator.client import EMPTY, ValidationRequest, Verdict
+from supervisor.validator.protocol import EMPTY, ValidationRequest, Verdict
 from supervisor.validator.worker.content import (
     Changed,
     Rejected,

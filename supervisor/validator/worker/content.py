@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from supervisor.validator.client import ValidationRequest
+from supervisor.validator.protocol import ValidationRequest
 
 INT64 = (-(1 << 63), (1 << 63) - 1)
 DIGITS = re.compile(r"-?[0-9]{1,19}")

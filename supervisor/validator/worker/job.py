@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from supervisor.validator.client import ValidationRequest
+from supervisor.validator.protocol import ValidationRequest
 from supervisor.validator.worker.content import (
     Content,
 )

@@ -58,7 +58,7 @@ from typing import Any
 
 import torch
 
-from supervisor.validator.client import ValidationRequest
+from supervisor.validator.protocol import ValidationRequest
 from supervisor.validator.worker.checks import validate
 from supervisor.validator.worker.content import (
     Rejected,
