@@ -19,9 +19,9 @@ import pytest
 
 from supervisor.checkpoints import store
 from supervisor.checkpoints.reconcile import OUTCOME, tidy
-from supervisor.validator.worker.checks import TEST_STALL_ENV
 from tests.support.power_cut import power_cut, powercut_config
 from tests.support.procs import wait_for
+from tests.support.stalling_worker import noted, stalling_env
 from tests.support.twins import CLI, run_cli
 
 NOW = store.now_utc()
@@ -271,10 +271,13 @@ def test_after_a_reboot_a_file_the_validator_cannot_read_again_is_not_resumed_fr
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, TEST_STALL_ENV: str(ckpt)},  # the worker hangs on exactly this file
+        env={**os.environ, **stalling_env(ckpt, tmp_path / "stalls")},  # the worker hangs on this file
         check=False,
     )
     assert stalled.returncode == 3, stalled.stdout[-3000:]
+    # The worker ran with the hook; whether it got to the file before the timeout or was
+    # still importing torch (a loaded machine), it never answered.
+    assert noted(tmp_path / "stalls", "started") >= 1, "the supervisor's worker ran with our PYTHONPATH"
     log = (state / "logs" / "trainer.log").read_text()
     assert log.count("=== train-supervisor") == attempts, "nothing was launched on an unconfirmed file"
     assert ckpt.exists(), "a file the validator could not judge stays where it is"

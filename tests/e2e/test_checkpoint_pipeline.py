@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from supervisor.validator.worker.checks import TEST_STALL_ENV
+from tests.support.stalling_worker import noted, stalling_env
 
 CLI = [sys.executable, "-m", "supervisor.cli"]
 TWIN = [sys.executable, "-m", "supervisor_demo.trainer"]
@@ -231,11 +231,14 @@ def test_a_validator_that_cannot_judge_the_newest_file_never_causes_a_move_or_a_
     text = config.read_text().replace("[checkpoints]", "[checkpoints]\nvalidation_timeout_s = 3")
     config.write_text(text)
     stalled = checkpoint_dir / "ckpt_20.pt"
-    env = {**os.environ, TEST_STALL_ENV: str(stalled)}  # the worker hangs on exactly this file
+    env = {**os.environ, **stalling_env(stalled, tmp_path / "stalls")}  # the worker hangs on this file
     result = subprocess.run(
         [*CLI, "run", "-c", str(config)], capture_output=True, text=True, timeout=120, env=env, check=False
     )
     assert result.returncode == 3, result.stdout[-3000:]
+    # The worker ran with the hook; whether it got to the file before the timeout or was
+    # still importing torch (a loaded machine), it never answered.
+    assert noted(tmp_path / "stalls", "started") >= 1, "the supervisor's worker ran with our PYTHONPATH"
     assert stalled.exists(), "a file the validator could not judge stays where it is"
     assert not (tmp_path / "state" / "quarantine").exists()
     data = status(config)

@@ -19,9 +19,9 @@ import psutil
 import pytest
 
 from supervisor.checkpoints.rereads import VALIDATOR_RETRIES
-from supervisor.validator.worker.checks import TEST_STALL_ENV
 from tests.support.ckpt_factory import write_torch
 from tests.support.procs import alive, behave, read_pid, wait_for
+from tests.support.stalling_worker import noted, stalling_env
 from tests.support.twins import TRAINERS
 
 CLI = [sys.executable, "-m", "supervisor.cli"]
@@ -466,7 +466,9 @@ def test_a_file_the_validator_keeps_failing_on_is_retried_a_bounded_number_of_ti
     checkpoints = tmp_path / "ckpt"
     checkpoints.mkdir()
     stalled = checkpoints / "ckpt_10.pt"
-    monkeypatch.setenv(TEST_STALL_ENV, str(stalled))  # the worker hangs on exactly this file
+    mark = tmp_path / "stalls"
+    for name, value in stalling_env(stalled, mark).items():
+        monkeypatch.setenv(name, value)  # the supervisor's worker hangs on exactly this file
     config = make_config(
         tmp_path,
         behave("sleep", str(tmp_path / "pid")),
@@ -476,6 +478,10 @@ def test_a_file_the_validator_keeps_failing_on_is_retried_a_bounded_number_of_ti
     )
     sup = supervisors(config)
     wait_for(lambda: read_pid(tmp_path / "pid"), what="the trainer")
+    # The first try goes to the worker started with the supervisor once it has imported
+    # torch, so it stalls on the file. (A retry's fresh worker stalls too, or is still
+    # importing torch when its 0.5 s are up.)
+    wait_for(lambda: noted(mark, "ready"), 60, "the validator worker to import torch")
     write_torch(stalled, step=10)  # lands while the trainer runs
 
     def failures() -> int:
@@ -485,5 +491,6 @@ def test_a_file_the_validator_keeps_failing_on_is_retried_a_bounded_number_of_ti
     with sqlite3.connect(tmp_path / "state" / "ledger.sqlite3") as ledger:
         told = ledger.execute("SELECT COUNT(*) FROM events WHERE kind = 'unverifiable'").fetchone()[0]
     assert told == 1, "said once, not at every retry"
+    assert noted(mark, "stalled") >= 1, "the first try stalled in the worker"
     time.sleep(2)  # ten more rescans
     assert failures() == 1 + VALIDATOR_RETRIES

@@ -21,11 +21,11 @@ import torch
 
 from supervisor.core.file_version import FileVersion
 from supervisor.validator.client import ValidationRequest, ValidatorClient, Verdict
-from supervisor.validator.worker.checks import TEST_STALL_ENV
 from supervisor.validator.worker.content import lookup
 from supervisor.validator.worker.crc import crc32_combine
 from tests.support import ckpt_factory as ck
 from tests.support.procs import alive, wait_for
+from tests.support.stalling_worker import noted, stalling_env
 
 
 class Validator:
@@ -339,11 +339,17 @@ def test_timeout_and_a_killed_worker_give_rejections_then_a_fresh_worker(
 ) -> None:
     good = ck.write_torch(tmp_path / "good.pt")
     stall = ck.write_torch(tmp_path / "stall.pt")
-    monkeypatch.setenv(TEST_STALL_ENV, str(stall))
+    mark = tmp_path / "stalls"
+    for name, value in stalling_env(stall, mark).items():
+        monkeypatch.setenv(name, value)  # the worker, started with our environment, hangs on `stall`
 
     async def body() -> None:
         async with ValidatorClient(job_timeout_s=3.0) as client:
+            await client.start()
+            while not noted(mark, "ready"):  # torch imported: the 3 s are the job's alone
+                await asyncio.sleep(0.02)
             verdict = await client.validate(ValidationRequest(str(stall)))
+            assert noted(mark, "stalled") == 1, "the worker stalled on the file"
             assert rejected(verdict, "validation timed out after 3s")
             assert verdict.validator_error
             assert verdict.version.size == stall.stat().st_size
@@ -354,13 +360,10 @@ def test_timeout_and_a_killed_worker_give_rejections_then_a_fresh_worker(
             first = pid_of(client)
             assert first is not None
 
-            def stalls() -> int:
-                return sum("stalling" in line for line in client.stderr_tail())
-
-            before = stalls()
             job = asyncio.create_task(client.validate(ValidationRequest(str(stall))))
-            while stalls() == before:
+            while noted(mark, "stalled") == 1:
                 await asyncio.sleep(0.02)  # until the worker is inside the job
+            assert any("stalling" in line for line in client.stderr_tail()), "its stderr reaches the client"
             os.kill(first, signal.SIGKILL)
             assert rejected(await job, "validator crashed (signal 9)")
 

@@ -6,7 +6,6 @@ import gc
 import os
 import re
 import stat
-import sys
 import time
 import traceback
 
@@ -31,12 +30,6 @@ from supervisor.validator.worker.memory import MemoryLimit, _is_out_of_memory, _
 from supervisor.validator.worker.safetensors_format import _check_safetensors
 from supervisor.validator.worker.torch_load import _ANSI
 from supervisor.validator.worker.torch_zip import _check_torch_legacy, _check_torch_zip
-
-# Test hook, never set in production: a request for exactly this path stalls forever,
-# so tests can exercise the job timeout and a worker killed in the middle of a job.
-TEST_STALL_ENV = "TRAIN_SUPERVISOR_TEST_VALIDATOR_STALL"
-_TEST_STALL_PATH = os.environ.get(TEST_STALL_ENV)
-
 
 _ALLOCATION = re.compile(r"tried to allocate (\d+) bytes")
 
@@ -77,9 +70,6 @@ def validate(request: ValidationRequest, memory: MemoryLimit | None = None) -> V
     job = Job(request)
     validator_error = changed = False
     try:
-        if _TEST_STALL_PATH is not None and request.path == _TEST_STALL_PATH:
-            print(f"test hook: stalling on {request.path}", file=sys.stderr, flush=True)
-            time.sleep(1e6)
         _run(job, memory)
         reason = None
     except Rejected as exc:
