@@ -21,6 +21,7 @@ from supervisor.process.trainer import (
     trainer_env,
 )
 from supervisor.process.trainer_log import OutputSink, RotatingLog
+from tests.support.load import scaled
 from tests.support.procs import alive, behave, read_pid
 
 GRACE_S = 0.5
@@ -43,12 +44,12 @@ class Run:
 
 
 def run_async(body: Callable[[], Awaitable[ExitStatus]]) -> ExitStatus:
-    return asyncio.run(asyncio.wait_for(body(), timeout=30))
+    return asyncio.run(asyncio.wait_for(body(), scaled(30)))
 
 
 async def until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + scaled(timeout)
     while not predicate():
         assert loop.time() < deadline, "timed out"
         await asyncio.sleep(0.02)
