@@ -39,9 +39,9 @@ def _idle_timeout_s(config: pytest.Config, marker: pytest.Mark | None) -> float:
     if marker is not None:
         given = marker.args[0] if marker.args else marker.kwargs.get("timeout")
     else:
-        given = (
-            config.getoption("timeout", None) or os.environ.get("PYTEST_TIMEOUT") or config.getini("timeout")
-        )
+        given = config.getoption("timeout", None)  # --timeout=0 turns it off
+        if given is None:
+            given = os.environ.get("PYTEST_TIMEOUT") or config.getini("timeout")
     return float(given or 0)
 
 
