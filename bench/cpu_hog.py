@@ -4,7 +4,10 @@ a while: `cpu_hog.py [--per-core N] [--seconds S] [-- command ...]`.
 It starts N busy-loop processes per core (default 4: a load average near 4x the cores,
 the 8-13 measured on a loaded 2-core machine), runs the command (or waits S seconds),
 then kills and reaps every hog. A hog also dies when the hog script does (parent-death
-signal), so no busy loop outlives it. Prints the command's wall time and the load averages
+signal), so no busy loop outlives it. Each hog runs in a session of its own, as another
+job's processes do: with the kernel's autogroup scheduling (sched_autogroup_enabled) the
+loops of one session share one group's CPU time, and would barely slow a trainer, which
+the supervisor starts in a session of its own. Prints the command's wall time and the load averages
 seen, and exits with the command's exit status.
 """
 
@@ -31,7 +34,12 @@ def _die_with_parent() -> None:
 
 def start_hogs(count: int) -> list[subprocess.Popen[bytes]]:
     return [
-        subprocess.Popen([sys.executable, "-c", SPIN], preexec_fn=_die_with_parent, stdin=subprocess.DEVNULL)
+        subprocess.Popen(
+            [sys.executable, "-c", SPIN],
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+        )
         for _ in range(count)
     ]
 
