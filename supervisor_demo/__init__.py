@@ -16,6 +16,7 @@ from pathlib import Path
 
 from supervisor import config as config_module
 from supervisor_demo.account import account
+from supervisor_demo.budgets import Budgets, scaled, timed_torch_import_s
 
 MARKER = ".train-supervisor-demo"
 FAULTS = [
@@ -47,8 +48,10 @@ def run_demo(directory: Path) -> int:
             file=sys.stderr,
         )
         return 2
-    config_path = set_up(directory)
     print(introduction(), flush=True)
+    budgets = scaled(timed_torch_import_s())
+    print(budget_line(budgets), flush=True)
+    config_path = set_up(directory, budgets)
     started = time.monotonic()
     command = [sys.executable, "-m", "supervisor.cli", "run", "-c", str(config_path)]
     code = subprocess.run(command, check=False).returncode
@@ -63,7 +66,7 @@ def run_demo(directory: Path) -> int:
     return code
 
 
-def set_up(directory: Path) -> Path:
+def set_up(directory: Path, budgets: Budgets) -> Path:
     """A fresh demo directory with the trainer's faults and the run's config."""
     shutil.rmtree(directory, ignore_errors=True)
     (directory / "run").mkdir(parents=True)
@@ -71,7 +74,11 @@ def set_up(directory: Path) -> Path:
     (directory / "run" / "faults.json").write_text(json.dumps(FAULTS, indent=1))
     template = (Path(__file__).parent / "demo.toml").read_text()
     config_path = directory / "demo.toml"
-    config_path.write_text(template.replace("{python}", sys.executable))
+    config_path.write_text(
+        template.replace("{python}", sys.executable)
+        .replace("{hang_timeout_s}", str(budgets.hang_timeout_s))
+        .replace("{startup_timeout_s}", str(budgets.startup_timeout_s))
+    )
     return config_path
 
 
@@ -83,5 +90,13 @@ def introduction() -> str:
         "Restarted blindly, it would start again from step 0 after the torn save, and resume\n"
         "from a checkpoint saved after its loss had gone bad. The supervisor verifies every\n"
         "checkpoint as it lands, notices each failure, moves bad checkpoints aside, and\n"
-        "relaunches from the newest good state.\n"
+        "relaunches from the newest good state."
+    )
+
+
+def budget_line(budgets: Budgets) -> str:
+    return (
+        f"A torch import takes {budgets.torch_import_s:.1f}s on this machine now, so the supervisor calls\n"
+        f"the trainer hung after {budgets.hang_timeout_s:g}s without a heartbeat "
+        f"({budgets.startup_timeout_s:g}s before the first).\n"
     )

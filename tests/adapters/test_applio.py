@@ -16,6 +16,7 @@ import torch
 import trainer_adapters
 from supervisor.checkpoints.plan import Candidate, Snapshot, Status, plan, with_content_step
 from supervisor.ledger import Ledger
+from tests.support.load import scaled
 from tests.support.twins import run_cli, status, trainer_output, twin_command, write_config, write_faults
 from trainer_adapters.base import NamedCheckpoint, RuleFails, Said
 from trainer_adapters.rules import arg_problems, read_line
@@ -379,7 +380,9 @@ def quarantined(tmp_path: Path) -> list[str]:
 
 def run_alone(root: Path, argv: list[str]) -> subprocess.CompletedProcess[str]:
     env = {"APPLIO_TWIN_BATCH_S": "0.01", "PATH": "/usr/bin:/bin"}
-    return subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=120, env=env, check=False)
+    return subprocess.run(
+        argv, cwd=root, capture_output=True, text=True, timeout=scaled(120), env=env, check=False
+    )
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 import trainer_adapters
 from supervisor.checkpoints.plan import Candidate, Snapshot, Status, plan
+from tests.support.load import scaled
 from tests.support.twins import run_cli, status, trainer_output, twin_command, write_config, write_faults
 from trainer_adapters.base import NamedCheckpoint, RuleFails, Said
 from trainer_adapters.f5_tts import F5Layout, F5Options
@@ -331,7 +332,7 @@ def quarantined(tmp_path: Path) -> list[str]:
 
 
 def run_alone(root: Path, command: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=scaled(120), check=False)
 
 
 @pytest.mark.slow

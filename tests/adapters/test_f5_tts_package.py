@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.support.load import scaled
 from tests.support.twins import TRAINERS, run_cli, status, write_config, write_faults
 
 TRAIN_PY = f"""import sys
@@ -67,7 +68,7 @@ def init(tmp_path: Path, site: Path, argv: list[str]) -> tuple[int, str, dict[st
         capture_output=True,
         text=True,
         env=env,
-        timeout=180,
+        timeout=scaled(180),
         check=False,
     )
     config = tomllib.loads(out.read_text()) if done.returncode == 0 else {}
@@ -166,7 +167,7 @@ def test_a_save_announced_that_never_lands_is_a_standing_problem(tmp_path: Path)
 def test_saves_that_land_raise_no_problem(tmp_path: Path) -> None:
     site = install_package(tmp_path)
     config = supervised(
-        tmp_path, site, ["ckpts.last_per_updates=1", "twin.update_s=0.3"], save_landing_grace_s=1.5
+        tmp_path, site, ["ckpts.last_per_updates=1", "twin.update_s=0.3"], save_landing_grace_s=scaled(1.5)
     )
     assert run_cli("run", "-c", str(config)).returncode == 0
     assert events(config, "saves_not_landing") == []

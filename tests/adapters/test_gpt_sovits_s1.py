@@ -16,6 +16,7 @@ import torch
 import trainer_adapters
 from supervisor.checkpoints.plan import Candidate, Snapshot, Status, plan
 from supervisor.ledger import EventRow, Ledger
+from tests.support.load import scaled
 from tests.support.twins import run_cli, status, trainer_output, twin_command, write_config, write_faults
 from trainer_adapters.base import NamedCheckpoint, Said
 from trainer_adapters.rules import read_line
@@ -305,7 +306,7 @@ def events(tmp_path: Path) -> list[EventRow]:
 
 
 def run_alone(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(ARGV, cwd=root, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(ARGV, cwd=root, capture_output=True, text=True, timeout=scaled(120), check=False)
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ import torch
 import trainer_adapters
 from supervisor.checkpoints.plan import Candidate, Snapshot, Status, plan, with_content_step
 from supervisor.config import ConfigError, load
+from tests.support.load import scaled
 from tests.support.twins import run_cli, status, trainer_output, twin_command, write_config, write_faults
 from trainer_adapters.base import NamedCheckpoint, Said
 from trainer_adapters.rules import read_line
@@ -377,7 +378,7 @@ def quarantined(tmp_path: Path) -> list[str]:
 
 
 def run_alone(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(ARGV, cwd=root, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(ARGV, cwd=root, capture_output=True, text=True, timeout=scaled(120), check=False)
 
 
 def iteration(path: Path) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.load import scaled
 from tests.support.twins import CLI, TRAINERS, run_cli, status, trainer_output, write_config
 
 LIGHTNING = importlib.metadata.version("pytorch-lightning")
@@ -68,7 +69,7 @@ def test_without_safe_globals_the_doomed_resume_is_refused_and_it_really_would_f
         cwd=root,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=scaled(240),
         check=False,
     )
     assert alone.returncode != 0
@@ -121,7 +122,7 @@ def test_a_plan_for_a_trainer_started_by_hand_asks_for_the_shim_and_it_is_enough
         cwd=tmp_path / "GPT-SoVITS",
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=scaled(240),
         env=with_shim,
         check=False,
     )

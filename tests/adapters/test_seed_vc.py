@@ -17,6 +17,7 @@ import torch
 
 import trainer_adapters
 from supervisor.checkpoints.plan import Candidate, Snapshot, Status, plan
+from tests.support.load import scaled
 from tests.support.twins import run_cli, status, trainer_output, twin_command, write_config, write_faults
 from trainer_adapters.base import NamedCheckpoint, RuleFails, Said
 from trainer_adapters.rules import arg_problems, read_line
@@ -405,7 +406,9 @@ def supervise(tmp_path: Path, root: Path, *, v2: bool = False, **restart: Any) -
 
 
 def run_alone(root: Path, *, v2: bool = False) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv(v2=v2), cwd=root, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        argv(v2=v2), cwd=root, capture_output=True, text=True, timeout=scaled(120), check=False
+    )
 
 
 SAID = ("Loaded checkpoint", "Failed to load", "Removed", "Final model saved", "Loading ", "Reached max")
@@ -621,7 +624,7 @@ def verified(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
     ft_model.pth; V2: CFM 40) and on damaged files made from them: name -> result."""
     root = seed_vc_root(tmp_path_factory.mktemp("verify"))
     twins = [subprocess.Popen(argv(v2=v2), cwd=root, stdout=subprocess.DEVNULL) for v2 in (False, True)]
-    assert [twin.wait(timeout=120) for twin in twins] == [0, 0]
+    assert [twin.wait(timeout=scaled(120)) for twin in twins] == [0, 0]
     run = root / "runs" / "svc"
     good: dict[str, Any] = torch.load(run / "DiT_epoch_00004_step_00030.pth", weights_only=True)
     data = (run / "DiT_epoch_00004_step_00030.pth").read_bytes()

@@ -14,6 +14,7 @@ import torch
 
 import trainer_adapters
 from supervisor.checkpoints.plan import Candidate, Status, plan, with_content_step
+from tests.support.load import scaled
 from tests.support.twins import run_cli, status, trainer_output, twin_command, write_config, write_faults
 from tests.support.vits import MODEL_DIR, loaded, quarantined, vits_root
 from trainer_adapters.base import NamedCheckpoint, RuleFails, Said
@@ -283,7 +284,7 @@ def supervise(tmp_path: Path, root: Path, **restart: Any) -> Path:
 
 
 def run_alone(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(ARGV, cwd=root, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(ARGV, cwd=root, capture_output=True, text=True, timeout=scaled(120), check=False)
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from supervisor.checkpoints import copies, store
+from tests.support.load import scaled
 from tests.support.mounts import read_only, tmpfs
 from tests.support.procs import wait_for
 from tests.support.run_dirs import generic_config, good, writer_command
@@ -254,7 +255,7 @@ def test_a_full_state_disk_costs_the_verified_copies_never_the_run(tmp_path: Pat
             [sys.executable, "-m", "supervisor.cli", "run", "-c", str(config)],
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=scaled(300),
             env={**os.environ, "POWERCUT_TWIN_WIDTH": "512"},
             check=False,
         )
@@ -338,7 +339,7 @@ def test_the_supervisor_tries_again_until_there_is_room_to_take_a_file_aside(tmp
                     break
             assert not started.exists(), "never launched while the file is in the way"
             (state / "filler").unlink()
-            out, _ = supervisor.communicate(timeout=300)
+            out, _ = supervisor.communicate(timeout=scaled(300))
         assert supervisor.returncode == 0, out[-3000:]
         assert started.exists()
         (moved,) = quarantine_entries(state)

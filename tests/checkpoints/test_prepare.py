@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests.support.load import scaled
 from tests.support.procs import wait_for
 from tests.support.twins import CLI, run_cli, status, twin_command, write_config, write_faults
 
@@ -198,7 +199,7 @@ def test_a_checkpoint_directory_swapped_for_a_link_is_never_moved_into(tmp_path:
         checkpoints.rename(tmp_path / "run" / "moved-away")
         checkpoints.symlink_to(foreign)
         trigger.write_text("go")
-        assert supervisor.wait(timeout=180) == 3
+        assert supervisor.wait(timeout=scaled(180)) == 3
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
@@ -237,7 +238,7 @@ def test_two_configs_on_one_checkpoint_directory_never_both_run(tmp_path: Path) 
     finally:
         trigger.write_text("go")
         supervisor.terminate()
-        supervisor.wait(timeout=120)
+        supervisor.wait(timeout=scaled(120))
     log = second / "state" / "logs" / "trainer.log"
     assert not log.exists() or "=== train-supervisor: attempt" not in log.read_text(), "it never ran"
 

@@ -14,6 +14,7 @@ from supervisor.checkpoints.verdicts import CheckpointBook
 from supervisor.ledger import Ledger
 from supervisor.validator.client import ValidatorClient
 from tests.support import ckpt_factory as ck
+from tests.support.procs import wait_for
 from tests.support.twins import run_cli, write_config
 from trainer_adapters.base import Layout
 from trainer_adapters.f5_tts import F5Layout, F5Options
@@ -226,8 +227,7 @@ def test_a_newer_file_still_being_written_is_not_judged_ahead_of_one_that_landed
         return first, newer, caught
 
     try:
-        while not ready.exists():
-            asyncio.run(asyncio.sleep(0.05))
+        wait_for(ready.exists, what="the writer to open the file")
         first, newer, caught = asyncio.run(body())
     finally:
         writer.kill()

@@ -1,6 +1,8 @@
 """CheckpointWatcher against real files, a real observer and a real event loop.
 
-No timing assertions: each test waits for a condition with a generous deadline.
+No timing assertions: each test waits for a condition with a generous deadline. Where a
+test pits quiet_s against a writer's pauses, quiet_s is scaled with the machine's
+slowdown (tests.support.load), so a starved writer cannot look finished.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from watchdog.utils import BaseThread
 
 from supervisor.checkpoints.watch import FORCE_POLLING_ENV, CheckpointWatcher, Landed
 from supervisor.checkpoints.watch_sources import INOTIFY_LOGGER
+from tests.support.load import scaled
 
 QUIET_S = 0.2
 DEADLINE_S = 15.0
@@ -47,7 +50,7 @@ class Recorder:
 
 
 def run(body: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(body(), timeout=60))
+    asyncio.run(asyncio.wait_for(body(), scaled(60)))
 
 
 def watchdog_threads() -> list[threading.Thread]:
@@ -56,17 +59,18 @@ def watchdog_threads() -> list[threading.Thread]:
 
 async def until(predicate: Callable[[], object], what: str, timeout: float = DEADLINE_S) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    limit = scaled(timeout)
+    deadline = loop.time() + limit
     while not predicate():
         if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {limit:.0f}s waiting for {what}")
         await asyncio.sleep(0.02)
 
 
 async def settle(watcher: CheckpointWatcher, rounds: int = 3) -> None:
     """Give a wrongly repeated report the chance to happen: several quiet periods, quiet after."""
     await asyncio.sleep(QUIET_S * rounds)
-    assert await watcher.wait_quiet(DEADLINE_S)
+    assert await watcher.wait_quiet(scaled(DEADLINE_S))
 
 
 @asynccontextmanager
@@ -95,7 +99,7 @@ def not_temp(path: Path) -> bool:
 @pytest.mark.slow
 def test_slow_writer_is_reported_once_after_its_last_write(tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt_100.pt"
-    quiet_s = 0.6  # well above the pauses below, even on a loaded machine
+    quiet_s = scaled(0.6)  # well above the pauses below, on a busy machine too
 
     async def body() -> None:
         rec = Recorder()
@@ -176,7 +180,7 @@ def test_burst_of_3000_files_all_reported_once_and_loop_stays_responsive(tmp_pat
             counts = Counter(landed.path for landed in rec.landed)
             assert set(counts) == set(paths)
             assert max(counts.values()) == 1
-            assert worst_gap < 2.0, f"the loop stalled for {worst_gap:.2f}s"
+            assert worst_gap < scaled(2.0), f"the loop stalled for {worst_gap:.2f}s"
 
     run(body)
 
@@ -245,13 +249,13 @@ def test_file_deleted_while_pending_is_never_reported(tmp_path: Path) -> None:
 
     async def body() -> None:
         rec = Recorder()
-        async with watching([tmp_path], rec, quiet_s=1.0) as watcher:
+        async with watching([tmp_path], rec, quiet_s=scaled(1.0)) as watcher:
             write(doomed)
             await until(lambda: doomed in watcher.pending(), "the file to be pending")
             doomed.unlink()
             write(sentinel)
             await until(lambda: rec.count(sentinel), "the sentinel written after the deletion")
-            assert await watcher.wait_quiet(DEADLINE_S)
+            assert await watcher.wait_quiet(scaled(DEADLINE_S))
             assert rec.count(doomed) == 0
             assert watcher.pending() == set()
 
@@ -384,7 +388,8 @@ def test_rescan_finds_files_whose_events_were_lost(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_without_events_a_growing_file_waits_until_its_size_is_stable(tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt.pt"
-    quiet_s = 0.4
+    idle_quiet_s = 0.4
+    quiet_s = scaled(idle_quiet_s)
 
     async def body() -> None:
         rec = Recorder()
@@ -393,7 +398,7 @@ def test_without_events_a_growing_file_waits_until_its_size_is_stable(tmp_path: 
             [tmp_path], rec, quiet_s=quiet_s, force_polling=True, poll_interval_s=NO_POLL_S, rescan_s=0.1
         ):
             with ckpt.open("wb") as f:
-                for _ in range(round(3 * quiet_s / 0.05)):
+                for _ in range(round(3 * idle_quiet_s / 0.05)):
                     f.write(b"x" * 100)
                     f.flush()
                     await asyncio.sleep(0.05)
@@ -409,7 +414,7 @@ def test_inotify_overflow_triggers_a_rescan(tmp_path: Path) -> None:
         rec = Recorder()
         async with watching([tmp_path], rec, force_polling=True, poll_interval_s=NO_POLL_S, rescan_s=600):
             write(tmp_path / "ckpt.pt")  # nobody sees this until something rescans
-            await asyncio.sleep(QUIET_S * 2)
+            await asyncio.sleep(QUIET_S * 2)  # a while, for a negative: a polling bug would show
             assert rec.landed == []
             # What watchdog 7.1 logs when the kernel drops events (its only signal of it).
             logging.getLogger(INOTIFY_LOGGER).warning("Inotify queue overflowed; filesystem events were lost")
@@ -479,7 +484,7 @@ def test_pending_and_wait_quiet_reflect_files_in_flight(tmp_path: Path) -> None:
 
     async def body() -> None:
         rec = Recorder()
-        async with watching([tmp_path], rec, quiet_s=0.5) as watcher:
+        async with watching([tmp_path], rec, quiet_s=scaled(0.5)) as watcher:
             assert watcher.pending() == set()
             assert await watcher.wait_quiet(1.0)
             with ckpt.open("wb") as f:
@@ -494,7 +499,7 @@ def test_pending_and_wait_quiet_reflect_files_in_flight(tmp_path: Path) -> None:
                 f.flush()
                 # Still being written: it cannot become quiet within a moment.
                 assert not await watcher.wait_quiet(0.05)
-            assert await watcher.wait_quiet(DEADLINE_S)
+            assert await watcher.wait_quiet(scaled(DEADLINE_S))
             assert watcher.pending() == set()
             assert rec.count(ckpt) == 1
 

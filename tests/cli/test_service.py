@@ -14,6 +14,7 @@ import pytest
 
 from supervisor import config as config_module
 from supervisor.cli import service
+from tests.support.load import scaled
 
 ROOT = Path(__file__).parents[2]
 UNITS = Path(__file__).parents[2] / "supervisor" / "cli" / "units"
@@ -35,7 +36,7 @@ def installed(unit: str, placeholder: str, tmp_path: Path) -> Path:
 def verify(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     assert ANALYZE is not None
     return subprocess.run(
-        [ANALYZE, *args], capture_output=True, text=True, timeout=60, check=False, env=env, cwd="/"
+        [ANALYZE, *args], capture_output=True, text=True, timeout=scaled(60), check=False, env=env, cwd="/"
     )
 
 
@@ -92,7 +93,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         [sys.executable, "-m", "supervisor.cli", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
         check=False,
         env=env,
     )

@@ -11,6 +11,7 @@ import pytest
 
 from supervisor import config as config_module
 from supervisor.config import ConfigError, load, signal_name, to_toml
+from tests.support.load import scaled
 from trainer_adapters.generic import GenericOptions
 
 ROOT = Path(__file__).parents[2]
@@ -226,7 +227,7 @@ def test_cli_run_with_a_bad_config_exits_2_with_one_message_and_starts_nothing(
 ) -> None:
     path, marker = _launch_marker_config(tmp_path, extra)
     result = subprocess.run(
-        [*CLI, "run", "-c", str(path)], capture_output=True, text=True, timeout=60, check=False
+        [*CLI, "run", "-c", str(path)], capture_output=True, text=True, timeout=scaled(60), check=False
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"train-supervisor: config {path}")
@@ -252,7 +253,7 @@ def test_cli_run_rejects_a_bad_run_table_and_starts_nothing(
     run_table = run_table.format(python=sys.executable, launch=f"open('{marker}', 'w')")
     path = write(tmp_path, f'[run]\n{run_table}\nstate_dir = "state"\n')
     result = subprocess.run(
-        [*CLI, "run", "-c", str(path)], capture_output=True, text=True, timeout=60, check=False
+        [*CLI, "run", "-c", str(path)], capture_output=True, text=True, timeout=scaled(60), check=False
     )
     assert result.returncode == 2
     assert expected in result.stderr
@@ -266,7 +267,7 @@ def test_cli_run_with_a_missing_config_file(tmp_path: Path) -> None:
         [*CLI, "run", "-c", str(tmp_path / "nope.toml")],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
         check=False,
     )
     assert result.returncode == 2

@@ -18,6 +18,7 @@ from supervisor.daemon.housekeeping import (
     folder_size,
     free_space,
 )
+from tests.support.load import scaled
 
 
 def run_until(condition: asyncio.Event, chores: list[Chore], timeout_s: float = 20) -> None:
@@ -25,7 +26,7 @@ def run_until(condition: asyncio.Event, chores: list[Chore], timeout_s: float = 
         housekeeping = Housekeeping(chores)
         housekeeping.start()
         try:
-            await asyncio.wait_for(condition.wait(), timeout_s)
+            await asyncio.wait_for(condition.wait(), scaled(timeout_s))
         finally:
             housekeeping.stop()
             housekeeping.stop()  # (twice is harmless)

@@ -20,6 +20,8 @@ from supervisor.ledger import Ledger
 from supervisor.process import gpu
 from supervisor.signals.output_reader import metrics_progress
 from supervisor.signals.progress_sources import MetricsPoller
+from supervisor.signals.tensorboard import Scalar
+from tests.support.load import scaled
 from tests.support.procs import behave, wait_for
 from trainer_adapters.base import Metrics
 
@@ -134,8 +136,19 @@ def test_applio_tensorboard_losses_become_readings_and_old_ones_are_skipped(tmp_
             Metrics(directory=lambda options, d: d, tags=r"^loss"),
             lambda step, values: got.append(_progress(step, values)),
         )
+        reads: list[int] = []
+        read = poller.reader.poll
+
+        def counted() -> list[Scalar]:
+            scalars = read()
+            reads.append(len(scalars))
+            return scalars
+
+        poller.reader.poll = counted  # type: ignore[method-assign]
         poller.start()
-        await asyncio.sleep(0.2)  # let it read through the history first
+        deadline = asyncio.get_running_loop().time() + scaled(20)
+        while not reads and asyncio.get_running_loop().time() < deadline:  # it read the history
+            await asyncio.sleep(0.01)
         writer = tensorboardx.SummaryWriter(
             str(eval_dir), filename_suffix=".attempt2", max_queue=1, flush_secs=1
         )
@@ -144,7 +157,7 @@ def test_applio_tensorboard_losses_become_readings_and_old_ones_are_skipped(tmp_
             writer.add_scalar("loss_avg_50/d/adv", 2.5, step)
             writer.add_scalar("grad_avg_50/norm_g", math.nan, step)  # not a loss: not read
         writer.flush()
-        deadline = asyncio.get_running_loop().time() + 20
+        deadline = asyncio.get_running_loop().time() + scaled(20)
         while len(got) < 2 and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
         writer.close()

@@ -20,6 +20,7 @@ import pytest
 
 from supervisor.checkpoints.rereads import VALIDATOR_RETRIES
 from tests.support.ckpt_factory import write_torch
+from tests.support.load import scaled
 from tests.support.procs import alive, behave, read_pid, wait_for
 from tests.support.stalling_worker import noted, stalling_env
 from tests.support.twins import TRAINERS
@@ -56,7 +57,7 @@ class Supervisor:
             )
 
     def wait(self, timeout: float = 60) -> int:
-        return self.proc.wait(timeout=timeout)
+        return self.proc.wait(timeout=scaled(timeout))
 
     def lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.out.read_text().splitlines() if line.startswith("{")]
@@ -66,7 +67,7 @@ class Supervisor:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=15)
+                self.proc.wait(timeout=scaled(15))
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -180,7 +181,7 @@ def test_a_second_supervisor_for_the_same_run_is_refused(tmp_path: Path, supervi
     first = supervisors(config)
     trainer = wait_for(lambda: read_pid(pid_file), what="the trainer")
     second = subprocess.run(
-        [*CLI, "run", "-c", str(config)], capture_output=True, text=True, timeout=30, check=False
+        [*CLI, "run", "-c", str(config)], capture_output=True, text=True, timeout=scaled(30), check=False
     )
     assert second.returncode == 2
     assert f"another supervisor (pid {first.proc.pid}) is already running this run" in second.stderr
@@ -415,7 +416,7 @@ def test_on_a_terminal_the_log_is_for_people(tmp_path: Path) -> None:
     leader, follower = pty.openpty()
     proc = subprocess.Popen([*CLI, "run", "-c", str(config)], stdout=follower, stderr=follower)
     os.close(follower)
-    assert proc.wait(timeout=60) == 0
+    assert proc.wait(timeout=scaled(60)) == 0
     output = b""
     with contextlib.suppress(OSError):  # EIO once the terminal has no writer left
         while chunk := os.read(leader, 65536):
@@ -492,5 +493,5 @@ def test_a_file_the_validator_keeps_failing_on_is_retried_a_bounded_number_of_ti
         told = ledger.execute("SELECT COUNT(*) FROM events WHERE kind = 'unverifiable'").fetchone()[0]
     assert told == 1, "said once, not at every retry"
     assert noted(mark, "stalled") >= 1, "the first try stalled in the worker"
-    time.sleep(2)  # ten more rescans
+    time.sleep(2)  # ten more rescans when idle, fewer when busy: a miss can't show a false retry
     assert failures() == 1 + VALIDATOR_RETRIES

@@ -13,6 +13,7 @@ import pytest
 
 from supervisor.process.sessions import marked_processes
 from tests.support.ledger_reads import causes, completed, events
+from tests.support.load import scaled
 from tests.support.twins import TRAINERS, write_config
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
@@ -32,7 +33,8 @@ def supervise_torchrun(tmp_path: Path, mode: str) -> Path:
         command=command,
         cwd=tmp_path,
         checkpoint_dir="ckpt",
-        more={"heartbeat": {"timeout_s": 3.0}, "stop": {"grace_s": 5.0}},
+        # Far above a working group's gaps, and a crashed group's teardown, when busy too.
+        more={"heartbeat": {"timeout_s": scaled(3.0)}, "stop": {"grace_s": 5.0}},
     )
 
 

@@ -23,6 +23,7 @@ import pytest
 from supervisor.config import ConfigError, load, to_toml
 from supervisor.outputs.prometheus import CONTENT_TYPE, VALIDATION_BUCKETS_S, MetricsServer, exposition
 from supervisor.outputs.status_socket import Snapshot
+from tests.support.load import scaled
 from tests.support.procs import behave, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -164,7 +165,7 @@ def serving(body: Callable[[int], Awaitable[None]], render: Callable[[], str] = 
         server = MetricsServer("127.0.0.1", port, render)
         await server.start()
         try:
-            await asyncio.wait_for(body(port), 30)
+            await asyncio.wait_for(body(port), scaled(30))
         finally:
             await server.stop()
 
@@ -172,7 +173,7 @@ def serving(body: Callable[[int], Awaitable[None]], render: Callable[[], str] = 
 
 
 def exchange(port: int, request: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(10)) as sock:
         sock.sendall(request)
         chunks = []
         while chunk := sock.recv(65536):
@@ -260,7 +261,7 @@ def test_a_render_error_is_logged_once_and_a_port_in_use_is_only_a_warning(
 
 
 def recv_all_of(port: int) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(10)) as sock:
         sock.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
         return recv_all(sock)
 
@@ -270,7 +271,7 @@ def recv_all_of(port: int) -> bytes:
 
 def scrape(port: int) -> dict[str, float] | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=scaled(5)) as response:
             assert response.headers["Content-Type"] == CONTENT_TYPE
             return samples(response.read().decode())
     except (urllib.error.URLError, ConnectionError):
@@ -321,7 +322,7 @@ def test_a_real_scrape_of_a_run_that_crashed_once_and_verified_checkpoints(tmp_p
             lambda: (
                 (m := scrape(port)) and m.get(f"train_supervisor_last_verified_step{labels}", 0) >= 20 and m
             ),
-            timeout=90,
+            timeout=scaled(90),
             what="a checkpoint verified after the crash",
         )
         status = json.loads(
@@ -331,7 +332,7 @@ def test_a_real_scrape_of_a_run_that_crashed_once_and_verified_checkpoints(tmp_p
         )
     finally:
         sup.terminate()
-        code = sup.wait(timeout=30)
+        code = sup.wait(timeout=scaled(30))
     assert code == 0, out.read_text()[-3000:]
     assert values['train_supervisor_restarts_total{run="twin",cause="crash"}'] == 1
     assert values[f"train_supervisor_attempt{labels}"] == 2
@@ -361,7 +362,7 @@ def test_metrics_on_a_taken_port_never_stop_supervision(tmp_path: Path) -> None:
             f"state_dir = {json.dumps(str(tmp_path / 'state'))}\n[metrics]\nport = {port}\n"
         )
         result = subprocess.run(
-            [*CLI, "run", "-c", str(config)], capture_output=True, text=True, timeout=60, check=False
+            [*CLI, "run", "-c", str(config)], capture_output=True, text=True, timeout=scaled(60), check=False
         )
     assert result.returncode == 0, result.stdout[-2000:]
     assert "metrics cannot be served" in result.stdout

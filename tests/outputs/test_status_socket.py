@@ -22,6 +22,7 @@ import pytest
 
 from supervisor.outputs import status_socket as live
 from supervisor.outputs.status_socket import LiveStatusServer, LiveUnavailable, Snapshot, fetch, peer_allowed
+from tests.support.load import scaled
 from tests.support.procs import behave, read_pid, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -59,7 +60,7 @@ def serving(
         server = LiveStatusServer(directory, make)
         await server.start()
         try:
-            await asyncio.wait_for(body(server), 30)
+            await asyncio.wait_for(body(server), scaled(30))
         finally:
             await server.stop()
 
@@ -170,7 +171,7 @@ def test_a_client_that_never_reads_is_cut_off_while_others_are_served(
 
 
 def read_until_closed(sock: socket.socket) -> bytes:
-    sock.settimeout(10)
+    sock.settimeout(scaled(10))
     chunks = []
     with contextlib.suppress(ConnectionResetError):
         while chunk := sock.recv(1 << 20):
@@ -252,6 +253,6 @@ def test_the_status_socket_refuses_other_users(shared_dir: Path) -> None:
         assert fetch(state, 5.0)["phase"] == "running", "supervision and the socket go on"
     finally:
         sup.terminate()
-        assert sup.wait(timeout=30) == 0
+        assert sup.wait(timeout=scaled(30)) == 0
     assert "refused a live status client of another user" in out.read_text()
     assert not path.exists()

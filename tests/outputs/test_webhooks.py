@@ -20,6 +20,7 @@ import pytest
 from supervisor.ledger import Ledger
 from supervisor.outputs.reporter import Reporter
 from supervisor.outputs.webhooks import Notifications, Webhook
+from tests.support.load import scaled
 from tests.support.procs import behave
 
 pytestmark = pytest.mark.timeout(90)
@@ -62,7 +63,7 @@ def run(tmp_path: Path, webhooks: str, env: dict[str, str]) -> subprocess.Comple
         [sys.executable, "-m", "supervisor.cli", "run", "-c", str(config)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
         check=False,
         env={**os.environ, **env},
     )
@@ -239,7 +240,7 @@ def test_webhook_secrets_never_reach_the_trainer_its_log_or_the_ledger(
         [sys.executable, "-m", "supervisor.cli", "run", "-c", str(config)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
         check=False,
         env={**os.environ, "HOOK_URL": secret_url, "HOOK_TOKEN": SECRET},
     )
@@ -266,7 +267,7 @@ def test_a_url_in_a_config_error_shows_its_scheme_and_host_only(tmp_path: Path) 
         [sys.executable, "-m", "supervisor.cli", "config", "check", "-c", str(config)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
         check=False,
     )
     assert result.returncode == 2

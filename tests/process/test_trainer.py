@@ -14,6 +14,7 @@ from supervisor.core import ExitStatus
 from supervisor.process.sessions import ATTEMPT_MARKER_ENV, marked_processes, proc_identity, session_members
 from supervisor.process.trainer import OutputTail, Trainer, trainer_env
 from supervisor.process.trainer_log import OutputSink, RotatingLog
+from tests.support.load import scaled
 from tests.support.procs import alive, behave, read_pid
 
 GRACE_S = 0.5
@@ -36,12 +37,12 @@ class Run:
 
 
 def run_async(body: Callable[[], Awaitable[ExitStatus]]) -> ExitStatus:
-    return asyncio.run(asyncio.wait_for(body(), timeout=30))
+    return asyncio.run(asyncio.wait_for(body(), scaled(30)))
 
 
 async def until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + scaled(timeout)
     while not predicate():
         assert loop.time() < deadline, "timed out"
         await asyncio.sleep(0.02)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from supervisor.signals.crash_detail import crash_detail, plain
+from tests.support.load import scaled
 
 HYDRA_LIKE = """
 import sys, traceback
@@ -31,7 +32,7 @@ raise subprocess.CalledProcessError(1, ["python", "train.py"])
 
 def lines_of(code: str) -> list[str]:
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled(120), check=False
     )
     return (done.stdout + done.stderr).replace("\r", "\n").splitlines()
 

@@ -21,6 +21,7 @@ from supervisor import client
 from supervisor.client import ATTEMPT_MARKER_ENV, HEARTBEAT_ENV, heartbeat, heartbeat_enabled
 from supervisor.process.sessions import ATTEMPT_MARKER_ENV as PROCESS_MARKER_ENV
 from supervisor.signals.heartbeats import Beat, HeartbeatServer, parse_beat
+from tests.support.load import scaled
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -66,7 +67,7 @@ def drain(sock: socket.socket) -> list[bytes]:
 
 def run(body: Callable[[], Awaitable[None]]) -> None:
     async def bounded() -> None:
-        await asyncio.wait_for(body(), timeout=20)
+        await asyncio.wait_for(body(), scaled(20))
 
     asyncio.run(bounded())
 
@@ -205,7 +206,7 @@ def test_a_full_receiver_queue_neither_blocks_nor_raises(
 def test_a_child_process_beats_with_its_own_marker(receiver: socket.socket, tmp_path: Path) -> None:
     env = {**os.environ, HEARTBEAT_ENV: str(tmp_path / "r.sock"), ATTEMPT_MARKER_ENV: "run:7:feed"}
     code = "from supervisor.client import heartbeat; heartbeat(step=3, loss=1.5)"
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=20)
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=scaled(20))
     assert receiver.recv(4096) == b"run:7:feed\t3\t1.5"
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import psutil
 
+from tests.support.load import scaled
 from tests.support.twins import twin_command, write_config
 
 SAVE_EVERY = 10
@@ -53,4 +54,4 @@ def power_cut(supervisor: subprocess.Popen[bytes]) -> None:
         _signal(proc, signal.SIGSTOP)
     for proc in tree:
         _signal(proc, signal.SIGKILL)
-    supervisor.wait(timeout=30)
+    supervisor.wait(timeout=scaled(30))

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from tests.support.load import scaled
+
 BEHAVE = Path(__file__).parent / "trainers" / "behave.py"
 T = TypeVar("T")
 
@@ -18,14 +20,16 @@ def behave(*args: str) -> list[str]:
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
-    """Poll `predicate` until it returns something truthy; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
+    """Poll `predicate` until it returns something truthy; fail after `timeout` (an idle
+    machine's seconds, stretched on a busy one)."""
+    limit = scaled(timeout)
+    deadline = time.monotonic() + limit
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {limit:.0f}s waiting for {what}")
         time.sleep(0.02)
 
 

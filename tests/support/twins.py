@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.support.load import scaled
+
 CLI = [sys.executable, "-m", "supervisor.cli"]
 TRAINERS = Path(__file__).parent / "trainers"
 
@@ -67,7 +69,8 @@ def toml_value(value: Any) -> str:
 
 
 def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, check=False)
+    """The CLI's result; `timeout` is an idle machine's seconds, stretched on a busy one."""
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=scaled(timeout), check=False)
 
 
 def status(config: Path) -> dict[str, Any]:

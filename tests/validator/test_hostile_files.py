@@ -17,11 +17,12 @@ import pytest
 import torch
 
 from supervisor.validator.client import ValidationRequest, ValidatorClient, Verdict
+from tests.support.load import scaled
 
 
 @pytest.fixture(scope="module")
 def validate() -> Iterator[Any]:
-    client = ValidatorClient(job_timeout_s=60, memory_limit_mb=4096)
+    client = ValidatorClient(job_timeout_s=scaled(60), memory_limit_mb=4096)
     runner = asyncio.Runner()
 
     def judge(path: Path, **fields: Any) -> Verdict:

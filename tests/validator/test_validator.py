@@ -24,6 +24,7 @@ from supervisor.validator.client import ValidationRequest, ValidatorClient, Verd
 from supervisor.validator.worker.content import lookup
 from supervisor.validator.worker.crc import crc32_combine
 from tests.support import ckpt_factory as ck
+from tests.support.load import scaled
 from tests.support.procs import alive, wait_for
 from tests.support.stalling_worker import noted, stalling_env
 
@@ -45,7 +46,7 @@ class Validator:
 
 @pytest.fixture(scope="module")
 def validate() -> Iterator[Validator]:
-    validator = Validator(ValidatorClient(job_timeout_s=60))
+    validator = Validator(ValidatorClient(job_timeout_s=scaled(60)))
     yield validator
     validator.close()
 
@@ -355,7 +356,7 @@ def test_timeout_and_a_killed_worker_give_rejections_then_a_fresh_worker(
             assert verdict.version.size == stall.stat().st_size
             assert pid_of(client) is None
 
-            client.job_timeout_s = 60.0  # from here on the test kills the worker itself
+            client.job_timeout_s = scaled(60.0)  # from here on the test kills the worker itself
             assert (await client.validate(ValidationRequest(str(good)))).ok
             first = pid_of(client)
             assert first is not None
@@ -409,7 +410,9 @@ def test_idle_worker_is_stopped_and_restarted_on_demand(tmp_path: Path) -> None:
             assert (await client.validate(ValidationRequest(str(path)))).ok
             pid = pid_of(client)
             assert pid is not None
-            await asyncio.sleep(1.0)
+            deadline = asyncio.get_running_loop().time() + scaled(20)
+            while (pid_of(client) is not None or alive(pid)) and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)  # the idle timer fires, the worker is stopped and reaped
             assert pid_of(client) is None
             assert not alive(pid)
             assert (await client.validate(ValidationRequest(str(path)))).ok
@@ -425,7 +428,7 @@ def test_memory_limit_allows_a_mapped_file_bigger_than_it_and_stops_a_load_that_
     assert big_zip.stat().st_size > limit_mb << 20
 
     async def body() -> tuple[Verdict, Verdict]:
-        async with ValidatorClient(memory_limit_mb=limit_mb, job_timeout_s=60) as client:
+        async with ValidatorClient(memory_limit_mb=limit_mb, job_timeout_s=scaled(60)) as client:
             mapped = await client.validate(ValidationRequest(str(big_zip)))
             big_zip.unlink()
             big_legacy = ck.write_big_torch(tmp_path / "big_legacy.pt", 480, legacy=True)
@@ -442,20 +445,20 @@ def test_memory_limit_allows_a_mapped_file_bigger_than_it_and_stops_a_load_that_
 def test_one_shot_command_prints_a_verdict(tmp_path: Path) -> None:
     path = ck.write_torch(tmp_path / "c.pt", step=7)
     command = [sys.executable, "-m", "supervisor.validator.worker.serve", str(path), "--step-key", "step"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=scaled(60), check=False)
     assert done.returncode == 0, done.stderr
     verdict = Verdict.from_json(json.loads(done.stdout))
     assert verdict.ok
     assert verdict.step == 7
     bad = subprocess.run(
-        [*command[:3], str(tmp_path / "nope.pt")], capture_output=True, timeout=60, check=False
+        [*command[:3], str(tmp_path / "nope.pt")], capture_output=True, timeout=scaled(60), check=False
     )
     assert bad.returncode == 1
 
 
 def test_the_daemon_side_never_imports_torch() -> None:
     code = "import sys, supervisor.validator.client; sys.exit('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], timeout=60, check=False).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], timeout=scaled(60), check=False).returncode == 0
 
 
 # --- pieces ---------------------------------------------------------------------------
