@@ -332,7 +332,9 @@ def test_a_real_scrape_of_a_run_that_crashed_once_and_verified_checkpoints(tmp_p
         )
     finally:
         sup.terminate()
-        code = sup.wait(timeout=scaled(30))
+        code = sup.wait(
+            timeout=scaled(120)
+        )  # not what the test is about: the stop may wait out a busy machine
     assert code == 0, out.read_text()[-3000:]
     assert values['train_supervisor_restarts_total{run="twin",cause="crash"}'] == 1
     assert values[f"train_supervisor_attempt{labels}"] == 2
