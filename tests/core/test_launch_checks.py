@@ -86,6 +86,26 @@ def test_a_stop_while_preparing_still_kills_what_holds_the_gpu() -> None:
     assert replay.state.phase is Phase.STOPPED
     assert of_type(actions, KillLeftovers) == [KillLeftovers()]
     assert of_type(actions, Launch) == []
+    kinds = {n.kind for n in of_type(actions, Note)}
+    assert {"config_drift", "gpu_not_released"} <= kinds  # what the checks found is still said
+
+
+def test_giving_up_while_preparing_still_kills_what_holds_the_gpu() -> None:
+    """The last attempt crashed without progress; the give-up waits for the checkpoints to
+    be settled (PREPARING), and must not leave the attempt's leftovers running."""
+    policy = replace(POLICY, progress_from_checkpoints=True, max_attempts_without_progress=1)
+    replay = Replay(policy=policy)
+    replay.send(Boot())
+    replay.run_attempt(lasting=5.0)
+    assert replay.state.phase is Phase.PREPARING
+    assert replay.state.give_up_pending
+    actions = replay.send(Prepared(replay.state.attempt, gpu_held=HELD))
+    assert replay.state.phase is Phase.GAVE_UP
+    assert of_type(actions, KillLeftovers) == [KillLeftovers()]
+    assert of_type(actions, Launch) == []
+    (note,) = [n for n in of_type(actions, Note) if n.kind == "gpu_not_released"]
+    assert "relaunching" not in note.message
+    assert of_type(actions, Finish) == [Finish(EXIT_GAVE_UP)]
 
 
 def test_nothing_found_launches_as_before() -> None:
