@@ -34,7 +34,7 @@ from supervisor.core import Prepared, PrepareFailed
 from supervisor.core.file_version import VersionKey
 from supervisor.ledger import Ledger, VerdictRow
 from supervisor.outputs.reporter import Report
-from supervisor.process.sessions import boot_id
+from supervisor.process.procfs import boot_id
 from supervisor.process.writers import writers_of
 from trainer_adapters.base import Layout
 

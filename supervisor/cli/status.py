@@ -11,9 +11,9 @@ from typing import Any
 
 from supervisor.config import Config
 from supervisor.ledger import AttemptRow, Ledger, RunRow
-from supervisor.outputs.status_socket import LiveUnavailable, fetch
+from supervisor.outputs.status_fetch import LiveUnavailable, fetch
 from supervisor.process.lock import LOCK_FILE, holder_pid
-from supervisor.process.sessions import start_ticks
+from supervisor.process.procfs import start_ticks
 
 RECENT_ATTEMPTS = 10
 RECENT_EVENTS = 12

@@ -9,14 +9,8 @@ import structlog
 
 from supervisor.core import Boot, Phase, State
 from supervisor.ledger import AttemptRow, RunRow
-from supervisor.process.sessions import (
-    boot_id,
-    clear_session,
-    marked_processes,
-    proc_identity,
-    signal_session,
-    split_identity,
-)
+from supervisor.process.procfs import boot_id, proc_identity, split_identity
+from supervisor.process.sessions import clear_session, marked_processes, signal_session
 
 log = structlog.get_logger("supervisor")
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import structlog
-
 from supervisor.ledger.text import Redactor, readable
 
 _DISK_ERRORS = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR) if hasattr(sqlite3, "SQLITE_FULL") else (13, 10)
@@ -47,6 +45,8 @@ class Storage:
         if getattr(exc, "sqlite_errorcode", None) not in _DISK_ERRORS and "disk" not in str(exc):
             raise exc
         if not self._write_failing:
+            import structlog  # only here: reading the ledger (`status`) need not load it
+
             structlog.get_logger("supervisor").error(
                 "the ledger cannot be written (the state disk is full or failing); supervision goes on",
                 ledger=str(self.path),

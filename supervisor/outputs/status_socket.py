@@ -1,4 +1,4 @@
-"""The live status endpoint: `<state_dir>/status.sock`, a Unix stream socket.
+"""The live status endpoint, the server's side: `<state_dir>/status.sock`, a Unix stream socket.
 
 A client connects and receives one JSON document (a Snapshot of the running supervisor),
 then the connection closes; nothing is read from the client. Only the supervisor's own
@@ -18,20 +18,18 @@ import socket
 import struct
 import tempfile
 from asyncio.trsock import TransportSocket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import structlog
 
+from supervisor.outputs.status_fetch import SOCKET_NAME, unix_address
+
 log = structlog.get_logger("supervisor.live")
 
-SOCKET_NAME = "status.sock"
 STAGING_PREFIX = ".status-"
-UNIX_PATH_MAX = 107  # sun_path holds 108 bytes, the terminating NUL included
 WRITE_TIMEOUT_S = 2.0  # a client that does not read gets cut off, never waited for
-MAX_DOCUMENT_BYTES = 1 << 20
 ROOT_UID = 0
 
 
@@ -71,19 +69,6 @@ def peer_uid(sock: socket.socket | TransportSocket) -> int:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
     return int(uid)
-
-
-@contextlib.contextmanager
-def unix_address(path: Path) -> Iterator[str]:
-    """`path` as AF_UNIX can take it: through /proc/self/fd where it is longer than sun_path."""
-    if len(os.fsencode(path)) <= UNIX_PATH_MAX:
-        yield os.fspath(path)
-        return
-    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        yield f"/proc/self/fd/{fd}/{path.name}"
-    finally:
-        os.close(fd)
 
 
 async def close_server(server: asyncio.AbstractServer, clients: set[asyncio.StreamWriter]) -> None:
@@ -202,47 +187,3 @@ class LiveStatusServer:
         self.refused += 1
         if self.refused == 1:
             log.warning("refused a live status client of another user; later ones are only counted")
-
-
-class LiveUnavailable(Exception):
-    """Why the live status could not be read (str: for people)."""
-
-
-def fetch(directory: Path, timeout_s: float) -> dict[str, Any]:
-    """The running supervisor's Snapshot, as a dict; LiveUnavailable if there is none."""
-    path = directory / SOCKET_NAME
-    try:
-        data = _read_all(path, timeout_s)
-    except FileNotFoundError:
-        raise LiveUnavailable(f"no live status socket at {path}") from None
-    except PermissionError:
-        raise LiveUnavailable(f"{path} belongs to another user (permission denied)") from None
-    except TimeoutError:
-        raise LiveUnavailable(f"the supervisor did not answer within {timeout_s:g}s") from None
-    except ConnectionResetError:
-        data = b""
-    except OSError as exc:
-        raise LiveUnavailable(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not data:
-        raise LiveUnavailable("the supervisor closed the connection without answering (another user?)")
-    try:
-        document = json.loads(data)
-    except ValueError:
-        raise LiveUnavailable("the supervisor's answer is not JSON") from None
-    if not isinstance(document, dict):
-        raise LiveUnavailable("the supervisor's answer is not a JSON object")
-    return document
-
-
-def _read_all(path: Path, timeout_s: float) -> bytes:
-    chunks: list[bytes] = []
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, unix_address(path) as address:
-        sock.settimeout(timeout_s)
-        sock.connect(address)
-        received = 0
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-            received += len(chunk)
-            if received > MAX_DOCUMENT_BYTES:
-                raise OSError("the answer is too long")
-    return b"".join(chunks)

@@ -22,31 +22,6 @@ SWEEP_POLL_S = 0.05  # only while clearing a session that is already being kille
 KILL_WAIT_S = 5.0  # after SIGKILL: how long to wait for the kernel to remove processes
 
 
-def start_ticks(pid: int) -> int | None:
-    fields = stat_fields(pid)
-    return int(fields[19]) if fields else None  # field 22 of stat: starttime
-
-
-def boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "unknown-boot"
-
-
-def proc_identity(pid: int) -> str | None:
-    """boot id, pid and start time (clock ticks): equal only for the very same process,
-    so a pid reused after a reboot or a wrap-around is never mistaken for our trainer."""
-    ticks = start_ticks(pid)
-    return f"{boot_id()}:{pid}:{ticks}" if ticks is not None else None
-
-
-def split_identity(identity: str) -> tuple[str, int, int]:
-    """(boot id, pid, start ticks) of a proc_identity() string."""
-    boot, pid, ticks = identity.rsplit(":", 2)
-    return boot, int(pid), int(ticks)
-
-
 def _all_pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 

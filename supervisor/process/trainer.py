@@ -18,14 +18,13 @@ from pathlib import Path
 import structlog
 
 from supervisor.core import ExitStatus
+from supervisor.process.procfs import proc_identity, start_ticks
 from supervisor.process.sessions import (
     ATTEMPT_MARKER_ENV,
     clear_session,
     marked_processes,
-    proc_identity,
     session_members,
     signal_session,
-    start_ticks,
 )
 from supervisor.process.trainer_log import OutputSink
 

@@ -1,5 +1,6 @@
 """What the commands import: `--help` loads click and the command modules, not the rest;
-`config check` loads the config's own adapter only, and nothing that logs or runs things;
+`config check` loads the config's own adapter only, and nothing that logs or runs things
+(nor the core's decisions); `status` reads the ledger without logging or serving;
 `verify`'s validator worker loads torch and the checks, not the client side. Each command
 imports what it needs when it runs."""
 
@@ -59,9 +60,29 @@ def test_config_check_imports_its_adapter_only_and_nothing_that_logs_or_runs(tmp
         f'state_dir = "{tmp_path / "state"}"\n\n'
         f'[adapter]\nname = "vits"\ncheckpoint_dir = "logs/ljs"\n'
     )
-    output, modules = imported("config", "check", "-c", str(config), among=HEAVY + ADAPTER_MODULES)
+    among = (*HEAVY, *ADAPTER_MODULES, "supervisor.core.decisions")
+    output, modules = imported("config", "check", "-c", str(config), among=among)
     assert 'name = "vits"' in output
     assert modules == ["pydantic", "trainer_adapters", "trainer_adapters.vits"]
+
+
+def test_status_reads_the_ledger_without_logging_or_serving(tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'[run]\ncommand = ["{sys.executable}", "-c", "pass"]\ncwd = "{tmp_path}"\n'
+        f'state_dir = "{tmp_path / "state"}"\n'
+    )
+    ran = subprocess.run(
+        [sys.executable, "-m", "supervisor.cli", "run", "-c", str(config)], capture_output=True, text=True
+    )
+    assert ran.returncode == 0, ran.stderr
+    among = ("structlog", "asyncio", "watchdog", "apscheduler", "torch", "rich", "supervisor.core.decisions")
+    output, modules = imported("status", "--json", "-c", str(config), among=among)
+    assert json.loads(output)["state"] == "completed"
+    assert modules == []
+    output, modules = imported("status", "-c", str(config), among=among)
+    assert "completed" in output
+    assert modules == ["rich"]  # the table
 
 
 def test_a_command_still_finds_the_adapters_for_its_choices() -> None:

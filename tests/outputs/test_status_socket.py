@@ -20,8 +20,10 @@ from typing import Any
 
 import pytest
 
-from supervisor.outputs import status_socket as live
-from supervisor.outputs.status_socket import LiveStatusServer, LiveUnavailable, Snapshot, fetch, peer_allowed
+from supervisor.outputs import status_fetch as live
+from supervisor.outputs import status_socket
+from supervisor.outputs.status_fetch import LiveUnavailable, fetch
+from supervisor.outputs.status_socket import LiveStatusServer, Snapshot, peer_allowed
 from tests.support.load import scaled
 from tests.support.procs import behave, read_pid, wait_for
 
@@ -104,7 +106,7 @@ def test_a_stale_socket_is_replaced_and_a_long_state_dir_works(tmp_path: Path) -
     with live.unix_address(directory / live.SOCKET_NAME) as address:
         stale.bind(address)  # left by a supervisor that died: nobody accepts on it
     stale.close()
-    (directory / f"{live.STAGING_PREFIX}left").mkdir()  # a staging folder a crash left
+    (directory / f"{status_socket.STAGING_PREFIX}left").mkdir()  # a staging folder a crash left
     documents: list[dict[str, Any]] = []
 
     async def body(server: LiveStatusServer) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from supervisor.core import ExitStatus
-from supervisor.process.sessions import ATTEMPT_MARKER_ENV, marked_processes, proc_identity, session_members
+from supervisor.process.procfs import proc_identity
+from supervisor.process.sessions import ATTEMPT_MARKER_ENV, marked_processes, session_members
 from supervisor.process.trainer import OutputTail, Trainer, trainer_env
 from supervisor.process.trainer_log import OutputSink, RotatingLog
 from tests.support.load import scaled

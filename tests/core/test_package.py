@@ -1,0 +1,46 @@
+"""`supervisor.core`'s names load when first used: each is the object its module defines,
+and importing one module of the core does not load the rest."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+import supervisor.core as core
+
+
+def test_every_public_name_is_its_modules_object() -> None:
+    assert sorted(core.__all__) == sorted(core._HOME)
+    for name, module in core._HOME.items():
+        assert getattr(core, name) is getattr(importlib.import_module(f"supervisor.core.{module}"), name)
+    assert set(core.__all__) <= set(dir(core))
+
+
+def test_no_public_name_is_also_a_module_of_the_package() -> None:
+    """Importing a submodule sets the package attribute of its name, which would then
+    shadow a lazily loaded name: `core.decide` would be a module, not the function."""
+    modules = {info.name for info in pkgutil.iter_modules(core.__path__)}
+    assert modules & set(core._HOME) == set()
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'Decidee'"):
+        _ = core.Decidee  # type: ignore[attr-defined]
+
+
+def test_importing_the_events_loads_neither_the_decisions_nor_the_state() -> None:
+    code = (
+        "import sys\n"
+        "from supervisor.core.events import Said\n"
+        "print(sorted(m for m in sys.modules if m.startswith('supervisor.core')))\n"
+        "from supervisor.core import decide\n"
+        "print('supervisor.core.decisions' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    first, then = result.stdout.splitlines()
+    assert first == str(["supervisor.core", "supervisor.core.events", "supervisor.core.phases"])
+    assert then == "True"
