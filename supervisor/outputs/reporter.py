@@ -43,6 +43,7 @@ class Reporter:
         self._attempt = attempt
         self.run_name = run_name
         self.webhooks = webhooks
+        self.webhook_failures = 0
 
     def report(
         self, kind: str, level: str, message: str, *, attempt: int | None = None, commit: bool = True
@@ -55,7 +56,7 @@ class Reporter:
             if commit:
                 self.ledger.commit()
         if self.webhooks is not None and loud(kind, level):
-            self.webhooks.send(Message(self.run_name, kind, n, readable(message)[:WEBHOOK_TEXT_CHARS]))
+            self._send(Message(self.run_name, kind, n, readable(message)[:WEBHOOK_TEXT_CHARS]))
 
     def attempt_ended(self, end: RecordAttemptEnd) -> None:
         """An attempt's end goes to webhooks (the core's note of it is reported already);
@@ -65,4 +66,16 @@ class Reporter:
         how = end.status.describe() if end.status is not None else "no exit status"
         detail = f"; {end.detail}" if end.detail else ""
         text = f"attempt {end.attempt} ended: {end.cause.value} ({how}){detail}"
-        self.webhooks.send(Message(self.run_name, end.cause.value, end.attempt, text[:WEBHOOK_TEXT_CHARS]))
+        self._send(Message(self.run_name, end.cause.value, end.attempt, text[:WEBHOOK_TEXT_CHARS]))
+
+    def _send(self, message: Message) -> None:
+        """Hand a message to the webhooks; whatever goes wrong there stays there: the caller
+        (a decision, a preparation) goes on. The first failure is logged with its traceback,
+        later ones are only counted."""
+        assert self.webhooks is not None
+        try:
+            self.webhooks.send(message)
+        except Exception:
+            self.webhook_failures += 1
+            if self.webhook_failures == 1:
+                log.exception("a webhook message could not be queued; later failures are only counted")

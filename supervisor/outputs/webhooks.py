@@ -94,6 +94,7 @@ class Notifications:
     def send(self, message: Message) -> None:
         """Queue the message for every webhook that wants it (from the event loop); no
         secret of any webhook is ever in what goes out."""
+        loop = asyncio.get_running_loop()  # RuntimeError outside one, before any request is made
         message = replace(message, text=self._redact(message.text))
         now = time.monotonic()
         for hook in self.hooks:
@@ -103,7 +104,7 @@ class Notifications:
                 hook.held_back += 1
                 continue
             held, hook.held_back, hook.last_sent = hook.held_back, 0, now
-            task = asyncio.create_task(self._post(hook, request(hook, message, held)))
+            task = loop.create_task(self._post(hook, request(hook, message, held)))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

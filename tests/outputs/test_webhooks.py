@@ -156,6 +156,23 @@ def test_the_reporter_logs_records_and_sends_only_loud_events(
     ledger.close()
 
 
+def test_a_webhook_that_cannot_even_be_queued_stays_out_of_the_callers_way(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Outside an event loop the real Notifications cannot queue its request (asyncio
+    refuses the task): the report still reaches the ledger, and the caller goes on."""
+    ledger = Ledger.open(tmp_path / "state")
+    hooks = [Webhook("http://127.0.0.1:9/json", "json", frozenset(["gave_up"]), 0.0, 5.0, None)]
+    reporter = Reporter(ledger, attempt=lambda: 3, run_name="vits", webhooks=Notifications(hooks))
+    reporter.report("gave_up", "error", "giving up: first")
+    reporter.report("gave_up", "error", "giving up: second")
+    assert [(e.attempt, e.kind) for e in ledger.events()] == [(3, "gave_up"), (3, "gave_up")]
+    assert reporter.webhook_failures == 2
+    out = capsys.readouterr().out
+    assert out.count("a webhook message could not be queued") == 1  # then only counted
+    ledger.close()
+
+
 @pytest.mark.slow
 def test_low_disk_space_is_told_once(tmp_path: Path, server: tuple[str, list[dict[str, Any]]]) -> None:
     url, got = server
