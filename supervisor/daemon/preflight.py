@@ -55,6 +55,7 @@ class Preflight:
         try:
             change = self._check_drift()
         except Exception:
+            self._fingerprint = None  # unchecked: it must not become what the next launch is compared with
             log.exception("error in the config drift check; launching without it")
         held = None
         try:
@@ -66,10 +67,17 @@ class Preflight:
         return replace(prepared, config_change=change, gpu_held=held)
 
     def launched(self, attempt: int) -> None:
-        """The launch went ahead: its config is what the next launch is compared with."""
-        if self._fingerprint is not None:
-            self.ledger.add_fingerprint(attempt, time.time(), self._fingerprint)
-            self._fingerprint = None
+        """The launch went ahead: its config is what the next launch is compared with. The
+        trainer runs already, so a failing write is logged, never raised."""
+        fingerprint, self._fingerprint = self._fingerprint, None
+        if fingerprint is None:
+            return
+        try:
+            self.ledger.add_fingerprint(attempt, time.time(), fingerprint)
+        except Exception:
+            log.exception(
+                "error recording the config fingerprint; the next launch is compared with the last one kept"
+            )
 
     def kill_leftovers(self, last_marker: str | None) -> None:
         """SIGKILL every process of the last attempt still alive (marked by its marker)."""

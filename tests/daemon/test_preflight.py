@@ -9,13 +9,17 @@ import math
 import sqlite3
 import subprocess
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+import trainer_adapters
 from supervisor.config import load
-from supervisor.core import Event, Progress
+from supervisor.core import Event, Prepared, Progress
+from supervisor.daemon import drift
 from supervisor.daemon.loop import Daemon
+from supervisor.daemon.preflight import Preflight
 from supervisor.ledger import Ledger
 from supervisor.process import gpu
 from supervisor.signals.output_reader import metrics_progress
@@ -172,3 +176,59 @@ def test_applio_tensorboard_losses_become_readings_and_old_ones_are_skipped(tmp_
 
 def _progress(step: int, values: Sequence[tuple[str, float]]) -> Event:
     return metrics_progress(1, step, values)
+
+
+def preflight_for(tmp_path: Path) -> tuple[Preflight, Ledger, Path]:
+    watched = tmp_path / "conf.json"
+    watched.write_text('{"lr": 0.0002}')
+    path = tmp_path / "run.toml"
+    path.write_text(
+        f'[run]\ncommand = ["true"]\ncwd = "{tmp_path}"\nstate_dir = "{tmp_path / "state"}"\n\n'
+        f'[drift]\nfiles = ["{watched}"]\n'
+    )
+    config = load(path)
+    ledger = Ledger.open(config.state_dir)
+    probe = gpu.guard(gpu.probe_from("off", 5.0), 5.0)
+    return Preflight(config, trainer_adapters.get(config.adapter.name), ledger, probe), ledger, watched
+
+
+def test_a_drift_check_that_fails_keeps_the_last_fingerprint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    preflight, ledger, watched = preflight_for(tmp_path)
+    prepared = Prepared(1)
+    asyncio.run(preflight.check(prepared, None))
+    preflight.launched(1)
+    kept = ledger.last_fingerprint()
+    assert kept is not None
+    watched.write_text('{"lr": 0.002}')
+
+    def broken(before: object, now: object) -> list[str]:
+        raise RuntimeError("a bug in the comparison")
+
+    monkeypatch.setattr(drift, "changes", broken)
+    checked = asyncio.run(preflight.check(replace(prepared, attempt=2), None))
+    assert checked.config_change is None  # advice only: the launch goes ahead
+    preflight.launched(2)
+    assert ledger.last_fingerprint() == kept  # the unchecked config is not the new baseline
+    monkeypatch.undo()
+    checked = asyncio.run(preflight.check(replace(prepared, attempt=3), None))
+    assert checked.config_change is not None
+    assert "lr" in checked.config_change.summary
+    ledger.close()
+
+
+def test_a_fingerprint_that_cannot_be_written_after_the_launch_is_logged_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    preflight, ledger, _ = preflight_for(tmp_path)
+    asyncio.run(preflight.check(Prepared(1), None))
+
+    def locked(*args: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(ledger, "add_fingerprint", locked)
+    preflight.launched(1)  # the trainer runs already: nothing may be raised into the loop
+    monkeypatch.undo()
+    assert ledger.last_fingerprint() is None
+    ledger.close()
