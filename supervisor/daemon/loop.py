@@ -140,7 +140,7 @@ class Daemon:
         try:
             self.state, boot = self._restore()
             await self.vitals.start()
-            await self.telling.start(self.state)
+            await self.telling.start()
             await self._check_disk()
             self.housekeeping.start()
             if self._unfinished is None:
@@ -149,6 +149,7 @@ class Daemon:
                 await self.preflight.start()
             if self.guard is not None:
                 await self.guard.start()
+            self.telling.ready(self.state)
             self._queue.put_nowait(boot)
             while True:
                 event = await self._queue.get()

@@ -46,10 +46,14 @@ class Telling:
             self.exporter = MetricsServer(config.metrics.bind, config.metrics.port, self._metrics_text)
         self._watchdog: asyncio.TimerHandle | None = None
 
-    async def start(self, state: State) -> None:
+    async def start(self) -> None:
         await self.live.start()
         if self.exporter is not None:
             await self.exporter.start()
+
+    def ready(self, state: State) -> None:
+        """READY=1, once everything that can refuse the start (another supervisor watching
+        the checkpoint directory) has let it through; then the watchdog is fed."""
         self.notifier.ready(status_line(state))
         self._keep_watchdog_fed()
 

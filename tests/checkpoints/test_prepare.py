@@ -5,9 +5,11 @@ write, and a first save torn before any complete state existed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -231,10 +233,26 @@ def test_two_configs_on_one_checkpoint_directory_never_both_run(tmp_path: Path) 
         supervisor = subprocess.Popen([*CLI, "run", "-c", str(config_a)], stdout=out, stderr=out)
     try:
         wait_for(started.exists, 120, "the first trainer to start")
-        refused = run_cli("run", "-c", str(config_b))
+        # As systemd would start it: a refused start must not have said READY=1 first.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+            notify.bind(str(tmp_path / "notify.sock"))
+            notify.setblocking(False)
+            env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+            refused = subprocess.run(
+                [*CLI, "run", "-c", str(config_b)],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=scaled(180),
+            )
+            told = []
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    told.append(notify.recv(4096).decode())
         assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr
         assert "already watches the checkpoint directory" in refused.stderr
         assert f"pid {supervisor.pid}" in refused.stderr
+        assert not [m for m in told if "READY=1" in m], told
     finally:
         trigger.write_text("go")
         supervisor.terminate()
