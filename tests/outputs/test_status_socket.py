@@ -151,7 +151,7 @@ def test_a_failing_snapshot_is_logged_once_and_the_next_client_is_answered(
 def test_a_client_that_never_reads_is_cut_off_while_others_are_served(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(live, "WRITE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(status_socket, "WRITE_TIMEOUT_S", 0.2)
     huge = snapshot(restarts_by_cause={f"cause-{n}": n for n in range(100_000)})  # > the socket buffer
     path = str(tmp_path / live.SOCKET_NAME)
     got: list[int] = []
