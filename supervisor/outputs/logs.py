@@ -94,3 +94,18 @@ def configure(
 
 def bind(**values: Any) -> None:
     structlog.contextvars.bind_contextvars(**values)
+
+
+class FirstErrorLog:
+    """Logs the first error with its traceback, then only counts: something that keeps
+    failing (a client, a webhook) must not flood the journal."""
+
+    def __init__(self, what: str, logger: str = "supervisor") -> None:
+        self.what = what
+        self.logger = logger
+        self.count = 0
+
+    def exception(self) -> None:
+        self.count += 1
+        if self.count == 1:
+            structlog.get_logger(self.logger).exception(f"{self.what}; later errors are only counted")

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import structlog
 
 from supervisor.core import Cause, Phase
-from supervisor.outputs.status_socket import FirstErrorLog, Snapshot, close_server
+from supervisor.outputs.logs import FirstErrorLog
+from supervisor.outputs.status_socket import Snapshot, close_server
 
 log = structlog.get_logger("supervisor.metrics")
 
@@ -121,7 +122,7 @@ class MetricsServer:
         self.host = host
         self.port = port
         self.render = render
-        self.errors = FirstErrorLog("error while serving metrics")
+        self.errors = FirstErrorLog("error while serving metrics", "supervisor.live")
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.StreamWriter] = set()
 

@@ -10,6 +10,7 @@ import structlog
 from supervisor.core import Cause, RecordAttemptEnd
 from supervisor.ledger import Ledger
 from supervisor.ledger.text import readable
+from supervisor.outputs.logs import FirstErrorLog
 from supervisor.outputs.webhooks import Message, Notifications
 
 log = structlog.get_logger("supervisor")
@@ -43,7 +44,7 @@ class Reporter:
         self._attempt = attempt
         self.run_name = run_name
         self.webhooks = webhooks
-        self.webhook_failures = 0
+        self.webhook_errors = FirstErrorLog("a webhook message could not be queued")
 
     def report(
         self, kind: str, level: str, message: str, *, attempt: int | None = None, commit: bool = True
@@ -70,12 +71,9 @@ class Reporter:
 
     def _send(self, message: Message) -> None:
         """Hand a message to the webhooks; whatever goes wrong there stays there: the caller
-        (a decision, a preparation) goes on. The first failure is logged with its traceback,
-        later ones are only counted."""
+        (a decision, a preparation) goes on."""
         assert self.webhooks is not None
         try:
             self.webhooks.send(message)
         except Exception:
-            self.webhook_failures += 1
-            if self.webhook_failures == 1:
-                log.exception("a webhook message could not be queued; later failures are only counted")
+            self.webhook_errors.exception()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import structlog
 
+from supervisor.outputs.logs import FirstErrorLog
 from supervisor.outputs.status_fetch import SOCKET_NAME, unix_address
 
 log = structlog.get_logger("supervisor.live")
@@ -79,20 +80,6 @@ async def close_server(server: asyncio.AbstractServer, clients: set[asyncio.Stre
     await server.wait_closed()
 
 
-class FirstErrorLog:
-    """Logs the first error with its traceback, then only counts: a client that keeps
-    failing must not flood the journal."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.count = 0
-
-    def exception(self) -> None:
-        self.count += 1
-        if self.count == 1:
-            log.exception(f"{self.what}; later errors are only counted")
-
-
 class LiveStatusServer:
     """Serves `snapshot()` on `directory`/status.sock until stop()."""
 
@@ -101,7 +88,7 @@ class LiveStatusServer:
         self.snapshot = snapshot
         self.refused = 0
         self.dropped = 0  # connections cut short: the client went away, or never read
-        self.errors = FirstErrorLog("error while serving the live status")
+        self.errors = FirstErrorLog("error while serving the live status", "supervisor.live")
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.StreamWriter] = set()
         self._inode: int | None = None

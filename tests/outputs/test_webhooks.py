@@ -167,7 +167,7 @@ def test_a_webhook_that_cannot_even_be_queued_stays_out_of_the_callers_way(
     reporter.report("gave_up", "error", "giving up: first")
     reporter.report("gave_up", "error", "giving up: second")
     assert [(e.attempt, e.kind) for e in ledger.events()] == [(3, "gave_up"), (3, "gave_up")]
-    assert reporter.webhook_failures == 2
+    assert reporter.webhook_errors.count == 2
     out = capsys.readouterr().out
     assert out.count("a webhook message could not be queued") == 1  # then only counted
     ledger.close()
