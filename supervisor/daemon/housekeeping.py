@@ -28,6 +28,7 @@ from supervisor.config import Config
 log = structlog.get_logger("supervisor")
 
 GB = 1e9
+UNLIMITED = 2**31  # APScheduler's max_instances: overlap is kept out by _logged
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,10 @@ class Housekeeping:
         """Schedule the chores (call from inside the running event loop)."""
         if not self.chores:
             return
+        # One at a time is kept by `_logged` itself: APScheduler's own limit logs a warning
+        # at every overlap, and a chore outlasting its interval is normal on a busy machine.
         scheduler = AsyncIOScheduler(
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+            job_defaults={"coalesce": True, "max_instances": UNLIMITED, "misfire_grace_time": None}
         )
         for chore in self.chores:
             scheduler.add_job(_logged(chore), IntervalTrigger(seconds=chore.every_s), id=chore.name)
@@ -61,11 +64,29 @@ class Housekeeping:
 
 
 def _logged(chore: Chore) -> Callable[[], Awaitable[None]]:
+    """The chore, at most one run at a time (a run due while one is under way is skipped,
+    said once), and never raising."""
+    running = False
+    skipped = 0
+
     async def run() -> None:
+        nonlocal running, skipped
+        if running:
+            skipped += 1
+            if skipped == 1:
+                log.info(
+                    "housekeeping chore still running when due again; overlapping runs are skipped",
+                    chore=chore.name,
+                    every_s=chore.every_s,
+                )
+            return
+        running = True
         try:
             await chore.run()
         except Exception:
             log.exception("housekeeping chore failed; it runs again next time", chore=chore.name)
+        finally:
+            running = False
 
     run.__name__ = chore.name
     return run

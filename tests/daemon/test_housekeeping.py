@@ -4,8 +4,10 @@ disk-space watch that warns once per dip."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
+import pytest
 import structlog.testing
 
 from supervisor.daemon.housekeeping import (
@@ -65,8 +67,32 @@ def test_a_slow_chore_never_runs_twice_at_once() -> None:
         if runs >= 3:
             enough.set()
 
-    run_until(enough, [Chore("slow", 0.02, slow)])
+    with structlog.testing.capture_logs() as said:
+        run_until(enough, [Chore("slow", 0.02, slow)])
     assert most == 1
+    skips = [x for x in said if x["event"].startswith("housekeeping chore still running")]
+    assert [x["chore"] for x in skips] == ["slow"], "an overlap is said once, not at every tick"
+
+
+def test_an_overlap_is_no_warning_from_the_scheduler(caplog: pytest.LogCaptureFixture) -> None:
+    """A chore outlasting its interval (a loaded machine, a slow disk) is normal: APScheduler's
+    'maximum number of running instances reached' warning at every tick must not reach the log."""
+    runs = 0
+    enough = asyncio.Event()
+
+    async def slow() -> None:
+        nonlocal runs
+        await asyncio.sleep(0.1)
+        runs += 1
+        if runs >= 2:
+            enough.set()
+
+    with caplog.at_level(logging.INFO, logger="apscheduler"):
+        run_until(enough, [Chore("slow", 0.02, slow)])
+    assert [
+        r for r in caplog.records if r.name.startswith("apscheduler") and r.levelno >= logging.WARNING
+    ] == []
+    assert any(r.name.startswith("apscheduler") for r in caplog.records), "the capture sees the scheduler"
 
 
 def test_no_chores_no_scheduler() -> None:
