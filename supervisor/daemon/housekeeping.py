@@ -65,7 +65,7 @@ class Housekeeping:
 
 def _logged(chore: Chore) -> Callable[[], Awaitable[None]]:
     """The chore, at most one run at a time (a run due while one is under way is skipped,
-    said once), and never raising."""
+    said once), and never raising, not even when the shutdown cancels it."""
     running = False
     skipped = 0
 
@@ -83,6 +83,10 @@ def _logged(chore: Chore) -> Callable[[], Awaitable[None]]:
         running = True
         try:
             await chore.run()
+        except asyncio.CancelledError:
+            # Only the scheduler's shutdown cancels a chore: the end of the run, not an
+            # error (APScheduler would log one, with a traceback).
+            log.debug("housekeeping chore cut short by the shutdown", chore=chore.name)
         except Exception:
             log.exception("housekeeping chore failed; it runs again next time", chore=chore.name)
         finally:

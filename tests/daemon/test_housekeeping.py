@@ -95,6 +95,36 @@ def test_an_overlap_is_no_warning_from_the_scheduler(caplog: pytest.LogCaptureFi
     assert any(r.name.startswith("apscheduler") for r in caplog.records), "the capture sees the scheduler"
 
 
+def test_a_chore_under_way_at_the_stop_is_no_error(caplog: pytest.LogCaptureFixture) -> None:
+    """The stop cancels a chore in flight (a disk check on a slow share, a status line on a
+    loaded machine): that is the end of the run, not an "Error running job" with a traceback."""
+    started = asyncio.Event()
+    cancelled = []
+
+    async def endless() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def main() -> None:
+        housekeeping = Housekeeping([Chore("endless", 0.02, endless)])
+        housekeeping.start()
+        try:
+            await asyncio.wait_for(started.wait(), scaled(20))
+        finally:
+            housekeeping.stop()
+        for _ in range(10):
+            await asyncio.sleep(0)  # the cancelled chore and its done-callback run
+
+    with caplog.at_level(logging.DEBUG, logger="apscheduler"):
+        asyncio.run(main())
+    assert cancelled == [True], "the chore was in flight and the stop cancelled it"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 def test_no_chores_no_scheduler() -> None:
     housekeeping = Housekeeping([])
     housekeeping.start()  # outside a loop: nothing to schedule, nothing started
