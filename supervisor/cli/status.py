@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from supervisor.config import Config
+from supervisor.config.run_place import RunPlace
 from supervisor.ledger import AttemptRow, Ledger, RunRow
 from supervisor.outputs.status_fetch import LiveUnavailable, fetch
 from supervisor.process.lock import LOCK_FILE, holder_pid
@@ -38,22 +38,22 @@ FROM_LIVE = {
 }
 
 
-def report(config: Config, live_timeout_s: float = LIVE_TIMEOUT_S) -> dict[str, Any]:
-    pid = holder_pid(config.state_dir / LOCK_FILE)
+def report(place: RunPlace, live_timeout_s: float = LIVE_TIMEOUT_S) -> dict[str, Any]:
+    pid = holder_pid(place.state_dir / LOCK_FILE)
     live, live_note = None, None
     if pid is not None:
         try:
-            live = fetch(config.state_dir, live_timeout_s)
+            live = fetch(place.state_dir, live_timeout_s)
         except LiveUnavailable as exc:
             live_note = (
                 f"live status unavailable: {exc}; numbers from the ledger (progress times lag up to 5s)"
             )
     started_at = _process_started_at(pid) if pid is not None else None
     base: dict[str, Any] = {
-        "run": config.name,
-        "config": str(config.path),
-        "state_dir": str(config.state_dir),
-        "trainer_log": str(config.trainer_log),
+        "run": place.name,
+        "config": str(place.path),
+        "state_dir": str(place.state_dir),
+        "trainer_log": str(place.trainer_log),
         "supervisor_running": pid is not None,
         "supervisor_pid": pid or None,
         "supervisor_started_at": _iso(started_at),
@@ -61,14 +61,14 @@ def report(config: Config, live_timeout_s: float = LIVE_TIMEOUT_S) -> dict[str, 
         "source": "ledger",
         "live_note": live_note,
     }
-    ledger = Ledger.open_readonly(config.state_dir)
+    ledger = Ledger.open_readonly(place.state_dir)
     if ledger is None:
         return _not_started(base)
     try:
         run = ledger.run()
         if run is None:
             return _not_started(base)
-        data = {**base, **_from_ledger(config, ledger, run)}
+        data = {**base, **_from_ledger(place, ledger, run)}
         if live is not None:
             data = _with_live(data, live)
         data["last_verified_at"] = _verified_at(ledger, data["last_verified_step"])
@@ -93,7 +93,7 @@ def _not_started(base: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _from_ledger(config: Config, ledger: Ledger, run: RunRow) -> dict[str, Any]:
+def _from_ledger(place: RunPlace, ledger: Ledger, run: RunRow) -> dict[str, Any]:
     now = time.time()
     relaunch_in = max(0.0, run.relaunch_at - now) if run.relaunch_at is not None else None
     return {
@@ -109,7 +109,7 @@ def _from_ledger(config: Config, ledger: Ledger, run: RunRow) -> dict[str, Any]:
         "next_backoff_s": run.next_delay_s,
         "backoff_level": run.backoff_level,
         "attempts_without_progress": run.without_progress,
-        "max_attempts_without_progress": config.restart.max_attempts_without_progress,
+        "max_attempts_without_progress": place.max_attempts_without_progress,
         "last_verified_step": run.best_step,
         "last_progress_age_s": round(now - run.last_progress_at, 1) if run.last_progress_at else None,
         "last_progress_sign": None,

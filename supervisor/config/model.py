@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
 import signal
 from pathlib import Path
 from typing import Annotated, Literal
@@ -20,10 +19,9 @@ from pydantic import (
 )
 
 import trainer_adapters
+from supervisor.config.run_place import DEFAULT_MAX_ATTEMPTS_WITHOUT_PROGRESS, RUN_NAME, trainer_log_in
 from supervisor.core.health import Remedy
 from trainer_adapters.base import AdapterOptions
-
-RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def _number(value: object) -> object:
@@ -73,7 +71,7 @@ class RestartSection(Section):
     jitter: Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)] = 0.2
     # > 0: with 0 every attempt would count as progress and a crash loop would never end.
     stable_after_s: Annotated[float, BeforeValidator(_number), Field(gt=0)] = 300.0
-    max_attempts_without_progress: Annotated[Count, Field(ge=1)] = 5
+    max_attempts_without_progress: Annotated[Count, Field(ge=1)] = DEFAULT_MAX_ATTEMPTS_WITHOUT_PROGRESS
 
     @model_validator(mode="after")
     def _max_not_below_initial(self) -> RestartSection:
@@ -315,7 +313,7 @@ class Config(Section):
     @property
     def trainer_log(self) -> Path:
         """Where the trainer's stdout and stderr go (rotated beside it)."""
-        return self.state_dir / "logs" / "trainer.log"
+        return trainer_log_in(self.state_dir)
 
 
 def nan_tolerance(config: Config) -> int:

@@ -1,6 +1,6 @@
 """What the commands import: `--help` loads click and the command modules, not the rest;
 `config check` loads the config's own adapter only, and nothing that logs or runs things
-(nor the core's decisions); `status` reads the ledger without logging or serving;
+(nor the core's decisions); `status` reads the ledger without logging, serving or the config's model;
 `verify`'s validator worker loads torch and the checks, not the client side. Each command
 imports what it needs when it runs."""
 
@@ -76,7 +76,17 @@ def test_status_reads_the_ledger_without_logging_or_serving(tmp_path: Path) -> N
         [sys.executable, "-m", "supervisor.cli", "run", "-c", str(config)], capture_output=True, text=True
     )
     assert ran.returncode == 0, ran.stderr
-    among = ("structlog", "asyncio", "watchdog", "apscheduler", "torch", "rich", "supervisor.core.decisions")
+    among = (
+        "structlog",
+        "asyncio",
+        "watchdog",
+        "apscheduler",
+        "torch",
+        "rich",
+        "pydantic",  # the run's name and state_dir are read without the model
+        "trainer_adapters",
+        "supervisor.core.decisions",
+    )
     output, modules = imported("status", "--json", "-c", str(config), among=among)
     assert json.loads(output)["state"] == "completed"
     assert modules == []

@@ -18,11 +18,14 @@ def status(config_path: Path, as_json: bool) -> None:
     import json
 
     from supervisor.cli.status import render, report
+    from supervisor.config.run_place import RunPlace, locate
     from supervisor.ledger import LedgerError
 
-    config = load_config(config_path, for_launch=False)
+    # The run's name and state_dir, read without the model; a config where these are
+    # not plainly valid is loaded in full, which names the problem.
+    place = locate(config_path) or RunPlace.of(load_config(config_path, for_launch=False))
     try:
-        data = report(config)
+        data = report(place)
     except LedgerError as exc:
         fail(str(exc), 1)
     if as_json:

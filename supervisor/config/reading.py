@@ -17,7 +17,8 @@ from pydantic import (
 )
 
 import trainer_adapters
-from supervisor.config.model import RUN_NAME, Config
+from supervisor.config.model import Config
+from supervisor.config.run_place import RUN_NAME, absolute, config_path, run_name, state_dir_of
 from supervisor.config.trust import others_can_write
 from trainer_adapters.rules import arg_problems
 
@@ -51,20 +52,20 @@ def load(
     root and `runs_as` (who will run the command; default: us) could have written it.
     `acting`: only that last check, for a command that acts on the config's word without
     launching (`plan` moves files and asks the trainer's interpreter for its packages)."""
-    config_path = Path(path).expanduser().absolute()
-    raw = _read_toml(config_path)
+    where = config_path(path)
+    raw = _read_toml(where)
     try:
-        config = _validate(config_path, raw)
+        config = _validate(where, raw)
     except ValidationError as exc:
-        raise ConfigError(config_path, _describe(exc)) from None
+        raise ConfigError(where, _describe(exc)) from None
     config = _resolve(config)
     problems = _check_adapter(config)
     if for_launch or acting:
-        problems += _check_trusted(config_path, runs_as)
+        problems += _check_trusted(where, runs_as)
     if for_launch:
         problems += _check_paths(config) + _check_command(config) + _check_webhooks(config)
     if problems:
-        raise ConfigError(config_path, problems)
+        raise ConfigError(where, problems)
     return config
 
 
@@ -173,38 +174,24 @@ def _dotted(loc: tuple[str | int, ...]) -> str:
 def _resolve(config: Config) -> Config:
     base = config.path.parent
     run = config.run
-    name = run.name or config.path.stem
+    name = run_name(run.name, config.path)
     if not RUN_NAME.match(name):
         raise ConfigError(
             config.path, [f"run.name: the file name {name!r} is not a usable run name; set run.name"]
         )
-    cwd = _absolute(run.cwd, base) if run.cwd is not None else base
-    state_dir = _absolute(run.state_dir, base) if run.state_dir is not None else default_state_dir(name)
+    cwd = absolute(run.cwd, base) if run.cwd is not None else base
+    state_dir = state_dir_of(run.state_dir, config.path, name)
     checkpoint_dir = config.adapter.checkpoint_dir
     adapter = config.adapter.model_copy(
-        update={"checkpoint_dir": _absolute(checkpoint_dir, cwd) if checkpoint_dir is not None else None}
+        update={"checkpoint_dir": absolute(checkpoint_dir, cwd) if checkpoint_dir is not None else None}
     )
     run = run.model_copy(update={"name": name, "cwd": cwd, "state_dir": state_dir})
     oom, drift = config.oom, config.drift
     if oom.memory_events is not None:
-        oom = oom.model_copy(update={"memory_events": _absolute(oom.memory_events, base)})
+        oom = oom.model_copy(update={"memory_events": absolute(oom.memory_events, base)})
     if drift.files is not None:
-        drift = drift.model_copy(update={"files": [_absolute(f, cwd) for f in drift.files]})
+        drift = drift.model_copy(update={"files": [absolute(f, cwd) for f in drift.files]})
     return config.model_copy(update={"run": run, "adapter": adapter, "oom": oom, "drift": drift})
-
-
-def _absolute(path: Path, base: Path) -> Path:
-    """Absolute and without `..` (as the watcher reports paths), symlinks left as they are."""
-    return Path(os.path.abspath(base / path.expanduser()))
-
-
-def default_state_dir(name: str) -> Path:
-    """systemd's $STATE_DIRECTORY when set, else $XDG_STATE_HOME (~/.local/state)."""
-    systemd_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    if systemd_dir:
-        return Path(systemd_dir) / name
-    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(xdg) / "train-supervisor" / name
 
 
 def _check_adapter(config: Config) -> list[str]:
@@ -264,7 +251,7 @@ def _check_paths(config: Config) -> list[str]:
         return [f"run.cwd: not a directory: {config.cwd}"]
     program = config.run.command[0]
     if "/" in program:
-        resolved = _absolute(Path(program), config.cwd)
+        resolved = absolute(Path(program), config.cwd)
         if not (resolved.is_file() and os.access(resolved, os.X_OK)):
             return [f"run.command[0]: not an executable file: {resolved}"]
         return []
