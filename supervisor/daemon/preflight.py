@@ -57,11 +57,13 @@ class Preflight:
         except Exception:
             self._fingerprint = None  # unchecked: it must not become what the next launch is compared with
             log.exception("error in the config drift check; launching without it")
-        held = None
+        held, leftover = None, set[int]()
         try:
             if last_marker is not None:
-                held = await self._wait_gpu(last_marker)
-            self._gpu_baseline = await gpu.gpu_pids(self.probe)
+                held, leftover = await self._wait_gpu(last_marker)
+            # What still holds the GPU of the last attempt is ours (the core has it killed),
+            # not someone else's job: the next wait must wait for it too.
+            self._gpu_baseline = await gpu.gpu_pids(self.probe) - leftover
         except Exception:
             log.exception("error while waiting for the GPU; launching anyway")
         return replace(prepared, config_change=change, gpu_held=held)
@@ -114,9 +116,9 @@ class Preflight:
 
     # --- GPU ------------------------------------------------------------------------------
 
-    async def _wait_gpu(self, last_marker: str) -> str | None:
+    async def _wait_gpu(self, last_marker: str) -> tuple[str | None, set[int]]:
         """None once the last attempt's processes are off the GPU; else, past the
-        timeout, how they still hold it."""
+        timeout, how they still hold it, and their pids."""
         marked: tuple[float, set[int]] = (-1.0, set())
 
         def is_ours(pid: int) -> bool:
@@ -137,5 +139,5 @@ class Preflight:
         if result.released:
             if result.waited_s >= gpu_settings.poll_s:
                 log.info("the last attempt's GPU memory is released", waited_s=round(result.waited_s, 1))
-            return None
-        return result.describe()
+            return None, set()
+        return result.describe(), set(result.leftover_pids)

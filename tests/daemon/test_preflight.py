@@ -118,6 +118,21 @@ def test_past_its_timeout_the_wait_gives_up_and_relaunches_anyway(tmp_path: Path
     assert message.endswith("relaunching anyway")
 
 
+def test_what_outlived_a_wait_is_waited_for_again_not_taken_for_another_users_job(tmp_path: Path) -> None:
+    """Attempt 1's dead trainer stays listed (the driver never frees it). The wait before
+    attempt 2 times out on it; the wait before attempt 3 must still count it as ours, not
+    as a process that was on the GPU before the launch."""
+    probe = LingeringGpu(polls=10**9, foreign_pid=1)
+    counter = tmp_path / "starts"
+    code = run_daemon(config_file(tmp_path, behave("crash-until", str(counter), "3"), 0.3), probe)
+    assert code == 0
+    first, second = list(probe.dead)[:2]
+    before_2, before_3 = events(tmp_path, "gpu_not_released")
+    assert f"pid {first} " in before_2
+    assert f"pid {first} " in before_3
+    assert f"pid {second} " in before_3
+
+
 def _read(path: Path) -> str | None:
     try:
         return path.read_text().strip() or None
