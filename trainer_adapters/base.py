@@ -31,7 +31,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from supervisor.core.events import Said as Said  # the adapters name what a line says
+from supervisor.core.said import Said as Said  # the adapters name what a line says
 
 
 class AdapterOptions(BaseModel):

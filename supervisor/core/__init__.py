@@ -43,12 +43,12 @@ if TYPE_CHECKING:
         PrepareFailed,
         Progress,
         Reclaimed,
-        Said,
         StopRequested,
         TimerFired,
         TrainerSaid,
     )
     from supervisor.core.phases import EXIT_GAVE_UP, EXIT_OK, Cause, Phase, Timer
+    from supervisor.core.said import Said
     from supervisor.core.state import Policy, State
 
 # Where each public name lives (a module of this package).
@@ -79,7 +79,7 @@ _HOME = {
     "Prepared": "events",
     "Progress": "events",
     "Reclaimed": "events",
-    "Said": "events",
+    "Said": "said",
     "StopRequested": "events",
     "TimerFired": "events",
     "TrainerSaid": "events",

@@ -60,7 +60,7 @@ def test_config_check_imports_its_adapter_only_and_nothing_that_logs_or_runs(tmp
         f'state_dir = "{tmp_path / "state"}"\n\n'
         f'[adapter]\nname = "vits"\ncheckpoint_dir = "logs/ljs"\n'
     )
-    among = (*HEAVY, *ADAPTER_MODULES, "supervisor.core.decisions")
+    among = (*HEAVY, *ADAPTER_MODULES, "supervisor.core.decisions", "supervisor.core.events")
     output, modules = imported("config", "check", "-c", str(config), among=among)
     assert 'name = "vits"' in output
     assert modules == ["pydantic", "trainer_adapters", "trainer_adapters.vits"]

@@ -35,12 +35,24 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
 def test_importing_the_events_loads_neither_the_decisions_nor_the_state() -> None:
     code = (
         "import sys\n"
-        "from supervisor.core.events import Said\n"
+        "from supervisor.core.events import Exited\n"
         "print(sorted(m for m in sys.modules if m.startswith('supervisor.core')))\n"
         "from supervisor.core import decide\n"
         "print('supervisor.core.decisions' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     first, then = result.stdout.splitlines()
-    assert first == str(["supervisor.core", "supervisor.core.events", "supervisor.core.phases"])
+    assert first == str(
+        ["supervisor.core", "supervisor.core.events", "supervisor.core.phases", "supervisor.core.said"]
+    )
     assert then == "True"
+
+
+def test_an_adapter_loads_the_words_of_its_line_rules_not_the_events() -> None:
+    code = (
+        "import sys\n"
+        "import trainer_adapters.base\n"
+        "print(sorted(m for m in sys.modules if m.startswith('supervisor.core')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == str(["supervisor.core", "supervisor.core.said"])
