@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from supervisor.cli.plain_text import BOLD, RED, styled, table, visible, width
 from supervisor.config.run_place import RunPlace
 from supervisor.ledger import AttemptRow, Ledger, RunRow
 from supervisor.outputs.status_fetch import LiveUnavailable, fetch
@@ -209,37 +210,44 @@ def _iso(ts: float | None) -> str | None:
 
 
 def render(data: dict[str, Any]) -> None:
-    """Print the report for a person (rich is imported here only: the daemon never needs it)."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = Console(highlight=False)
-    summary = Table.grid(padding=(0, 2))
-    for name, value in _summary(data):
-        summary.add_row(name, escape(value) if name != "state" else value)
-    console.print(summary)
-    for problem in data.get("problems", []):
-        console.print(f"[bold red]PROBLEM[/] {escape(problem)}")
+    """Print the report for a person: plain text, the trainer's words made printable."""
+    summary = _summary(data)
+    pad = max(len(name) for name, _ in summary) + 2
+    lines = [f"{name:<{pad}}{_shown(name, visible(value))}" for name, value in summary]
+    lines += [f"{styled('PROBLEM', BOLD, RED)} {visible(problem)}" for problem in data.get("problems", [])]
     if data["attempts"]:
-        table = Table(title="attempts", title_justify="left")
-        for column in ("#", "started", "ran", "cause", "exit", "detail"):
-            table.add_column(column, overflow="fold")
-        for a in data["attempts"]:
-            started = (a["started_at"] or "")[11:19]
-            cause = a["cause"] or ("running" if data["supervisor_running"] else "unknown")
-            detail = escape(a["detail"] or "")  # the trainer's own words: never markup
-            table.add_row(str(a["n"]), started, f"{a['ran_s']:.1f}s", cause, a["exit"] or "", detail)
-        console.print(table)
+        header = ("#", "started", "ran", "cause", "exit", "detail")
+        body = [
+            (
+                str(a["n"]),
+                (a["started_at"] or "")[11:19],
+                f"{a['ran_s']:.1f}s",
+                a["cause"] or ("running" if data["supervisor_running"] else "unknown"),
+                visible(a["exit"] or ""),
+                visible(a["detail"] or ""),
+            )
+            for a in data["attempts"]
+        ]
+        lines += ["", styled("attempts", BOLD), *table(header, body, width())]
     if data["events"]:
-        console.print("[bold]recent events[/]")
-        for e in data["events"]:
-            console.print(f"  {(e['at'] or '')[11:19]}  #{e['attempt']:<3} {escape(e['message'])}")
+        lines += ["", styled("recent events", BOLD)]
+        lines += [
+            f"  {(e['at'] or '')[11:19]}  #{e['attempt']:<3} {visible(e['message'])}" for e in data["events"]
+        ]
+    print("\n".join(lines))
+
+
+def _shown(name: str, value: str) -> str:
+    """The state's name in bold (on a terminal that wants it)."""
+    if name != "state":
+        return value
+    state, _, rest = value.partition(" ")
+    return f"{styled(state, BOLD)} {rest}"
 
 
 def _summary(data: dict[str, Any]) -> list[tuple[str, str]]:
-    """(name, value) rows of the summary table; only "state" holds rich markup."""
-    rows = [("run", data["run"]), ("state", f"[bold]{data['state']}[/]   supervisor {_supervisor(data)}")]
+    """(name, value) rows of the summary."""
+    rows = [("run", data["run"]), ("state", f"{data['state']}   supervisor {_supervisor(data)}")]
     if data["live_note"]:
         rows.append(("note", data["live_note"]))
     if data["state"] == "not_started":

@@ -26,7 +26,7 @@ from tests.support.stalling_worker import noted, stalling_env
 from tests.support.twins import TRAINERS
 
 CLI = [sys.executable, "-m", "supervisor.cli"]
-WIDE = {**os.environ, "COLUMNS": "400"}  # rich wraps table cells to the terminal's width
+WIDE = {**os.environ, "COLUMNS": "400"}  # status folds the detail column to the terminal's width
 FAST = {"backoff_initial_s": 0.05, "backoff_max_s": 0.2, "jitter": 0.1, "stable_after_s": 60}
 
 
