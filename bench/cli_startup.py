@@ -2,6 +2,8 @@
 and `status` against a bare `python -c pass` (medians of --runs runs each, interleaved), and
 `verify` of one small checkpoint against a bare `python -c "import torch"` (medians of
 --torch-runs, interleaved), since the validator worker's torch import is verify's floor.
+Beside them, for reading `config check`'s figure: the floor of any command that validates
+with pydantic (click, pydantic and one trivial model).
 
 `status` reads the ledger of a run that completed (the bench runs it once first: a trainer
 that exits 0 at once). `verify` judges a 1 KB torch checkpoint with `--adapter generic`.
@@ -33,6 +35,10 @@ command = ["{python}", "-c", "pass"]
 cwd = "{cwd}"
 state_dir = "{cwd}/state"
 """
+# What any command that validates with pydantic pays before a model of ours: click, pydantic,
+# and its first model (its schema machinery and plugin loader load then). Printed beside
+# `config check` as its floor, not a claim.
+PYDANTIC_FLOOR = "import click, pydantic\nclass Model(pydantic.BaseModel):\n    x: int\nModel(x=1)\n"
 WRITE_CHECKPOINT = (
     "import sys, torch; torch.save({'model': {'w': torch.zeros(16)}, 'step': 100}, sys.argv[1])"
 )
@@ -84,6 +90,7 @@ def main() -> int:
             {
                 "python -c pass": [python, "-c", "pass"],
                 "--help": [*cli, "--help"],
+                "click + pydantic floor": [python, "-c", PYDANTIC_FLOOR],
                 "config check": [*cli, "config", "check", "-c", str(config)],
                 "status": [*cli, "status", "-c", str(config)],
                 "status --json": [*cli, "status", "--json", "-c", str(config)],
