@@ -28,6 +28,7 @@ from supervisor.daemon.attempts import launch_command, watch_exit
 from supervisor.daemon.boot import Leftovers, restored
 from supervisor.daemon.from_config import policy_for
 from supervisor.daemon.housekeeping import DaemonChores, Housekeeping
+from supervisor.daemon.overrun import StopOverrun, stop_edges
 from supervisor.daemon.preflight import Preflight
 from supervisor.daemon.status_view import snapshot_of
 from supervisor.daemon.telling import Telling
@@ -128,6 +129,7 @@ class Daemon:
             retain=guard.retain if guard is not None else None,
         )
         self.housekeeping = Housekeeping(self.chores.chores())
+        self.overrun = StopOverrun()
 
     # --- main loop ------------------------------------------------------------------
 
@@ -166,16 +168,18 @@ class Daemon:
             for handle in self._timers:
                 handle.cancel()
             self.housekeeping.stop()
-            if self.guard is not None:
-                await self.guard.stop()
-            await self.vitals.stop()
-            await self.telling.stop()
+            self.overrun.arm(0.0)  # the teardown too: each part bounded, and said if it overruns
+            guard = [("checkpoint watcher", self.guard.stop)] if self.guard is not None else []
+            await stop_edges([*guard, ("progress sources", self.vitals.stop), ("outputs", self.telling.stop)])
+            self.overrun.disarm()
             self.trainer_log.close()
 
     def _step(self, event: core.Event) -> int | None:
         assert self._loop is not None
         now = self._loop.time()
         self.state, actions = core.decide(self.state, event, now, self.policy)
+        if self.state.phase is core.Phase.STOPPING:
+            self.overrun.arm(self.config.stop.grace_s)
         exit_code = None
         for action in actions:
             if isinstance(action, core.Finish):
