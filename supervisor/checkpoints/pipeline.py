@@ -104,11 +104,14 @@ class CheckpointGuard:
     async def stop(self) -> None:
         if self._verifying is not None:
             self._verifying.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._verifying
-        await self.watcher.stop()
-        await self.book.validator.close()
-        self.preparation.stop()
+            # Not `await` under suppress(CancelledError): that would also swallow the
+            # cancellation of this stop itself (the daemon bounds each edge's stop).
+            await asyncio.wait({self._verifying})
+        try:
+            await self.watcher.stop()
+        finally:
+            await self.book.validator.close()  # its worker, whatever the watcher did
+            self.preparation.stop()
 
     # --- housekeeping chores ---------------------------------------------------------
 

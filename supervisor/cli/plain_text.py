@@ -10,17 +10,26 @@ import re
 import shutil
 import sys
 import textwrap
+import unicodedata
 from collections.abc import Sequence
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+INVISIBLE = ("Cf", "Zl", "Zp")  # format characters (bidi, zero-width), line/paragraph separators
 BOLD, RED, RESET = "\x1b[1m", "\x1b[31m", "\x1b[0m"
 MIN_LAST_COLUMN = 20
 
 
 def visible(text: str) -> str:
     """`text` with its control characters (escape sequences, carriage returns, tabs,
-    newlines) written as `\\xNN`: one line that prints as it reads."""
-    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text.replace("\n", "\\n"))
+    newlines) written as `\\xNN`, and the invisible ones that reorder or hide text (bidi
+    overrides, zero-width characters, line separators) as `\\uNNNN`: one line that
+    prints as it reads."""
+    shown = CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text.replace("\n", "\\n"))
+    return "".join(_shown(c) for c in shown) if not shown.isascii() else shown
+
+
+def _shown(char: str) -> str:
+    return f"\\u{ord(char):04x}" if unicodedata.category(char) in INVISIBLE else char
 
 
 def colour() -> bool:

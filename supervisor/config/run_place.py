@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from supervisor.config.model import Config
 
-RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: "$" would let a newline end it
 DEFAULT_MAX_ATTEMPTS_WITHOUT_PROGRESS = 5
 
 
@@ -75,6 +75,8 @@ def locate(path: str | os.PathLike[str]) -> RunPlace | None:
     these keys are not plainly valid (a missing or unreadable file, a TOML error, a wrong
     type): the caller then loads the config in full, which names the problem."""
     where = config_path(path)
+    if not where.is_file():
+        return None  # missing, a directory, a pipe: the full load says which
     try:
         with where.open("rb") as fh:
             raw = tomllib.load(fh)

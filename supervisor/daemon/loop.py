@@ -169,17 +169,19 @@ class Daemon:
                 handle.cancel()
             self.housekeeping.stop()
             self.overrun.arm(0.0)  # the teardown too: each part bounded, and said if it overruns
-            guard = [("checkpoint watcher", self.guard.stop)] if self.guard is not None else []
-            await stop_edges([*guard, ("progress sources", self.vitals.stop), ("outputs", self.telling.stop)])
-            self.overrun.disarm()
-            self.trainer_log.close()
+            edges = [("progress sources", self.vitals.stop), ("outputs", self.telling.stop)]
+            try:
+                await stop_edges([("checkpoint watcher", self.guard.stop), *edges] if self.guard else edges)
+            finally:
+                self.overrun.disarm()
+                self.trainer_log.close()
 
     def _step(self, event: core.Event) -> int | None:
         assert self._loop is not None
         now = self._loop.time()
         self.state, actions = core.decide(self.state, event, now, self.policy)
-        if self.state.phase is core.Phase.STOPPING:
-            self.overrun.arm(self.config.stop.grace_s)
+        if self.state.phase is core.Phase.STOPPING and self.trainer and self.trainer.exited_at is None:
+            self.overrun.arm(self.config.stop.grace_s)  # (a stop while preparing waits for that first)
         exit_code = None
         for action in actions:
             if isinstance(action, core.Finish):
@@ -282,9 +284,8 @@ class Daemon:
         self._queue.put_nowait(prepared)
 
     def _save(self, now: float) -> None:
-        """Keep the state in the ledger. Signs of progress arrive many times a second:
-        they change only the detectors' view, which is written at most every
-        PROGRESS_SAVE_S (what must survive a crash is in the rest of the state)."""
+        """Keep the state in the ledger. Signs of progress (many a second) change only the
+        detectors' view, written at most every PROGRESS_SAVE_S (the rest must survive a crash)."""
         state = self.state
         durable = replace(state, watch=Watch(), carry=replace(state.carry, longest_gap_s=None))
         if durable == self._saved and now - self._saved_at < PROGRESS_SAVE_S:

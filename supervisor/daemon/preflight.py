@@ -42,6 +42,7 @@ class Preflight:
         self.ledger = ledger
         self.probe = probe
         self._gpu_baseline: set[int] = set()
+        self._kept_out: set[int] = set()  # leftovers once kept out of a baseline
         self._fingerprint: str | None = None  # of this launch's config, kept once it launches
 
     async def start(self) -> None:
@@ -61,9 +62,13 @@ class Preflight:
         try:
             if last_marker is not None:
                 held, leftover = await self._wait_gpu(last_marker)
-            # What still holds the GPU of the last attempt is ours (the core has it killed),
-            # not someone else's job: the next wait must wait for it too.
-            self._gpu_baseline = await gpu.gpu_pids(self.probe) - leftover
+            # What still held the GPU for the last attempt is ours (the core has it killed),
+            # not someone else's job: the next wait waits for it too, but once only: in a
+            # pid namespace of its own another user's job looks exited (see gpu.py), and
+            # must not cost every later relaunch the whole timeout.
+            once = leftover - self._kept_out
+            self._kept_out |= once
+            self._gpu_baseline = await gpu.gpu_pids(self.probe) - once
         except Exception:
             log.exception("error while waiting for the GPU; launching anyway")
         return replace(prepared, config_change=change, gpu_held=held)

@@ -14,8 +14,9 @@ marked sick and never called again in this process, so at most one thread can ha
 
 The driver reports pids of the host's pid namespace. In a container with its own, they
 do not match /proc: everything listed looks exited, so only the baseline (the pids
-listed before our launch) keeps other jobs out, and one started since holds a
-relaunch up until the timeout.
+listed before our launch) keeps other jobs out, and one started since holds up a
+relaunch until the timeout, at most twice (a leftover that outlived a wait is waited for
+once more: it may be the last attempt's own).
 
 nvidia-ml-py (`pip install 'train-supervisor[gpu]'`, import name `pynvml`) is optional
 and imported only when a probe is made; without it, or without a driver, `auto` gives

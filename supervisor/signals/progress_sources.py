@@ -95,8 +95,7 @@ class MetricsPoller:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task})  # (never swallows a cancellation of this stop)
 
     async def _run(self) -> None:
         # What earlier attempts logged is history (and a long run's file takes seconds

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import unicodedata
 from collections.abc import Iterator
 
 import pytest
@@ -23,11 +24,14 @@ from supervisor.cli.plain_text import BOLD, RESET, styled, table, visible
         "two\nlines",
         "tab\there",
         "\x00\x7f",
+        "abc\u202edcba",  # right-to-left override: the rest reads backwards
+        "a\u200bb\u2066c",  # zero-width space, a bidi isolate
+        "line\u2028separator",
     ],
 )
-def test_no_control_character_reaches_the_terminal(hostile: str) -> None:
+def test_no_control_or_invisible_character_reaches_the_terminal(hostile: str) -> None:
     shown = visible(f"said: {hostile}")
-    assert not [c for c in shown if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F]
+    assert not [c for c in shown if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
     assert shown.startswith("said: ")
 
 

@@ -20,7 +20,7 @@ from supervisor.config import ConfigError, RunPlace, load, locate
 ABSENT = object()  # the key is not in the file
 NAMES = st.one_of(
     st.just(ABSENT),
-    st.sampled_from(["ljs", "a.b-c_d", "x" * 64, "x" * 65, "", "-bad", "has space", "ünï", "a/b"]),
+    st.sampled_from(["ljs", "a.b-c_d", "x" * 64, "x" * 65, "", "-bad", "has space", "ünï", "a/b", "abc\n"]),
     st.integers(),
     st.booleans(),
 )
@@ -31,7 +31,7 @@ STATE_DIRS = st.one_of(
     st.lists(st.just("x"), max_size=1),
 )
 LIMITS = st.one_of(st.just(ABSENT), st.integers(-2, 9), st.booleans(), st.just(5.0), st.just("5"))
-STEMS = st.sampled_from(["run", "my-model.v2", ".hidden", "two words", "x" * 70])
+STEMS = st.sampled_from(["run", "my-model.v2", ".hidden", "two words", "x" * 70, "ends\n"])
 ENVIRONMENTS = st.sampled_from(
     [
         {},
@@ -129,3 +129,12 @@ def test_status_reads_the_run_of_a_config_broken_elsewhere(tmp_path: Path) -> No
         check=True,
     )
     assert json.loads(result.stdout)["state"] == "not_started"
+
+
+def test_a_name_ending_in_a_newline_is_no_run_name(tmp_path: Path) -> None:
+    """`$` in a pattern also matches before a final newline: the state directory's name
+    would have ended in one."""
+    path = tmp_path / "run.toml"
+    path.write_text(config_text("abc\n", ABSENT, ABSENT, False))
+    assert locate(path) is None
+    assert fully_loaded(path) is None

@@ -55,11 +55,11 @@ class LingeringGpu:
         return listed
 
 
-def config_file(tmp_path: Path, command: list[str], release_timeout_s: float) -> Path:
+def config_file(tmp_path: Path, command: list[str], release_timeout_s: float, max_attempts: int = 3) -> Path:
     path = tmp_path / "run.toml"
     path.write_text(
         f"[run]\ncommand = {command!r}\nstate_dir = '{tmp_path / 'state'}'\n".replace("'", '"')
-        + "[restart]\nbackoff_initial_s = 0\nbackoff_max_s = 0\nmax_attempts_without_progress = 3\n"
+        + f"[restart]\nbackoff_initial_s = 0\nbackoff_max_s = 0\nmax_attempts_without_progress = {max_attempts}\n"
         + f"[gpu]\nrelease_timeout_s = {release_timeout_s}\npoll_s = 0.05\n"
     )
     return path
@@ -118,19 +118,23 @@ def test_past_its_timeout_the_wait_gives_up_and_relaunches_anyway(tmp_path: Path
     assert message.endswith("relaunching anyway")
 
 
-def test_what_outlived_a_wait_is_waited_for_again_not_taken_for_another_users_job(tmp_path: Path) -> None:
-    """Attempt 1's dead trainer stays listed (the driver never frees it). The wait before
-    attempt 2 times out on it; the wait before attempt 3 must still count it as ours, not
-    as a process that was on the GPU before the launch."""
+def test_what_outlived_a_wait_is_waited_for_once_more_not_at_every_relaunch(tmp_path: Path) -> None:
+    """Each dead trainer stays listed (the driver never frees it). The wait before the
+    next launch times out on it; the one after must still count it as ours, not as a
+    process that was on the GPU before the launch. But only once more: in a pid namespace
+    of its own another user's job looks exited too, and must not hold up every relaunch."""
     probe = LingeringGpu(polls=10**9, foreign_pid=1)
     counter = tmp_path / "starts"
-    code = run_daemon(config_file(tmp_path, behave("crash-until", str(counter), "3"), 0.3), probe)
+    code = run_daemon(config_file(tmp_path, behave("crash-until", str(counter), "4"), 0.3, 5), probe)
     assert code == 0
-    first, second = list(probe.dead)[:2]
-    before_2, before_3 = events(tmp_path, "gpu_not_released")
+    first, second, third = list(probe.dead)[:3]
+    before_2, before_3, before_4 = events(tmp_path, "gpu_not_released")
     assert f"pid {first} " in before_2
     assert f"pid {first} " in before_3
     assert f"pid {second} " in before_3
+    assert f"pid {first} " not in before_4, "kept out of the baseline once, not twice"
+    assert f"pid {second} " in before_4
+    assert f"pid {third} " in before_4
 
 
 def _read(path: Path) -> str | None:

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from supervisor.cli.shared import ACCEPT_MODEL_CHANGE, CONFIG_OPTION, fail, load_config
+
+if TYPE_CHECKING:
+    from supervisor.daemon.loop import Daemon
 
 
 @click.command()
@@ -104,7 +108,7 @@ def run(
     try:
         import asyncio
 
-        code = asyncio.run(daemon.run())
+        code = asyncio.run(_supervised(daemon))
     except DirectoryTaken as exc:
         ledger.close()
         lock.release()
@@ -116,3 +120,16 @@ def run(
         ledger.close()
         lock.release()
     sys.exit(code)
+
+
+async def _supervised(daemon: Daemon) -> int:
+    """The daemon's run; once its teardown is over, the process has a bounded time to exit
+    (a thread left stuck in a dead filesystem must not keep it)."""
+    from supervisor.daemon.overrun import EXIT_GRACE_S, exit_within
+
+    code = 1
+    try:
+        code = await daemon.run()
+        return code
+    finally:
+        exit_within(EXIT_GRACE_S, code)
