@@ -102,15 +102,15 @@ class CheckpointGuard:
         self._verifying = asyncio.create_task(self._verify_landed())
 
     async def stop(self) -> None:
-        if self._verifying is not None:
-            self._verifying.cancel()
-            # Not `await` under suppress(CancelledError): that would also swallow the
-            # cancellation of this stop itself (the daemon bounds each edge's stop).
-            await asyncio.wait({self._verifying})
         try:
+            if self._verifying is not None:
+                self._verifying.cancel()
+                # Not `await` under suppress(CancelledError): that would also swallow the
+                # cancellation of this stop itself (the daemon bounds each edge's stop).
+                await asyncio.wait({self._verifying})
             await self.watcher.stop()
         finally:
-            await self.book.validator.close()  # its worker, whatever the watcher did
+            await self.book.validator.close()  # its worker, whatever happened above
             self.preparation.stop()
 
     # --- housekeeping chores ---------------------------------------------------------

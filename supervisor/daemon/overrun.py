@@ -25,9 +25,11 @@ import structlog
 
 log = structlog.get_logger("supervisor")
 
-EDGE_STOP_TIMEOUT_S = 10.0  # one edge's stop (watcher and validator, sources, outputs)
+EDGE_STOP_TIMEOUT_S = 12.0  # one edge's stop (watcher and validator, sources, outputs)
 STOP_OVERRUN_S = 40.0  # past the trainer's grace period: a stop that takes longer is stuck
-EXIT_GRACE_S = 10.0  # after the teardown: what is left (asyncio's own, the ledger) must end
+# After the teardown: what is still under way in threads (a checkpoint copy, a webhook's
+# last post, a stuck call) has this long before the process exits without it.
+EXIT_GRACE_S = 20.0
 
 
 class StopOverrun:
@@ -72,11 +74,18 @@ async def stop_edges(edges: Sequence[tuple[str, Callable[[], Awaitable[None]]]])
         done, _ = await asyncio.wait({task}, timeout=EDGE_STOP_TIMEOUT_S)
         if not done:
             task.cancel()  # not awaited: a stop that ignores its cancellation stays behind
+            task.add_done_callback(_retrieved)
             left.append(name)
             log.error("did not stop in time; exiting without it", edge=name, timeout_s=EDGE_STOP_TIMEOUT_S)
         elif not task.cancelled() and (error := task.exception()) is not None:
             log.error("error while stopping; going on with the others", edge=name, error=repr(error))
     return left
+
+
+def _retrieved(task: asyncio.Future[None]) -> None:
+    """A stop left behind that fails later: logged, not "never retrieved"."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("a stop left behind failed", error=repr(error))
 
 
 def exit_within(grace_s: float, code: int) -> None:
@@ -88,7 +97,8 @@ def exit_within(grace_s: float, code: int) -> None:
         threading.Event().wait(grace_s)
         try:
             sys.stderr.write(
-                f"train-supervisor: still not exited {grace_s:g}s after the teardown; exiting now\n"
+                f"train-supervisor: threads still running {grace_s:g}s after the teardown (a checkpoint "
+                "copy, a webhook's last post, or a stuck call); exiting without them. Their stacks:\n"
             )
             faulthandler.dump_traceback(file=sys.stderr)
             sys.stderr.flush()

@@ -19,6 +19,10 @@ from supervisor.outputs.status_socket import LiveStatusServer, Snapshot
 from supervisor.outputs.systemd import Notifier
 from supervisor.outputs.webhooks import Notifications, secret_values
 
+# At the end of a run, the messages under way get this long (within the outputs' stop
+# bound, EDGE_STOP_TIMEOUT_S); a post still going on after it has the exit's grace.
+WEBHOOK_DRAIN_S = 8.0
+
 
 class Telling:
     def __init__(
@@ -63,7 +67,7 @@ class Telling:
         await self.live.stop()
         if self.exporter is not None:
             await self.exporter.stop()
-        await self.webhooks.drain()
+        await self.webhooks.drain(WEBHOOK_DRAIN_S)
         self.notifier.close()
 
     def notify(self, state: State) -> None:

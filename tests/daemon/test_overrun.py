@@ -18,6 +18,7 @@ from supervisor.cli.service import STOP_MARGIN_S
 from supervisor.config import StopSection, load
 from supervisor.daemon import overrun
 from supervisor.daemon.loop import Daemon
+from supervisor.daemon.telling import WEBHOOK_DRAIN_S
 from supervisor.ledger import Ledger
 from tests.support.load import scaled
 from tests.support.procs import behave, wait_for
@@ -145,6 +146,7 @@ def test_the_stop_fits_in_the_units_timeout_so_systemd_never_kills_first() -> No
     edges = 3  # the checkpoint watcher (with the validator), the progress sources, the outputs
     ours = edges * overrun.EDGE_STOP_TIMEOUT_S + overrun.EXIT_GRACE_S
     assert ours < STOP_MARGIN_S
+    assert WEBHOOK_DRAIN_S < overrun.EDGE_STOP_TIMEOUT_S, "the outputs' stop waits for the webhooks"
     assert overrun.STOP_OVERRUN_S < STOP_MARGIN_S
     units = sorted((Path(supervisor.cli.__file__).parent / "units").glob("*.service"))
     assert units
@@ -167,7 +169,7 @@ def test_a_thread_stuck_after_the_teardown_does_not_keep_the_process(tmp_path: P
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled(60), check=False
     )
     assert result.returncode == 7
-    assert "still not exited 0.5s after the teardown" in result.stderr
+    assert "threads still running 0.5s after the teardown" in result.stderr
     assert "stuck_in_a_dead_share" in result.stderr
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from supervisor.cli.shared import ACCEPT_MODEL_CHANGE, CONFIG_OPTION, fail, load_config
+from supervisor.cli.shared import ACCEPT_MODEL_CHANGE, CONFIG_OPTION, EXIT_USAGE, fail, load_config
 
 if TYPE_CHECKING:
     from supervisor.daemon.loop import Daemon
@@ -55,7 +55,6 @@ def run(
     """
     import structlog
 
-    from supervisor.checkpoints.pinned import DirectoryTaken
     from supervisor.daemon.loop import Daemon
     from supervisor.ledger import Ledger, LedgerDamaged, LedgerError
     from supervisor.outputs import logs
@@ -109,11 +108,7 @@ def run(
         import asyncio
 
         code = asyncio.run(_supervised(daemon))
-    except DirectoryTaken as exc:
-        ledger.close()
-        lock.release()
-        fail(str(exc))
-    except Exception:
+    except Exception:  # (in asyncio's own ending: the daemon's errors are handled there)
         log.exception("internal error; the supervisor exits")
         code = 1
     finally:
@@ -125,11 +120,19 @@ def run(
 async def _supervised(daemon: Daemon) -> int:
     """The daemon's run; once its teardown is over, the process has a bounded time to exit
     (a thread left stuck in a dead filesystem must not keep it)."""
+    import structlog
+
+    from supervisor.checkpoints.pinned import DirectoryTaken
     from supervisor.daemon.overrun import EXIT_GRACE_S, exit_within
 
-    code = 1
+    log = structlog.get_logger("supervisor")
     try:
         code = await daemon.run()
-        return code
-    finally:
-        exit_within(EXIT_GRACE_S, code)
+    except DirectoryTaken as exc:  # said and coded here: the backstop may end the process next
+        click.echo(f"train-supervisor: {exc}", err=True)
+        code = EXIT_USAGE
+    except Exception:
+        log.exception("internal error; the supervisor exits")
+        code = 1
+    exit_within(EXIT_GRACE_S, code)
+    return code
