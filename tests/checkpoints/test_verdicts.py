@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from supervisor.checkpoints.on_disk import OnDisk, stat_checkpoint
-from supervisor.checkpoints.verdicts import CheckpointBook
+from supervisor.checkpoints.verdicts import CheckpointBook, Unsettled
 from supervisor.ledger import Ledger
 from supervisor.validator.client import ValidatorClient
 from tests.support import ckpt_factory as ck
@@ -236,3 +236,44 @@ def test_a_newer_file_still_being_written_is_not_judged_ahead_of_one_that_landed
     assert newer is None, "nothing recorded about the file being written"
     assert isinstance(caught, Unsettled)
     assert "open for writing" in caught.reason
+
+
+class _FinishedWhileReading(ValidatorClient):
+    """The real validator; and, while its verdict is on its way (a busy machine), the
+    writer finishes the file and closes it, so no process has it open any more."""
+
+    def __init__(self, path: Path, whole: bytes) -> None:
+        super().__init__(idle_timeout_s=None)
+        self.path, self.whole = path, whole
+
+    async def validate(self, request):  # type: ignore[no-untyped-def]
+        verdict = await super().validate(request)
+        self.path.write_bytes(self.whole)  # the rest of the write, then closed
+        return verdict
+
+
+def test_a_torn_read_of_a_file_finished_right_after_is_no_rejection(tmp_path: Path) -> None:
+    ckpt_dir = tmp_path / "ckpt"
+    ckpt_dir.mkdir()
+    whole = ck.write_torch(tmp_path / "whole.pt", step=30).read_bytes()
+    writing = ckpt_dir / "ckpt_30.pt"
+    writing.write_bytes(whole[: len(whole) // 2])
+
+    async def body() -> tuple[object, object, object]:
+        ledger = Ledger.open(tmp_path / "state")
+        client = _FinishedWhileReading(writing, whole)
+        book = _book(tmp_path, LAYOUT, ckpt_dir, ledger, client)
+        try:
+            caught = await book.verify_landed(_on_disk(writing), 1)
+            recorded = book.known(_on_disk(writing))
+            later = await book.verify_landed(_on_disk(writing), 1)
+        finally:
+            await client.close()
+            ledger.close()
+        return caught, recorded, later
+
+    caught, recorded, later = asyncio.run(body())
+    assert isinstance(caught, Unsettled), caught
+    assert "written again after it was read" in caught.reason
+    assert recorded is None, "nothing recorded about the version caught mid-write"
+    assert getattr(later, "ok", None) is True, "the finished file is verified when read again"
