@@ -3,26 +3,23 @@ defines, and `status`'s `locate` loads neither pydantic nor the model."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import subprocess
 import sys
 
 import supervisor.config as config
+from tests.support.lazy_package import (
+    assert_names_are_their_modules_objects,
+    assert_no_name_is_also_a_submodule,
+)
 
 
 def test_every_public_name_is_its_modules_object() -> None:
-    assert sorted(config.__all__) == sorted(config._HOME)
-    for name, module in config._HOME.items():
-        assert getattr(config, name) is getattr(importlib.import_module(f"supervisor.config.{module}"), name)
-    assert set(config.__all__) <= set(dir(config))
+    assert_names_are_their_modules_objects(config)
 
 
 def test_no_public_name_is_also_a_module_of_the_package() -> None:
-    """A submodule named like a public name would shadow it once imported (`config.load`
-    would be the module, not the function)."""
-    modules = {info.name for info in pkgutil.iter_modules(config.__path__)}
-    assert modules & set(config._HOME) == set()
+    """`config.load` would be the module, not the function."""
+    assert_no_name_is_also_a_submodule(config)
 
 
 def test_locate_loads_neither_pydantic_nor_the_model() -> None:

@@ -3,28 +3,25 @@ and importing one module of the core does not load the rest."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import subprocess
 import sys
 
 import pytest
 
 import supervisor.core as core
+from tests.support.lazy_package import (
+    assert_names_are_their_modules_objects,
+    assert_no_name_is_also_a_submodule,
+)
 
 
 def test_every_public_name_is_its_modules_object() -> None:
-    assert sorted(core.__all__) == sorted(core._HOME)
-    for name, module in core._HOME.items():
-        assert getattr(core, name) is getattr(importlib.import_module(f"supervisor.core.{module}"), name)
-    assert set(core.__all__) <= set(dir(core))
+    assert_names_are_their_modules_objects(core)
 
 
 def test_no_public_name_is_also_a_module_of_the_package() -> None:
-    """Importing a submodule sets the package attribute of its name, which would then
-    shadow a lazily loaded name: `core.decide` would be a module, not the function."""
-    modules = {info.name for info in pkgutil.iter_modules(core.__path__)}
-    assert modules & set(core._HOME) == set()
+    """`core.decide` would be the module, not the function."""
+    assert_no_name_is_also_a_submodule(core)
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
