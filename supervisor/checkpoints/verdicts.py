@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -25,7 +24,8 @@ from supervisor.checkpoints.on_disk import OnDisk, listing, request_for, row_fro
 from supervisor.checkpoints.pinned import PinnedDir
 from supervisor.checkpoints.plan import Candidate, Plan, Status, plan, with_content_step
 from supervisor.checkpoints.shapes import SHAPES_DIFFER, ShapeReference, shape_change, shape_rejection
-from supervisor.core.file_version import FileVersion, VersionKey
+from supervisor.checkpoints.watch_sources import version_of
+from supervisor.core.file_version import VersionKey
 from supervisor.ledger import Ledger, VerdictRow
 from supervisor.outputs.reporter import Report
 from supervisor.process.writers import writers_of
@@ -153,7 +153,7 @@ class CheckpointBook:
             return Unsettled("empty: its write has not begun")
         if live and not row.ok and (writing := writers_of([f.ckpt.path]).get(f.ckpt.path)):
             return Unsettled(f"{row.reason}, while {writing[0].describe()} has it open for writing")
-        if live and not row.ok and _rewritten_since(f.ckpt.path, row.version):
+        if live and not row.ok and version_of(f.ckpt.path) != row.version:  # (None: gone)
             # Its writer finished (and closed it) after the read: that verdict was of a
             # version caught mid-write, on a machine too busy to see the writer at it.
             return Unsettled(f"{row.reason}, and it was written again after it was read")
@@ -387,11 +387,3 @@ def _verdict_dict(row: VerdictRow | None) -> dict[str, object] | None:
         "checksum": row.checksum,
         "size": row.version.size,
     }
-
-
-def _rewritten_since(path: Path, version: FileVersion) -> bool:
-    """The file on disk is no longer the version the verdict is about (or is gone)."""
-    try:
-        return FileVersion.of(os.lstat(path)) != version
-    except OSError:
-        return True
